@@ -1,0 +1,216 @@
+"""The small contracts between the engine and its plugins.
+
+The engine never imports `editors` or `classifiers`; it only knows these types.
+Plugins are wired in through Hydra `_target_` and must honour the conventions here:
+
+* Images are float32 tensors `(N, 3, H, W)` with values in `[0, 1]`, RGB, on the runner's device.
+* Landmarks are `(N, 478, 3)` float32 in **pixel units of the aligned crop**: x to the right,
+  y down, z is MediaPipe's relative depth scaled like x (smaller z = closer to the camera).
+* Masks are float32 `(N, 1, H, W)` in `[0, 1]`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+#: Canonical emotion vocabulary. Every classifier maps its labels onto these names;
+#: a label with no canonical counterpart keeps its own (lower-case) name.
+CANONICAL_EMOTIONS: tuple[str, ...] = (
+    "anger",
+    "disgust",
+    "fear",
+    "happiness",
+    "sadness",
+    "surprise",
+    "neutral",
+    "contempt",
+)
+
+#: Common spellings found in model cards and datasets, mapped onto the canonical vocabulary.
+EMOTION_SYNONYMS: dict[str, str] = {
+    "angry": "anger",
+    "anger": "anger",
+    "disgust": "disgust",
+    "disgusted": "disgust",
+    "fear": "fear",
+    "fearful": "fear",
+    "scared": "fear",
+    "happy": "happiness",
+    "happiness": "happiness",
+    "joy": "happiness",
+    "sad": "sadness",
+    "sadness": "sadness",
+    "surprise": "surprise",
+    "surprised": "surprise",
+    "neutral": "neutral",
+    "calm": "neutral",
+    "contempt": "contempt",
+}
+
+
+def canonical_emotion(label: str) -> str:
+    """Map a model's label onto the canonical vocabulary; unknown labels keep their own name."""
+    key = label.strip().lower()
+    return EMOTION_SYNONYMS.get(key, key)
+
+
+def stable_hash(obj: Any, length: int = 16) -> str:
+    """A short, stable hex digest of a JSON-able object (dict order does not matter)."""
+    payload = json.dumps(obj, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(payload.encode()).hexdigest()[:length]
+
+
+def image_seed(seed: int, image_id: str, *extra: Any) -> int:
+    """Per-image seed, so a batch gives the same result as one-by-one processing."""
+    digest = hashlib.sha256(json.dumps([seed, image_id, *extra], default=str).encode()).digest()
+    return int.from_bytes(digest[:8], "little") & 0x7FFF_FFFF_FFFF_FFFF
+
+
+@dataclass
+class FaceAnalysis:
+    """Face analysis of one image, in the coordinates of its aligned crop.
+
+    `ok=False` means the image is skipped; `reason` says why.
+    """
+
+    image_id: str
+    ok: bool
+    reason: str = ""
+    landmarks: np.ndarray | None = None  # (478, 3) float32, crop pixels
+    blendshapes: np.ndarray | None = None  # (52,) float32, MediaPipe order
+    box: np.ndarray | None = None  # (4,) x0, y0, x1, y1 of the face in crop pixels
+    pose: np.ndarray | None = None  # (3,) yaw, pitch, roll in degrees
+    crop_from_source: np.ndarray | None = None  # (2, 3) affine: source pixel -> crop pixel
+
+
+@dataclass
+class FaceBatch:
+    """A batch of aligned face crops with their analyses, ready for editors and classifiers."""
+
+    ids: list[str]
+    images: torch.Tensor  # (N, 3, H, W) float32 [0, 1]
+    landmarks: torch.Tensor  # (N, 478, 3) float32, crop pixels
+    blendshapes: torch.Tensor  # (N, 52) float32
+    boxes: torch.Tensor  # (N, 4) float32
+    face_mask: torch.Tensor  # (N, 1, H, W) float32, soft face-oval mask
+    pose: torch.Tensor  # (N, 3) yaw, pitch, roll degrees
+    metadata: list[dict[str, Any]] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def device(self) -> torch.device:
+        return self.images.device
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return int(self.images.shape[-2]), int(self.images.shape[-1])
+
+    def select(self, index: Sequence[int]) -> FaceBatch:
+        """Sub-batch with the given rows (used for one-by-one checks and OOM back-off)."""
+        idx = torch.as_tensor(list(index), dtype=torch.long, device=self.images.device)
+        meta = [self.metadata[i] for i in index] if self.metadata else []
+        return FaceBatch(
+            ids=[self.ids[i] for i in index],
+            images=self.images.index_select(0, idx),
+            landmarks=self.landmarks.index_select(0, idx),
+            blendshapes=self.blendshapes.index_select(0, idx),
+            boxes=self.boxes.index_select(0, idx),
+            face_mask=self.face_mask.index_select(0, idx),
+            pose=self.pose.index_select(0, idx),
+            metadata=meta,
+        )
+
+    def generators(self, seed: int, *extra: Any) -> list[torch.Generator]:
+        """One seeded CPU generator per image (draw on CPU, then move: identical on any device)."""
+        return [torch.Generator().manual_seed(image_seed(seed, i, *extra)) for i in self.ids]
+
+
+@dataclass
+class EditResult:
+    """What an editor returns for one batch."""
+
+    images: torch.Tensor  # (N, 3, H, W) float32 [0, 1]
+    mask: torch.Tensor  # (N, 1, H, W) float32: where the edit is allowed to change pixels
+    metadata: list[dict[str, Any]] = field(default_factory=list)  # per image: measured change etc.
+    landmarks: torch.Tensor | None = None  # (N, 478, 3) target landmarks after a geometric edit
+
+
+class Editor(ABC):
+    """Changes one facial property of a batch of faces.
+
+    Contract:
+      * `edit(batch, strength, seed)` with `strength` in [0, 1]; strength 0 is the sham: the
+        same pipeline (resampling, blending, encoding) with no change of the property.
+      * Deterministic given `seed`, and batch results equal one-by-one results.
+      * Runs on CPU or CUDA on whatever device `batch` lives on; no Python loops over pixels.
+    """
+
+    #: Name of the property this editor changes ("symmetry", "age", "gender", "semg", "none").
+    property: ClassVar[str] = "none"
+
+    @abstractmethod
+    def edit(self, batch: FaceBatch, strength: float, seed: int) -> EditResult:
+        """Edit every face in `batch` by `strength` in [0, 1]."""
+
+    def sham(self, batch: FaceBatch, seed: int = 0) -> EditResult:
+        """The same pipeline with no change: the default reference condition."""
+        return self.edit(batch, 0.0, seed)
+
+    def fingerprint(self) -> dict[str, Any]:
+        """Everything that determines the output, for content-addressed caching."""
+        params = {k: v for k, v in vars(self).items() if not k.startswith("_")}
+        return {"class": f"{type(self).__module__}.{type(self).__qualname__}", **params}
+
+    @property
+    def name(self) -> str:
+        return type(self).__name__
+
+
+class Classifier(ABC):
+    """Scores emotion for a batch of face crops.
+
+    Contract:
+      * `labels` are in the canonical vocabulary (see `canonical_emotion`).
+      * `preprocess(images, boxes)` does the model's own crop, resize, colour and normalisation
+        on the tensors' device; `predict(inputs)` returns `(N, K)` outputs aligned with `labels`.
+      * `output_kind` is "softmax" (rows sum to 1), "sigmoid" (independent scores in [0, 1])
+        or "logits".
+      * The runner decides device and batch size and calls `to(device)`.
+    """
+
+    name: str = "classifier"
+    labels: tuple[str, ...] = ()
+    output_kind: str = "softmax"
+    #: Largest batch the runner should try first; it backs off on CUDA OOM.
+    batch_size: int = 128
+
+    def to(self, device: torch.device | str) -> Classifier:
+        """Move weights to `device`; plugins without torch weights may ignore this."""
+        return self
+
+    @abstractmethod
+    def preprocess(self, images: torch.Tensor, boxes: torch.Tensor) -> Any:
+        """Turn `(N, 3, H, W)` crops in [0, 1] plus face boxes into model inputs."""
+
+    @abstractmethod
+    def predict(self, inputs: Any) -> torch.Tensor:
+        """Return `(N, len(labels))` outputs for preprocessed inputs."""
+
+    def fingerprint(self) -> dict[str, Any]:
+        """Everything that determines the output, for content-addressed caching."""
+        params = {k: v for k, v in vars(self).items() if not k.startswith("_")}
+        return {"class": f"{type(self).__module__}.{type(self).__qualname__}", **params}
+
+
+class ConfigError(ValueError):
+    """A configuration value is wrong; the message names the key, the value and what is allowed."""
