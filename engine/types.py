@@ -11,6 +11,7 @@ Plugins are wired in through Hydra `_target_` and must honour the conventions he
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import json
 from abc import ABC, abstractmethod
@@ -171,7 +172,8 @@ class Editor(ABC):
         params = {k: v for k, v in vars(self).items() if not k.startswith("_")}
         return {"class": f"{type(self).__module__}.{type(self).__qualname__}", **params}
 
-    @property
+    # `property` is shadowed by the class attribute above, hence builtins.property.
+    @builtins.property
     def name(self) -> str:
         return type(self).__name__
 

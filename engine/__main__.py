@@ -1,0 +1,53 @@
+"""`python -m engine experiment=NAME [key=value ...]`: run an experiment (Hydra app).
+
+A bad config (misspelled key, unknown option, out-of-range value) is reported in one line before
+any work starts. Add `-m` for a multirun sweep, e.g. `-m editor.strength=0.5,1 seed=0,1`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+import hydra
+from omegaconf import DictConfig
+
+from engine.config import precheck, register_experiments
+from engine.types import ConfigError
+
+# MediaPipe/TFLite log through glog at import; keep the terminal for the engine's own lines.
+os.environ.setdefault("GLOG_minloglevel", "2")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+@hydra.main(version_base=None, config_path="pkg://conf", config_name="config")
+def _hydra_entry(cfg: DictConfig) -> float | None:
+    from engine.app import run
+
+    try:
+        summary = run(cfg)
+    except ConfigError as exc:
+        logging.getLogger("engine").error("%s", exc)
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    print(f"{summary.headline}\nreport: {summary.output_dir / 'report.md'}\n"
+          f"gallery: {summary.output_dir / 'gallery' / 'index.html'}")
+    return None
+
+
+def main() -> None:
+    register_experiments()
+    argv = sys.argv[1:]
+    if not any(a in ("--help", "-h", "--hydra-help", "--info", "--cfg", "-c", "--shell-completion") or
+               a.startswith(("--cfg", "--info")) for a in argv):
+        try:
+            precheck(argv)
+        except ConfigError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            sys.exit(2)
+    _hydra_entry()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,147 @@
+"""run(cfg): instantiate -> analyse faces -> edit -> classify -> audit -> test -> report."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from engine.cache import WorkCache
+from engine.config import validate
+from engine.faces import FaceAnalyzer
+from engine.pipeline import Pipeline
+from engine.types import ConfigError
+
+log = logging.getLogger("engine")
+
+RUN_STATE = "run_state.json"
+
+
+@dataclass
+class RunSummary:
+    output_dir: Path
+    n_images: int
+    n_skipped: int
+    headline: str
+    timings: dict[str, float]
+    cache: dict[str, dict[str, int]]
+
+
+def output_dir_for(cfg: DictConfig) -> Path:
+    from hydra.core.hydra_config import HydraConfig
+
+    if HydraConfig.initialized():
+        return Path(HydraConfig.get().runtime.output_dir)
+    raise ConfigError("no output folder: run through `python -m engine` (Hydra sets hydra.run.dir)")
+
+
+def guard_output(out: Path, resume: bool) -> None:
+    """Refuse to overwrite a finished or started run unless `resume=true`."""
+    state = out / RUN_STATE
+    if state.exists() and not resume:
+        info = json.loads(state.read_text() or "{}")
+        raise ConfigError(
+            f"output folder {out} already holds a run (status: {info.get('status', '?')}); pass resume=true to "
+            "continue it from the cache, or choose another hydra.run.dir"
+        )
+
+
+def _set_state(out: Path, **fields: Any) -> None:
+    path = out / RUN_STATE
+    state = json.loads(path.read_text()) if path.exists() else {}
+    state.update(fields)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(state, indent=2, default=str))
+    os.replace(tmp, path)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def run(cfg: DictConfig, out: Path | None = None) -> RunSummary:
+    """Run one experiment described by the composed config `cfg`; outputs go to Hydra's run folder."""
+    out = out or output_dir_for(cfg)
+    out.mkdir(parents=True, exist_ok=True)
+    guard_output(out, bool(cfg.resume))
+    built = validate(cfg)
+    _set_state(out, status="running", started=time.strftime("%Y-%m-%d %H:%M:%S"))
+    seed_everything(int(cfg.seed))
+    t_start = time.perf_counter()
+    timings: dict[str, float] = {}
+
+    from engine.checks import ManipulationChecks
+    from engine.report import write_outputs
+    from engine.runner import BatchRunner
+    from engine.stats import analyse
+
+    runner: BatchRunner = BatchRunner(**OmegaConf.to_container(cfg.runner, resolve=True))  # type: ignore[arg-type]
+    analyzer: FaceAnalyzer = built["faces"]
+    classifiers = {n: runner.prepare(c) for n, c in built["classifiers"].items()}
+    cache = WorkCache(cfg.cache.dir, enabled=cfg.cache.enabled)
+    editor = built["editor"]
+    editor_name = cfg.editor.get("name") or type(editor).__name__
+    log.info("experiment=%s editor=%s property=%s strengths=%s classifiers=%s device=%s", cfg.experiment_name,
+             editor_name, editor.property, built["strengths"], list(classifiers), runner.device)
+
+    t0 = time.perf_counter()
+    dataset = built["dataset"]
+    records = list(dataset)
+    timings["index"] = time.perf_counter() - t0
+
+    audit_stage = ManipulationChecks(built["audit"], editor.property, cache, runner.device) if built["audit"].enabled else None
+    pipe = Pipeline(analyzer, editor, built["strengths"], classifiers, runner, cache, int(cfg.seed),
+                    keep_for_report=built["report"].gallery_max_images,
+                    audit_hook=audit_stage.observe if audit_stage else None)
+    result = pipe.run(records)
+    timings.update(result.timings)
+    analyzer.close()
+
+    audit_df = audit_stage.table() if audit_stage else pd.DataFrame()
+    measurements = result.measurements
+    if not audit_df.empty and not measurements.empty:
+        valid = audit_df[["image_id", "strength", "valid"]]
+        measurements = measurements.merge(valid, on=["image_id", "strength"], how="left")
+
+    t0 = time.perf_counter()
+    stats = analyse(measurements, built["stats"]) if not measurements.empty else None
+    timings["stats"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    config_plain = OmegaConf.to_container(cfg, resolve=True)
+    headline = write_outputs(
+        out=out,
+        cfg=config_plain,  # type: ignore[arg-type]
+        experiment=str(cfg.experiment_name),
+        editor=editor,
+        editor_name=editor_name,
+        strengths=built["strengths"],
+        classifiers=classifiers,
+        runner=runner,
+        result=result,
+        measurements=measurements,
+        stats=stats,
+        audit=audit_df,
+        report_cfg=built["report"],
+        timings=timings,
+        n_records=len(records),
+    )
+    timings["report"] = time.perf_counter() - t0
+    timings["total"] = time.perf_counter() - t_start
+    (out / "timings.json").write_text(json.dumps(timings, indent=2))
+    (out / "run_stats.json").write_text(json.dumps({"cache": result.cache_summary}, indent=2))
+    _set_state(out, status="finished", finished=time.strftime("%Y-%m-%d %H:%M:%S"))
+    n_images = int(measurements["image_id"].nunique()) if not measurements.empty else 0
+    return RunSummary(out, n_images, len(result.skipped), headline, timings, result.cache_summary)

@@ -1,0 +1,123 @@
+"""Content-addressed work cache: face analyses, edited images and predictions.
+
+Keys are hashes of content (image pixels) plus the fingerprint of the component that produced the
+entry, so a changed config invalidates exactly what it affects. Every write goes to a temporary
+file in the same folder and is renamed into place: a crash (even SIGKILL) never leaves a half-written
+entry under a valid name. Counters record hits and computations per kind, so a resumed run can
+prove it recomputed nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import threading
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from engine.types import stable_hash
+
+WORK_CACHE_ENV = "FACECF_WORK_CACHE"
+
+
+def pixels_hash(rgb: np.ndarray) -> str:
+    """Hash of decoded pixels (plus shape), so re-encoded copies of an image share a key."""
+    h = hashlib.sha256()
+    h.update(str(rgb.shape).encode())
+    h.update(np.ascontiguousarray(rgb).tobytes())
+    return h.hexdigest()[:32]
+
+
+def key_of(*parts: Any) -> str:
+    return stable_hash(list(parts), length=32)
+
+
+class WorkCache:
+    """A folder of small files addressed by key: `<root>/<kind>/<k[:2]>/<k>.<ext>`.
+
+    Args:
+        root: cache folder; default `$FACECF_WORK_CACHE` or `<engine cache root>/work`.
+        enabled: with False, nothing is read or written (every entry is computed).
+    """
+
+    def __init__(self, root: str | os.PathLike | None = None, enabled: bool = True) -> None:
+        if root is None:
+            env = os.environ.get(WORK_CACHE_ENV)
+            if env:
+                root = env
+            else:
+                from engine.assets import cache_root
+
+                root = cache_root() / "work"
+        self.root = Path(root).expanduser()
+        self.enabled = enabled
+        self.hits: Counter[str] = Counter()
+        self.computed: Counter[str] = Counter()
+        self._lock = threading.Lock()
+
+    def _path(self, kind: str, key: str, ext: str) -> Path:
+        return self.root / kind / key[:2] / f"{key}.{ext}"
+
+    def _write_atomic(self, path: Path, data: bytes) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+
+    def count(self, kind: str, hit: bool, n: int = 1) -> None:
+        with self._lock:
+            (self.hits if hit else self.computed)[kind] += n
+
+    # -- arrays -------------------------------------------------------------------------------
+    def get_arrays(self, kind: str, key: str) -> dict[str, np.ndarray] | None:
+        if not self.enabled:
+            return None
+        path = self._path(kind, key, "npz")
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                return {k: z[k] for k in z.files}
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, EOFError):
+            return None  # unreadable entry: recompute and overwrite it
+
+    def put_arrays(self, kind: str, key: str, **arrays: np.ndarray) -> None:
+        if not self.enabled:
+            return
+        buf = io.BytesIO()
+        np.savez_compressed(buf, **arrays)
+        self._write_atomic(self._path(kind, key, "npz"), buf.getvalue())
+
+    # -- images -------------------------------------------------------------------------------
+    def get_image(self, kind: str, key: str) -> np.ndarray | None:
+        if not self.enabled:
+            return None
+        path = self._path(kind, key, "png")
+        try:
+            with Image.open(path) as im:
+                im.load()
+                return np.asarray(im.convert("RGB"))
+        except FileNotFoundError:
+            return None
+        except OSError:
+            return None
+
+    def put_image(self, kind: str, key: str, rgb: np.ndarray) -> None:
+        if not self.enabled:
+            return
+        buf = io.BytesIO()
+        # Lossless and fast: the cached image is exactly what the classifiers saw.
+        Image.fromarray(rgb).save(buf, format="PNG", compress_level=1)
+        self._write_atomic(self._path(kind, key, "png"), buf.getvalue())
+
+    def summary(self) -> dict[str, dict[str, int]]:
+        kinds = sorted(set(self.hits) | set(self.computed))
+        return {k: {"cached": int(self.hits[k]), "computed": int(self.computed[k])} for k in kinds}

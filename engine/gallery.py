@@ -1,0 +1,100 @@
+"""The self-contained HTML gallery: original | sham | edits | difference, with top predictions."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+def _png_data_uri(rgb: np.ndarray, size: int) -> str:
+    img = Image.fromarray(rgb)
+    if img.width != size:
+        img = img.resize((size, size), Image.Resampling.LANCZOS)
+    buf = io.BytesIO()
+    img.save(buf, format="PNG", optimize=False, compress_level=6)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def difference_map(a: np.ndarray, b: np.ndarray, gain: float = 4.0) -> np.ndarray:
+    """|a - b| per pixel, amplified and shown with the 'magma' colour map (black = unchanged)."""
+    import matplotlib
+
+    d = np.abs(a.astype(np.float32) - b.astype(np.float32)).mean(axis=2) / 255.0
+    d = np.clip(d * gain, 0, 1)
+    return (matplotlib.colormaps["magma"](d)[..., :3] * 255).astype(np.uint8)
+
+
+_GALLERY_CSS = """
+body{font-family:system-ui,sans-serif;margin:1.5em;color:#222;background:#fafafa}
+h1{font-size:1.4em} .meta{color:#555;font-size:.9em}
+table.face{border-collapse:collapse;margin:1.2em 0;background:#fff;box-shadow:0 1px 3px #0002}
+table.face td{padding:6px;vertical-align:top;text-align:center;font-size:.78em}
+table.face th{font-size:.85em;background:#eee;padding:4px 8px;text-align:left}
+.bar{height:8px;background:#4a7fd0;display:inline-block;vertical-align:middle}
+.pred{text-align:left;white-space:nowrap} .cname{font-weight:600;margin-top:4px}
+.flag{color:#b00;font-weight:600}
+"""
+
+
+def write_gallery(out_dir: Path, chunks: list[Any], classifiers: dict[str, Any], cfg: Any,
+                  title: str, audit: pd.DataFrame | None = None) -> Path:
+    """Self-contained HTML (images inline): original | sham | each edit | difference, with top predictions."""
+    gdir = out_dir / "gallery"
+    gdir.mkdir(parents=True, exist_ok=True)
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
+             f"<style>{_GALLERY_CSS}</style></head><body><h1>{html.escape(title)}</h1>",
+             "<p class='meta'>Each row: the aligned original, the sham (same pipeline, strength 0), every edit, "
+             "and |edit − sham| amplified 4× (black = unchanged). Bars: classifier probabilities.</p>"]
+    invalid = set()
+    if audit is not None and not audit.empty and "valid" in audit:
+        bad = audit[~audit["valid"].astype(bool)]
+        invalid = {(r.image_id, float(r.strength)) for r in bad.itertuples()}
+    shown = 0
+    for chunk in chunks:
+        for i, rec in enumerate(chunk.records):
+            if shown >= cfg.gallery_max_images:
+                break
+            shown += 1
+            conds = chunk.conditions
+            sham = next(c for c in conds if c.name == "sham")
+            cells, heads = [], []
+            for c in conds:
+                img = c.images[i].permute(1, 2, 0).cpu().numpy()
+                flag = " <span class='flag'>audit: invalid</span>" if (rec.image_id, c.strength) in invalid else ""
+                heads.append(f"<th>{html.escape(c.label)}{flag}</th>")
+                cells.append(_cell(img, chunk, c.label, i, classifiers, cfg))
+            last = conds[-1]
+            if last is not sham:
+                diff = difference_map(last.images[i].permute(1, 2, 0).cpu().numpy(),
+                                      sham.images[i].permute(1, 2, 0).cpu().numpy())
+                heads.append(f"<th>|{html.escape(last.label)} − sham|</th>")
+                cells.append(f"<td><img src='{_png_data_uri(diff, cfg.thumb_size)}' width='{cfg.thumb_size}'></td>")
+            parts.append(f"<table class='face'><tr><th colspan='{len(cells)}'>{html.escape(rec.image_id)}"
+                         f" <span class='meta'>{html.escape(rec.source)}</span></th></tr>"
+                         f"<tr>{''.join(heads)}</tr><tr>{''.join(cells)}</tr></table>")
+    parts.append("</body></html>")
+    path = gdir / "index.html"
+    path.write_text("\n".join(parts))
+    return path
+
+
+def _cell(img: np.ndarray, chunk: Any, label: str, i: int, classifiers: dict[str, Any], cfg: Any) -> str:
+    bars = []
+    for name, clf in classifiers.items():
+        p = chunk.predictions[(name, label)][i]
+        order = np.argsort(-p)[: cfg.top_k]
+        rows = "".join(
+            f"<div class='pred'>{html.escape(clf.labels[k])[:10]:s} "
+            f"<span class='bar' style='width:{int(60 * p[k])}px'></span> {p[k]:.2f}</div>"
+            for k in order
+        )
+        bars.append(f"<div class='cname'>{html.escape(name)}</div>{rows}")
+    return f"<td><img src='{_png_data_uri(img, cfg.thumb_size)}' width='{cfg.thumb_size}'>{''.join(bars)}</td>"
+
+

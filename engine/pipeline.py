@@ -1,0 +1,380 @@
+"""The per-chunk work of an experiment: load -> analyse -> edit -> classify, every step cached.
+
+The pipeline streams the dataset in chunks. While one chunk is edited and classified on the
+device, worker threads already decode and analyse the next one. Each image's analysis, each edited
+image and each prediction is stored in the content-addressed `WorkCache`, so an interrupted run that
+is started again only computes what is missing, and gets bit-identical numbers.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from engine.cache import WorkCache, key_of, pixels_hash
+from engine.data import ImageLoadError, ImageRecord
+from engine.faces import FaceAnalyzer, face_masks
+from engine.runner import BatchRunner
+from engine.types import Classifier, Editor, FaceAnalysis, FaceBatch, stable_hash
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Condition:
+    """One version of every image in a chunk: the original, the sham, or an edit at a strength."""
+
+    name: str  # "original" | "sham" | "edit"
+    strength: float  # NaN for the original
+    images: torch.Tensor  # (N, 3, H, W) uint8 on the runner's device
+    hashes: list[str]
+    metadata: list[dict[str, Any]] = field(default_factory=list)
+    mask: torch.Tensor | None = None  # (N, 1, H, W) float, the edit mask
+
+    @property
+    def label(self) -> str:
+        return self.name if self.name != "edit" else f"edit@{self.strength:g}"
+
+
+@dataclass
+class ChunkOutput:
+    records: list[ImageRecord]
+    analyses: list[FaceAnalysis]
+    batch: FaceBatch
+    conditions: list[Condition]
+    predictions: dict[tuple[str, str], np.ndarray]  # (classifier, condition label) -> (N, K)
+
+
+@dataclass
+class PipelineResult:
+    measurements: pd.DataFrame
+    skipped: pd.DataFrame
+    edit_metadata: pd.DataFrame
+    chunks_for_report: list[ChunkOutput]
+    timings: dict[str, float]
+    cache_summary: dict[str, dict[str, int]]
+
+
+class Pipeline:
+    """Runs one experiment's image work. See the module docstring."""
+
+    def __init__(
+        self,
+        analyzer: FaceAnalyzer,
+        editor: Editor,
+        strengths: Sequence[float],
+        classifiers: dict[str, Classifier],
+        runner: BatchRunner,
+        cache: WorkCache,
+        seed: int,
+        keep_for_report: int = 24,
+        audit_hook: Any = None,
+    ) -> None:
+        self.analyzer = analyzer
+        self.editor = editor
+        self.strengths = [float(s) for s in strengths if s > 0]
+        self.classifiers = classifiers
+        self.runner = runner
+        self.cache = cache
+        self.seed = seed
+        self.keep_for_report = keep_for_report
+        self.audit_hook = audit_hook
+        self.timings: dict[str, float] = defaultdict(float)
+        self._analyzer_fp = stable_hash(analyzer.fingerprint(), 32)
+        self._editor_fp = stable_hash(editor.fingerprint(), 32)
+        self._clf_fp = {n: stable_hash(c.fingerprint(), 32) for n, c in classifiers.items()}
+
+    # -- stage 1: load and analyse (runs in worker threads) -------------------------------------
+    def _load_and_analyse(self, rec: ImageRecord) -> tuple[FaceAnalysis, np.ndarray | None, str]:
+        t0 = time.perf_counter()
+        try:
+            rgb = rec.load()
+        except ImageLoadError as exc:
+            return FaceAnalysis(rec.image_id, ok=False, reason=f"load: {exc}"), None, ""
+        except Exception as exc:  # noqa: BLE001 - a user's loader must not end the run
+            return FaceAnalysis(rec.image_id, ok=False, reason=f"load: {type(exc).__name__}: {exc}"), None, ""
+        t1 = time.perf_counter()
+        akey = key_of("analysis", pixels_hash(rgb), self._analyzer_fp)
+        cached = self.cache.get_arrays("analysis", akey)
+        if cached is not None:
+            if not bool(cached["ok"]):
+                self.cache.count("analysis", hit=True)
+                return FaceAnalysis(rec.image_id, ok=False, reason=str(cached["reason"])), None, akey
+            crop = self.cache.get_image("crop", akey)
+            if crop is not None:
+                self.cache.count("analysis", hit=True)
+                fa = FaceAnalysis(
+                    rec.image_id, ok=True, reason=str(cached["reason"]), landmarks=cached["landmarks"],
+                    blendshapes=cached["blendshapes"], box=cached["box"], pose=cached["pose"],
+                    crop_from_source=cached["crop_from_source"],
+                )
+                self._time("load", t1 - t0)
+                return fa, crop, akey
+        fa, crop = self.analyzer.analyse(rec.image_id, rgb)
+        self.cache.count("analysis", hit=False)
+        if fa.ok:
+            assert crop is not None
+            self.cache.put_image("crop", akey, crop)  # image first: the npz marks the entry complete
+            self.cache.put_arrays(
+                "analysis", akey, ok=np.array(True), reason=np.array(fa.reason), landmarks=fa.landmarks,
+                blendshapes=fa.blendshapes, box=fa.box, pose=fa.pose, crop_from_source=fa.crop_from_source,
+            )
+        else:
+            self.cache.put_arrays("analysis", akey, ok=np.array(False), reason=np.array(fa.reason))
+        self._time("load", t1 - t0)
+        self._time("landmarks", time.perf_counter() - t1)
+        return fa, crop, akey
+
+    def _time(self, stage: str, seconds: float) -> None:
+        self.timings[stage] += seconds
+
+    # -- stage 2: edit ---------------------------------------------------------------------------
+    def _edit_condition(self, batch: FaceBatch, akeys: list[str], strength: float) -> Condition:
+        """Edited images for every face, from the cache where possible, computing only the rest."""
+        keys = [key_of("edit", a, self._editor_fp, strength, self.seed) for a in akeys]
+        images: list[np.ndarray | None] = [self.cache.get_image("edit", k) for k in keys]
+        metas: list[dict[str, Any] | None] = []
+        masks: list[np.ndarray | None] = []
+        for k, img in zip(keys, images):
+            m = self.cache.get_arrays("editmeta", k) if img is not None else None
+            metas.append(_meta_from_arrays(m) if m is not None else None)
+            masks.append(m["mask"] if m is not None else None)
+        todo = [i for i, (im, me) in enumerate(zip(images, metas)) if im is None or me is None]
+        self.cache.count("edit", hit=True, n=len(keys) - len(todo))
+        if todo:
+            t0 = time.perf_counter()
+            sub = batch.select(todo)
+            res = self.editor.sham(sub, self.seed) if strength == 0 else self.editor.edit(sub, strength, self.seed)
+            out = _to_uint8(res.images)
+            self._time("edit", time.perf_counter() - t0)
+            # Masks are stored at 8 bits: enough to tell inside from outside, small on disk.
+            mask_u8 = res.mask.detach().clamp(0, 1).mul(255).round().to(torch.uint8)[:, 0].cpu().numpy()
+            for j, i in enumerate(todo):
+                images[i] = out[j]
+                meta = dict(res.metadata[j]) if res.metadata else {}
+                metas[i] = meta
+                masks[i] = mask_u8[j]
+                self.cache.put_image("edit", keys[i], out[j])
+                self.cache.put_arrays("editmeta", keys[i], mask=mask_u8[j], **_meta_to_arrays(meta))
+            self.cache.count("edit", hit=False, n=len(todo))
+        stacked = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous().to(batch.device)
+        mask = torch.from_numpy(np.stack(masks)).to(batch.device).float().div_(255.0).unsqueeze(1)
+        name = "sham" if strength == 0 else "edit"
+        return Condition(name, strength, stacked, [pixels_hash(im) for im in images], metas, mask)  # type: ignore[misc]
+
+    # -- stage 3: classify -----------------------------------------------------------------------
+    def _classify(self, cond: Condition, boxes: torch.Tensor) -> dict[str, np.ndarray]:
+        out: dict[str, np.ndarray] = {}
+        box_np = boxes.cpu().numpy()
+        for name, clf in self.classifiers.items():
+            keys = [key_of("pred", h, self._clf_fp[name], b.round(3).tolist()) for h, b in zip(cond.hashes, box_np)]
+            rows: list[np.ndarray | None] = []
+            for k in keys:
+                got = self.cache.get_arrays("pred", k)
+                rows.append(None if got is None else got["p"])
+            todo = [i for i, r in enumerate(rows) if r is None]
+            self.cache.count("pred", hit=True, n=len(keys) - len(todo))
+            if todo:
+                t0 = time.perf_counter()
+                idx = torch.as_tensor(todo, device=cond.images.device)
+                probs = self.runner.predict(clf, cond.images.index_select(0, idx), boxes.index_select(0, idx))
+                self._time("classify", time.perf_counter() - t0)
+                for j, i in enumerate(todo):
+                    rows[i] = probs[j]
+                    self.cache.put_arrays("pred", keys[i], p=probs[j])
+                self.cache.count("pred", hit=False, n=len(todo))
+            out[name] = np.stack(rows)  # type: ignore[arg-type]
+        return out
+
+    # -- the chunk loop --------------------------------------------------------------------------
+    def run(self, records: Sequence[ImageRecord]) -> PipelineResult:
+        size = self.runner.chunk_size
+        chunks = [list(records[i : i + size]) for i in range(0, len(records), size)]
+        frames: list[pd.DataFrame] = []
+        skipped: list[dict[str, Any]] = []
+        edit_meta: list[dict[str, Any]] = []
+        kept: list[ChunkOutput] = []
+        n_kept = 0
+        workers = max(1, self.runner.workers)
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="analyse") as pool:
+            pending: list[Future] | None = [pool.submit(self._load_and_analyse, r) for r in chunks[0]] if chunks else None
+            for ci in self.runner.progress(range(len(chunks)), total=len(chunks), desc="chunks"):
+                results = [f.result() for f in pending or []]
+                # Prefetch: the next chunk decodes and analyses while this one is edited and classified.
+                pending = [pool.submit(self._load_and_analyse, r) for r in chunks[ci + 1]] if ci + 1 < len(chunks) else None
+                chunk = self._process_chunk(chunks[ci], results, skipped, edit_meta)
+                if chunk is None:
+                    continue
+                frames.append(self._rows(chunk))
+                if self.audit_hook is not None:
+                    t0 = time.perf_counter()
+                    self.audit_hook(chunk)
+                    self._time("audit", time.perf_counter() - t0)
+                if n_kept < self.keep_for_report:
+                    kept.append(_trim(chunk, self.keep_for_report - n_kept))
+                    n_kept += len(kept[-1].records)
+        measurements = pd.concat(frames, ignore_index=True) if frames else _empty_measurements()
+        return PipelineResult(
+            measurements=measurements,
+            skipped=pd.DataFrame(skipped, columns=["image_id", "source", "stage", "reason"]),
+            edit_metadata=pd.DataFrame(edit_meta),
+            chunks_for_report=kept,
+            timings=dict(self.timings),
+            cache_summary=self.cache.summary(),
+        )
+
+    def _process_chunk(self, recs, results, skipped, edit_meta) -> ChunkOutput | None:
+        ok_recs, analyses, crops, akeys = [], [], [], []
+        for rec, (fa, crop, akey) in zip(recs, results):
+            if not fa.ok:
+                stage = "load" if fa.reason.startswith("load:") else "face"
+                reason = fa.reason.removeprefix("load: ")
+                skipped.append({"image_id": rec.image_id, "source": rec.source, "stage": stage, "reason": reason})
+                log.info("skipped image=%s stage=%s reason=%s", rec.image_id, stage, reason)
+                continue
+            ok_recs.append(rec)
+            analyses.append(fa)
+            crops.append(crop)
+            akeys.append(akey)
+        if not ok_recs:
+            return None
+        batch = make_face_batch(ok_recs, analyses, crops, self.runner.device)
+        orig = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).contiguous().to(batch.device)
+        conditions = [Condition("original", float("nan"), orig, [pixels_hash(c) for c in crops])]
+        conditions.append(self._edit_condition(batch, akeys, 0.0))
+        for s in self.strengths:
+            conditions.append(self._edit_condition(batch, akeys, s))
+        for cond in conditions[1:]:
+            for rec, meta in zip(ok_recs, cond.metadata):
+                edit_meta.append({"image_id": rec.image_id, "condition": cond.name, "strength": cond.strength, **meta})
+        predictions: dict[tuple[str, str], np.ndarray] = {}
+        for cond in conditions:
+            for name, probs in self._classify(cond, batch.boxes).items():
+                predictions[(name, cond.label)] = probs
+        return ChunkOutput(ok_recs, analyses, batch, conditions, predictions)
+
+    def _rows(self, chunk: ChunkOutput) -> pd.DataFrame:
+        """Tidy rows: one per image x condition x classifier x output, built with array ops."""
+        n = len(chunk.records)
+        ids = np.array([r.image_id for r in chunk.records], dtype=object)
+        parts = []
+        for cond in chunk.conditions:
+            for name, clf in self.classifiers.items():
+                probs = chunk.predictions[(name, cond.label)]
+                k = probs.shape[1]
+                labels = np.array(clf.labels, dtype=object)
+                top1 = labels[np.argmax(probs, axis=1)]
+                parts.append(
+                    pd.DataFrame(
+                        {
+                            "image_id": np.repeat(ids, k),
+                            "condition": cond.name,
+                            "strength": cond.strength if cond.name != "original" else np.nan,
+                            "classifier": name,
+                            "output": np.tile(labels, n),
+                            "value": probs.reshape(-1),
+                            "top1": np.repeat(top1, k),
+                        }
+                    )
+                )
+        df = pd.concat(parts, ignore_index=True)
+        info = pd.DataFrame(
+            {
+                "image_id": ids,
+                "subject": [r.subject for r in chunk.records],
+                "label": [r.label for r in chunk.records],
+                **_metadata_columns(chunk.records),
+            }
+        )
+        df = df.merge(info, on="image_id", how="left")
+        df["editor"] = self.editor.name
+        df["property"] = self.editor.property
+        return df
+
+
+RESERVED_COLUMNS = {"image_id", "condition", "strength", "classifier", "output", "value", "top1",
+                    "subject", "label", "editor", "property", "valid"}
+
+
+def _metadata_columns(records: Sequence[ImageRecord]) -> dict[str, list[Any]]:
+    keys: list[str] = []
+    for r in records:
+        keys.extend(k for k in r.metadata if k not in keys)
+    return {(f"meta_{k}" if k in RESERVED_COLUMNS else k): [r.metadata.get(k) for r in records] for k in keys}
+
+
+def make_face_batch(
+    records: Sequence[ImageRecord], analyses: Sequence[FaceAnalysis], crops: Sequence[np.ndarray], device: torch.device
+) -> FaceBatch:
+    """Stack aligned crops and their analyses into a `FaceBatch` on `device`."""
+    images = torch.from_numpy(np.stack(crops)).to(device).permute(0, 3, 1, 2).float().div_(255.0)
+    landmarks = torch.from_numpy(np.stack([a.landmarks for a in analyses])).to(device)
+    return FaceBatch(
+        ids=[r.image_id for r in records],
+        images=images,
+        landmarks=landmarks,
+        blendshapes=torch.from_numpy(np.stack([a.blendshapes for a in analyses])).to(device),
+        boxes=torch.from_numpy(np.stack([a.box for a in analyses])).to(device),
+        face_mask=face_masks(landmarks, images.shape[-2:]),
+        pose=torch.from_numpy(np.stack([a.pose for a in analyses])).to(device),
+        metadata=[dict(r.metadata) for r in records],
+    )
+
+
+def _to_uint8(images: torch.Tensor) -> np.ndarray:
+    """Quantise (N, 3, H, W) [0, 1] to uint8 (N, H, W, 3): what is cached is what classifiers see."""
+    x = images.detach().clamp(0, 1).mul(255.0).round_().to(torch.uint8)
+    return x.permute(0, 2, 3, 1).contiguous().cpu().numpy()
+
+
+def _meta_to_arrays(meta: dict[str, Any]) -> dict[str, np.ndarray]:
+    import json
+
+    return {"json": np.array(json.dumps(meta, default=_json_default, sort_keys=True))}
+
+
+def _meta_from_arrays(arrays: dict[str, np.ndarray]) -> dict[str, Any]:
+    import json
+
+    return json.loads(str(arrays["json"]))
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, (np.generic,)):
+        return o.item()
+    if isinstance(o, (np.ndarray, torch.Tensor)):
+        return np.asarray(o.tolist() if isinstance(o, torch.Tensor) else o).tolist()
+    return str(o)
+
+
+def _trim(chunk: ChunkOutput, n: int) -> ChunkOutput:
+    if len(chunk.records) <= n:
+        return chunk
+    idx = list(range(n))
+    return ChunkOutput(
+        chunk.records[:n],
+        chunk.analyses[:n],
+        chunk.batch.select(idx),
+        [
+            Condition(c.name, c.strength, c.images[:n], c.hashes[:n], c.metadata[:n],
+                      None if c.mask is None else c.mask[:n])
+            for c in chunk.conditions
+        ],
+        {k: v[:n] for k, v in chunk.predictions.items()},
+    )
+
+
+def _empty_measurements() -> pd.DataFrame:
+    return pd.DataFrame(
+        columns=["image_id", "condition", "strength", "classifier", "output", "value", "top1",
+                 "subject", "label", "editor", "property"]
+    )
