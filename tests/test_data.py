@@ -1,0 +1,102 @@
+"""Bad and unusual image files are decoded or skipped with a reason; nothing stops the run."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from engine.data import (
+    DemoDataset,
+    ImageFolderDataset,
+    ImageLoadError,
+    ManifestDataset,
+    load_image_file,
+)
+
+
+@pytest.fixture()
+def odd_images(tmp_path):
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 255, (40, 60, 3), dtype=np.uint8)
+    d = tmp_path / "imgs"
+    (d / "happy").mkdir(parents=True)
+    (d / "sad").mkdir()
+    Image.fromarray(rgb).save(d / "happy" / "rgb.png")
+    Image.fromarray(rgb[..., 0]).save(d / "happy" / "grey.png")
+    Image.fromarray(np.dstack([rgb, np.full((40, 60), 128, np.uint8)])).save(d / "sad" / "rgba.png")
+    Image.fromarray(rgb[..., 0].astype(np.uint16) * 257).save(d / "sad" / "deep16.png")
+    # EXIF orientation 6: the stored pixels are rotated; a viewer shows them turned 90 degrees.
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(rgb).save(d / "sad" / "rotated.jpg", exif=exif.tobytes())
+    (d / "sad" / "corrupt.jpg").write_bytes(b"this is not a jpeg at all")
+    (d / "sad" / "empty.png").write_bytes(b"")
+    full = d / "happy" / "truncated.jpg"
+    Image.fromarray(rgb).save(full, quality=95)
+    data = full.read_bytes()
+    full.write_bytes(data[: len(data) // 2])
+    return d, rgb
+
+
+def test_unusual_formats_decode_to_rgb_uint8(odd_images):
+    d, rgb = odd_images
+    grey = load_image_file(d / "happy" / "grey.png")
+    assert grey.shape == (40, 60, 3) and grey.dtype == np.uint8
+    np.testing.assert_array_equal(grey[..., 0], rgb[..., 0])
+    deep = load_image_file(d / "sad" / "deep16.png")
+    assert deep.dtype == np.uint8 and np.abs(deep[..., 0].astype(int) - rgb[..., 0]).max() <= 1
+    rgba = load_image_file(d / "sad" / "rgba.png")
+    # alpha 128 over white: halfway between the colour and 255
+    expected = (rgb.astype(float) * 128 + 255 * 127) / 255
+    assert np.abs(rgba.astype(float) - expected).max() <= 2
+    rotated = load_image_file(d / "sad" / "rotated.jpg")
+    assert rotated.shape == (60, 40, 3), "EXIF orientation must be applied"
+
+
+@pytest.mark.parametrize("name,reason", [("corrupt.jpg", "not a recognised image"), ("empty.png", "empty file")])
+def test_unreadable_files_raise_with_reason(odd_images, name, reason):
+    d, _ = odd_images
+    with pytest.raises(ImageLoadError, match=reason):
+        load_image_file(d / "sad" / name)
+
+
+def test_truncated_jpeg_is_an_error_not_a_half_image(odd_images):
+    d, _ = odd_images
+    with pytest.raises(ImageLoadError, match="truncated|unreadable"):
+        load_image_file(d / "happy" / "truncated.jpg")
+
+
+def test_folder_labels_and_ids(odd_images):
+    d, _ = odd_images
+    ds = ImageFolderDataset(str(d))
+    by_id = {r.image_id: r for r in ds}
+    assert by_id["happy/rgb"].label == "happy"
+    assert by_id["sad/rotated"].label == "sad"
+    assert len(ds) == 8
+
+
+def test_manifest_keeps_metadata_and_resolves_relative_paths(odd_images, tmp_path):
+    d, _ = odd_images
+    table = pd.DataFrame({"path": ["happy/rgb.png", "sad/rgba.png"], "label": ["happy", "sad"],
+                          "subject": ["s1", "s2"], "age": [30, 70], "semg": ["no", "yes"]})
+    man = d / "manifest.csv"
+    table.to_csv(man, index=False)
+    ds = ManifestDataset(str(man))
+    assert [r.label for r in ds] == ["happy", "sad"]
+    assert ds[1].metadata == {"age": 70, "semg": "yes"}
+    assert ds[0].load().shape == (40, 60, 3)
+    with pytest.raises(ValueError, match="path_column"):
+        list(ManifestDataset(str(man), path_column="file"))
+
+
+def test_demo_dataset_is_built_from_installed_packages():
+    ds = DemoDataset(limit=3)
+    assert [r.image_id for r in ds] == ["astronaut", "grace_hopper", "lfw_000"]
+    assert ds[0].load().shape == (512, 512, 3)
+    lfw = ds[2].load()
+    assert lfw.shape == (128, 128, 3) and lfw.dtype == np.uint8
+    assert len(DemoDataset()) == 102
+    with pytest.raises(ValueError, match="n_lfw"):
+        DemoDataset(n_lfw=101)
