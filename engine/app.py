@@ -101,7 +101,13 @@ def run(cfg: DictConfig, out: Path | None = None) -> RunSummary:
     records = list(dataset)
     timings["index"] = time.perf_counter() - t0
 
-    audit_stage = ManipulationChecks(built["audit"], editor.property, cache, runner.device) if built["audit"].enabled else None
+    stage = built["audit_stage"]
+    audit_stage = (
+        ManipulationChecks(built["audit"], editor.property, getattr(editor, "direction", None), cache, runner.device,
+                           symmetry_measure=stage["symmetry_measure"], perceptual=stage["perceptual"],
+                           lpips_net=stage["lpips_net"])
+        if stage["enabled"] else None
+    )
     pipe = Pipeline(analyzer, editor, built["strengths"], classifiers, runner, cache, int(cfg.seed),
                     keep_for_report=built["report"].gallery_max_images,
                     audit_hook=audit_stage.observe if audit_stage else None)
@@ -110,6 +116,8 @@ def run(cfg: DictConfig, out: Path | None = None) -> RunSummary:
     analyzer.close()
 
     audit_df = audit_stage.table() if audit_stage else pd.DataFrame()
+    if audit_stage:
+        audit_stage.close()
     measurements = result.measurements
     if not audit_df.empty and not measurements.empty:
         valid = audit_df[["image_id", "strength", "valid"]]

@@ -27,6 +27,8 @@ from engine.types import ConfigError
 EXPERIMENTS_ENV = "FACECF_EXPERIMENTS"
 #: Keys of the editor config that the engine consumes; the rest go to the editor's constructor.
 EDITOR_ENGINE_KEYS = ("strength", "strengths")
+#: Keys of the audit config that wire the audit stage; the rest are `AuditConfig` thresholds.
+AUDIT_STAGE_KEYS = ("enabled", "symmetry_measure", "perceptual", "lpips_net")
 ROOT_KEYS = ("experiment_name", "seed", "resume", "dataset", "editor", "classifiers", "faces", "runner",
              "stats", "report", "audit", "cache", "hydra")
 
@@ -200,12 +202,31 @@ def validate(cfg: DictConfig) -> dict[str, Any]:
                        ("report", ReportConfig), ("audit", AuditConfig)):
         node = OmegaConf.to_container(cfg[group], resolve=True)
         assert isinstance(node, dict)
+        if group == "audit":
+            built["audit_stage"] = _audit_stage_options(node)
+            node = {k: v for k, v in node.items() if k not in AUDIT_STAGE_KEYS}
         check_keys(group, node, cls)
         try:
             built[group] = cls(**node)
         except (ValueError, TypeError) as exc:
             raise ConfigError(f"{group}: {exc}") from None
     return built
+
+
+def _audit_stage_options(node: dict[str, Any]) -> dict[str, Any]:
+    from hydra.utils import instantiate
+
+    opts = {"enabled": bool(node.get("enabled", True)), "perceptual": bool(node.get("perceptual", True)),
+            "lpips_net": node.get("lpips_net", "alex"), "symmetry_measure": None}
+    if opts["lpips_net"] not in (None, "alex", "vgg"):
+        raise ConfigError(f"audit.lpips_net={opts['lpips_net']!r}: allowed: alex, vgg, null")
+    measure = node.get("symmetry_measure")
+    if measure:
+        try:
+            opts["symmetry_measure"] = instantiate(measure)
+        except Exception as exc:  # noqa: BLE001
+            raise ConfigError(f"audit.symmetry_measure: {exc}") from None
+    return opts
 
 
 # -- turning Hydra's composition errors into one line --------------------------------------------

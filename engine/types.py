@@ -158,6 +158,9 @@ class Editor(ABC):
 
     #: Name of the property this editor changes ("symmetry", "age", "gender", "semg", "none").
     property: ClassVar[str] = "none"
+    #: The intended direction of the change, for the manipulation check ("older", "younger",
+    #: "male", "female", "more", "less"); None where the property has no direction.
+    direction: str | None = None
 
     @abstractmethod
     def edit(self, batch: FaceBatch, strength: float, seed: int) -> EditResult:

@@ -1,0 +1,174 @@
+"""The audit stage of the pipeline: measure every sham and edit with independent judges.
+
+For each image it re-detects the face (landmarks, blendshapes) on the sham and on every edit, runs
+the age/gender estimator, measures symmetry when a measure is configured, and the pixel change
+outside the edit mask. `engine.audit.audit_edits` then turns the paired measures into verdicts.
+Judge outputs are cached by image content, so resumed runs do not re-measure.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from engine.cache import WorkCache, key_of
+from engine.faces import FaceLandmarker
+from engine.types import stable_hash
+
+log = logging.getLogger(__name__)
+
+
+class ManipulationChecks:
+    """Collects judge measures chunk by chunk (`observe`), then builds the audit table (`table`).
+
+    Args:
+        cfg: `engine.audit.AuditConfig` thresholds.
+        prop: the property the editor changes ("age", "gender", "symmetry", "semg", "none").
+        direction: the intended direction ("older", "female", "more", ...) or None.
+        cache: the work cache (judge outputs are keyed by image content).
+        device: where perceptual metrics run.
+        symmetry_measure: `f(landmarks (N, 478, 3)) -> (N,)` symmetry index, wired from config.
+        perceptual: compute LPIPS/SSIM inside and outside the edit mask.
+    """
+
+    def __init__(self, cfg: Any, prop: str, direction: str | None, cache: WorkCache, device: torch.device,
+                 symmetry_measure: Callable[[np.ndarray], np.ndarray] | None = None, perceptual: bool = True,
+                 lpips_net: str = "alex") -> None:
+        self.cfg = cfg
+        self.prop = prop
+        self.direction = direction
+        self.cache = cache
+        self.device = device
+        self.symmetry_measure = symmetry_measure
+        self.perceptual = perceptual
+        self.lpips_net = lpips_net
+        self._landmarker: FaceLandmarker | None = None
+        self._estimator: Any = None
+        self._lpips: Any = None
+        self._rows: list[dict[str, Any]] = []
+        self._fp = stable_hash({"landmarker": "face_landmarker", "judge": "age_v1+gender_v1", "v": 1}, 32)
+
+    # -- judges (lazy: an audit-free run never loads them) ---------------------------------------
+    @property
+    def landmarker(self) -> FaceLandmarker:
+        if self._landmarker is None:
+            self._landmarker = FaceLandmarker()
+        return self._landmarker
+
+    @property
+    def estimator(self) -> Any:
+        if self._estimator is None:
+            from engine.judges import AgeGenderEstimator
+
+            self._estimator = AgeGenderEstimator()
+        return self._estimator
+
+    def _measure(self, images: torch.Tensor, hashes: list[str]) -> list[dict[str, Any]]:
+        """Per image: landmarks, blendshapes, age, p_male (cached by image hash)."""
+        out: list[dict[str, Any] | None] = []
+        for h in hashes:
+            got = self.cache.get_arrays("judge", key_of("judge", h, self._fp))
+            out.append(None if got is None else {k: got[k] for k in got})
+        todo = [i for i, o in enumerate(out) if o is None]
+        self.cache.count("judge", hit=True, n=len(hashes) - len(todo))
+        if todo:
+            rgb = images[todo].permute(0, 2, 3, 1).cpu().numpy()
+            dets = [self.landmarker.detect(im) for im in rgb]
+            found = [j for j, d in enumerate(dets) if d is not None]
+            ages = np.full(len(todo), np.nan)
+            p_male = np.full(len(todo), np.nan)
+            if found:
+                lms = np.stack([dets[j]["landmarks"] for j in found])
+                imgs = images[[todo[j] for j in found]].float().div(255.0)
+                est = self.estimator.estimate(imgs.cpu(), lms)
+                ages[found] = est["age"]
+                p_male[found] = est["p_male"]
+            for j, i in enumerate(todo):
+                d = dets[j]
+                entry = {
+                    "found": np.array(d is not None),
+                    "landmarks": d["landmarks"] if d else np.full((478, 3), np.nan, np.float32),
+                    "blendshapes": d["blendshapes"] if d else np.full(52, np.nan, np.float32),
+                    "age": np.array(ages[j]),
+                    "p_male": np.array(p_male[j]),
+                }
+                self.cache.put_arrays("judge", key_of("judge", hashes[i], self._fp), **entry)
+                out[i] = entry
+            self.cache.count("judge", hit=False, n=len(todo))
+        return out  # type: ignore[return-value]
+
+    def _perceptual(self, ref: torch.Tensor, edit: torch.Tensor, mask: torch.Tensor) -> dict[str, np.ndarray]:
+        from engine.perceptual import LPIPS, ssim_in_out
+
+        a = ref.to(self.device).float().div(255.0)
+        b = edit.to(self.device).float().div(255.0)
+        m = mask.to(self.device).float()
+        res: dict[str, np.ndarray] = {}
+        s_in, s_out = ssim_in_out(a, b, m)
+        res["ssim_in"], res["ssim_out"] = np.asarray(s_in), np.asarray(s_out)
+        if self.lpips_net:
+            if self._lpips is None:
+                self._lpips = LPIPS(net=self.lpips_net).to(self.device)
+            l_in, l_out = self._lpips.in_out(a, b, m)
+            res["lpips_in"], res["lpips_out"] = np.asarray(l_in), np.asarray(l_out)
+        return res
+
+    # -- pipeline hook ---------------------------------------------------------------------------
+    def observe(self, chunk: Any) -> None:
+        sham = next(c for c in chunk.conditions if c.name == "sham")
+        ref = self._measure(sham.images, sham.hashes)
+        ids = [r.image_id for r in chunk.records]
+        for cond in chunk.conditions:
+            if cond.name != "edit":
+                continue
+            edit = self._measure(cond.images, cond.hashes)
+            mask = cond.mask if cond.mask is not None else torch.zeros_like(cond.images[:, :1], dtype=torch.float32)
+            outside = (mask <= 1e-3).float()
+            diff = (cond.images.float() - sham.images.float()).abs().mean(1, keepdim=True) / 255.0
+            out_change = ((diff * outside).flatten(1).sum(1) / outside.flatten(1).sum(1).clamp_min(1)).cpu().numpy()
+            extra = self._perceptual(sham.images, cond.images, mask) if self.perceptual else {}
+            sym_ref = sym_edit = None
+            if self.symmetry_measure is not None:
+                sym_ref = np.asarray(self.symmetry_measure(np.stack([r["landmarks"] for r in ref])))
+                sym_edit = np.asarray(self.symmetry_measure(np.stack([e["landmarks"] for e in edit])))
+            for i, image_id in enumerate(ids):
+                row = {
+                    "image_id": image_id,
+                    "strength": cond.strength,
+                    "face_found": bool(edit[i]["found"]),
+                    "age_ref": float(ref[i]["age"]),
+                    "age_edit": float(edit[i]["age"]),
+                    "p_male_ref": float(ref[i]["p_male"]),
+                    "p_male_edit": float(edit[i]["p_male"]),
+                    "blendshape_change": float(np.nanmean(np.abs(edit[i]["blendshapes"] - ref[i]["blendshapes"]))),
+                    "outside_change": float(out_change[i]),
+                    **{k: float(v[i]) for k, v in extra.items()},
+                }
+                if sym_ref is not None:
+                    row["symmetry_ref"] = float(sym_ref[i])
+                    row["symmetry_edit"] = float(sym_edit[i])  # type: ignore[index]
+                row.update({f"edit_{k}": v for k, v in (cond.metadata[i] or {}).items()
+                            if isinstance(v, (int, float, str, bool))})
+                self._rows.append(row)
+
+    def table(self) -> pd.DataFrame:
+        """One row per image x edit strength with measures, deltas and the verdict."""
+        if not self._rows:
+            return pd.DataFrame()
+        from engine.audit import verdicts
+
+        df = pd.DataFrame(self._rows)
+        df["delta_age"] = df["age_edit"] - df["age_ref"]
+        df["delta_p_male"] = df["p_male_edit"] - df["p_male_ref"]
+        if "symmetry_ref" in df:
+            df["delta_symmetry_rel"] = (df["symmetry_edit"] - df["symmetry_ref"]) / df["symmetry_ref"]
+        return verdicts(df, self.prop, self.direction, self.cfg)
+
+    def close(self) -> None:
+        if self._landmarker is not None:
+            self._landmarker.close()
