@@ -11,6 +11,10 @@ way dlib's `get_face_chip_details` + `extract_image_chip` cut them, reproduced i
   bounding box until one more halving would make the chip rectangle smaller than the chip;
 * bilinear sampling of that level, truncated to uint8, black outside the image.
 
+The chips equal dlib 20.0's bit for bit (tests/test_judges.py holds hashes of dlib's own chips),
+except in dlib's fast-copy case (angle exactly 0 and scale exactly 1), which float landmarks
+never hit.
+
 The 5 points come from the MediaPipe mesh instead of dlib's own 5-point predictor; on the two demo
 portraits they agree with dlib's points to within a few pixels (see tests/test_judges.py).
 """
@@ -342,13 +346,25 @@ class AgeGenderEstimator:
         }
 
     def estimate_points(self, images: torch.Tensor, points5: np.ndarray) -> dict[str, np.ndarray]:
-        """`estimate` from dlib-order 5 points (N, 5, 2) instead of the MediaPipe mesh."""
-        if len(images) == 0:
-            return {"age": np.zeros(0), "p_male": np.zeros(0), "age_probs": np.zeros((0, 81))}
-        chips = self.chips(images, points5)
+        """`estimate` from dlib-order 5 points (N, 5, 2) instead of the MediaPipe mesh.
+
+        Rows whose points are not finite (no face found) get NaN.
+        """
+        points5 = np.asarray(points5, dtype=np.float64)
+        if points5.ndim != 3 or len(points5) != len(images):
+            raise ValueError(f"points5 must be (N, 5, 2) with N={len(images)}, got {points5.shape}")
+        n = len(images)
+        out = {"age": np.full(n, np.nan), "p_male": np.full(n, np.nan), "age_probs": np.full((n, 81), np.nan)}
+        found = np.flatnonzero(np.isfinite(points5).all((1, 2)))
+        if len(found) == 0:
+            return out
+        index = torch.as_tensor(found, device=images.device)
+        chips = self.chips(images.index_select(0, index), points5[found])
         age_probs = self._run("age_v1", chips["age"])
-        gender_probs = self._run("gender_v1", chips["gender"])
-        return {"age": age_probs @ AGE_WEIGHTS, "p_male": gender_probs[:, 1], "age_probs": age_probs}
+        out["age_probs"][found] = age_probs
+        out["age"][found] = age_probs @ AGE_WEIGHTS
+        out["p_male"][found] = self._run("gender_v1", chips["gender"])[:, 1]
+        return out
 
     def estimate(self, images: torch.Tensor, landmarks: torch.Tensor | np.ndarray) -> dict[str, np.ndarray]:
         """Judge a batch of faces.
@@ -363,6 +379,7 @@ class AgeGenderEstimator:
 
         Returns:
             {"age": (N,) expected age in years, "p_male": (N,) probability of "male",
-            "age_probs": (N, 81) class probabilities}, all float64 numpy.
+            "age_probs": (N, 81) class probabilities}, all float64 numpy; NaN rows where the
+            landmarks are NaN (no face).
         """
         return self.estimate_points(images, five_points(landmarks))

@@ -153,6 +153,12 @@ def test_package_parity_with_dlib_points(estimator):
     assert out["age"][0] == pytest.approx(33.10, abs=0.02)
     assert out["p_male"][0] == pytest.approx(0.129, abs=0.002)
     np.testing.assert_allclose(out["age_probs"].sum(1), 1.0, atol=1e-5)
+    # A face that was not found (NaN landmarks) gives NaN and leaves the other rows alone.
+    both = estimator.estimate_points(
+        _astronaut().expand(2, -1, -1, -1), np.stack([np.full((5, 2), np.nan), ASTRONAUT_DLIB_POINTS])
+    )
+    assert np.isnan(both["age"][0]) and np.isnan(both["p_male"][0])
+    assert both["age"][1] == pytest.approx(out["age"][0], abs=1e-6)
 
 
 def test_portraits_with_mediapipe_points(estimator):
