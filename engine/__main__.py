@@ -37,6 +37,9 @@ def _hydra_entry(cfg: DictConfig) -> float | None:
 
 
 def main() -> None:
+    from engine.distributed import init_from_env
+
+    init_from_env()  # no-op unless launched by accelerate/torchrun with several processes
     register_experiments()
     argv = sys.argv[1:]
     if not any(a in ("--help", "-h", "--hydra-help", "--info", "--cfg", "-c", "--shell-completion") or

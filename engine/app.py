@@ -72,12 +72,22 @@ def seed_everything(seed: int) -> None:
 
 
 def run(cfg: DictConfig, out: Path | None = None) -> RunSummary:
-    """Run one experiment described by the composed config `cfg`; outputs go to Hydra's run folder."""
+    """Run one experiment described by the composed config `cfg`; outputs go to Hydra's run folder.
+
+    Under a multi-process launch each process works through its share of the images and the main
+    process gathers the pieces, so the result equals a single-process run.
+    """
+    from engine.distributed import context
+
+    dist = context()
     out = out or output_dir_for(cfg)
     out.mkdir(parents=True, exist_ok=True)
-    guard_output(out, bool(cfg.resume))
+    if dist.is_main:
+        guard_output(out, bool(cfg.resume))
     built = validate(cfg)
-    _set_state(out, status="running", started=time.strftime("%Y-%m-%d %H:%M:%S"))
+    dist.barrier()  # nobody starts before the main process has accepted the output folder
+    if dist.is_main:
+        _set_state(out, status="running", started=time.strftime("%Y-%m-%d %H:%M:%S"))
     seed_everything(int(cfg.seed))
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
@@ -87,18 +97,22 @@ def run(cfg: DictConfig, out: Path | None = None) -> RunSummary:
     from engine.runner import BatchRunner
     from engine.stats import analyse
 
-    runner: BatchRunner = BatchRunner(**OmegaConf.to_container(cfg.runner, resolve=True))  # type: ignore[arg-type]
+    runner_cfg = OmegaConf.to_container(cfg.runner, resolve=True)
+    assert isinstance(runner_cfg, dict)
+    runner_cfg["device"] = dist.device(runner_cfg["device"])
+    runner = BatchRunner(**runner_cfg)
     analyzer: FaceAnalyzer = built["faces"]
     classifiers = {n: runner.prepare(c) for n, c in built["classifiers"].items()}
     cache = WorkCache(cfg.cache.dir, enabled=cfg.cache.enabled)
     editor = built["editor"]
-    editor_name = cfg.editor.get("name") or type(editor).__name__
-    log.info("experiment=%s editor=%s property=%s strengths=%s classifiers=%s device=%s", cfg.experiment_name,
-             editor_name, editor.property, built["strengths"], list(classifiers), runner.device)
+    editor_name = type(editor).__name__
+    log.info("experiment=%s editor=%s property=%s strengths=%s classifiers=%s device=%s rank=%d/%d",
+             cfg.experiment_name, editor_name, editor.property, built["strengths"], list(classifiers),
+             runner.device, dist.rank, dist.world_size)
 
     t0 = time.perf_counter()
-    dataset = built["dataset"]
-    records = list(dataset)
+    records = list(built["dataset"])
+    order = {r.image_id: i for i, r in enumerate(records)}
     timings["index"] = time.perf_counter() - t0
 
     stage = built["audit_stage"]
@@ -109,16 +123,22 @@ def run(cfg: DictConfig, out: Path | None = None) -> RunSummary:
         if stage["enabled"] else None
     )
     pipe = Pipeline(analyzer, editor, built["strengths"], classifiers, runner, cache, int(cfg.seed),
-                    keep_for_report=built["report"].gallery_max_images,
+                    keep_for_report=built["report"].gallery_max_images if dist.is_main else 0,
                     audit_hook=audit_stage.observe if audit_stage else None)
-    result = pipe.run(records)
-    timings.update(result.timings)
+    result = pipe.run(dist.shard(records))
     analyzer.close()
-
     audit_df = audit_stage.table() if audit_stage else pd.DataFrame()
     if audit_stage:
         audit_stage.close()
-    measurements = result.measurements
+    if dist.active:
+        result, audit_df = _gather(dist, result, audit_df)
+        if not dist.is_main:
+            dist.barrier()
+            return RunSummary(out, 0, 0, "", result.timings, result.cache_summary)
+    timings.update(result.timings)
+
+    measurements = _in_dataset_order(result.measurements, order)
+    audit_df = _in_dataset_order(audit_df, order)
     if not audit_df.empty and not measurements.empty:
         valid = audit_df[["image_id", "strength", "valid"]]
         measurements = measurements.merge(valid, on=["image_id", "strength"], how="left")
@@ -149,7 +169,41 @@ def run(cfg: DictConfig, out: Path | None = None) -> RunSummary:
     timings["report"] = time.perf_counter() - t0
     timings["total"] = time.perf_counter() - t_start
     (out / "timings.json").write_text(json.dumps(timings, indent=2))
-    (out / "run_stats.json").write_text(json.dumps({"cache": result.cache_summary}, indent=2))
+    (out / "run_stats.json").write_text(json.dumps({"cache": result.cache_summary,
+                                                     "processes": dist.world_size}, indent=2))
     _set_state(out, status="finished", finished=time.strftime("%Y-%m-%d %H:%M:%S"))
+    dist.barrier()
     n_images = int(measurements["image_id"].nunique()) if not measurements.empty else 0
     return RunSummary(out, n_images, len(result.skipped), headline, timings, result.cache_summary)
+
+
+def _in_dataset_order(df: pd.DataFrame, order: dict[str, int]) -> pd.DataFrame:
+    """Rows sorted by the images' dataset position (stable), so sharded runs equal single runs."""
+    if df.empty:
+        return df
+    pos = df["image_id"].map(order)
+    return df.assign(_pos=pos).sort_values("_pos", kind="stable").drop(columns="_pos").reset_index(drop=True)
+
+
+def _gather(dist: Any, result: Any, audit_df: pd.DataFrame) -> tuple[Any, pd.DataFrame]:
+    """Collect every process's tables on all processes; the main process keeps its gallery chunks."""
+    from engine.pipeline import PipelineResult
+
+    parts = dist.gather((result.measurements, result.skipped, result.edit_metadata, audit_df,
+                         result.timings, result.cache_summary))
+    timings: dict[str, float] = {}
+    cache: dict[str, dict[str, int]] = {}
+    for *_, t, c in parts:
+        for k, v in t.items():
+            timings[k] = max(timings.get(k, 0.0), v)  # processes run in parallel: wall time is the max
+        for kind, counts in c.items():
+            agg = cache.setdefault(kind, {"cached": 0, "computed": 0})
+            agg["cached"] += counts["cached"]
+            agg["computed"] += counts["computed"]
+
+    def cat(i: int) -> pd.DataFrame:
+        frames = [p[i] for p in parts if p[i] is not None and not p[i].empty]
+        return pd.concat(frames, ignore_index=True) if frames else parts[0][i]
+
+    merged = PipelineResult(cat(0), cat(1), cat(2), result.chunks_for_report, timings, cache)
+    return merged, cat(3)

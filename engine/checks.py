@@ -8,6 +8,7 @@ Judge outputs are cached by image content, so resumed runs do not re-measure.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -16,6 +17,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from engine.audit import outside_mask_change, verdicts
 from engine.cache import WorkCache, key_of
 from engine.faces import FaceLandmarker
 from engine.types import stable_hash
@@ -68,26 +70,38 @@ class ManipulationChecks:
             self._estimator = AgeGenderEstimator()
         return self._estimator
 
-    def _measure(self, images: torch.Tensor, hashes: list[str]) -> list[dict[str, Any]]:
-        """Per image: landmarks, blendshapes, age, p_male (cached by image hash)."""
+    def _measure(self, images: torch.Tensor, hashes: list[str],
+                 judge_landmarks: list[np.ndarray] | None = None) -> list[dict[str, Any]]:
+        """Per image: re-detected landmarks and blendshapes, judged age and p_male (cached).
+
+        The age/gender judge aligns its face chip on `judge_landmarks` when given (the sham's), so
+        edit and reference are cut identically and detector jitter (about 3 years of judged age per
+        pixel of landmark noise) does not enter the paired difference.
+        """
+        tag = "ref" if judge_landmarks is None else "paired"
+        keys = [key_of("judge", h, self._fp, tag, None if judge_landmarks is None else
+                       np.round(judge_landmarks[i][:, :2], 2).tobytes().hex()[:64])
+                for i, h in enumerate(hashes)]
         out: list[dict[str, Any] | None] = []
-        for h in hashes:
-            got = self.cache.get_arrays("judge", key_of("judge", h, self._fp))
-            out.append(None if got is None else {k: got[k] for k in got})
+        for k in keys:
+            got = self.cache.get_arrays("judge", k)
+            out.append(None if got is None else {n: got[n] for n in got})
         todo = [i for i, o in enumerate(out) if o is None]
         self.cache.count("judge", hit=True, n=len(hashes) - len(todo))
         if todo:
             rgb = images[todo].permute(0, 2, 3, 1).cpu().numpy()
             dets = [self.landmarker.detect(im) for im in rgb]
-            found = [j for j, d in enumerate(dets) if d is not None]
+            align = [judge_landmarks[i] if judge_landmarks is not None else
+                     (dets[j]["landmarks"] if dets[j] is not None else None) for j, i in enumerate(todo)]
+            usable = [j for j, a in enumerate(align) if a is not None and np.isfinite(a).all()]
             ages = np.full(len(todo), np.nan)
             p_male = np.full(len(todo), np.nan)
-            if found:
-                lms = np.stack([dets[j]["landmarks"] for j in found])
-                imgs = images[[todo[j] for j in found]].float().div(255.0)
+            if usable:
+                lms = np.stack([align[j] for j in usable])
+                imgs = images[[todo[j] for j in usable]].float().div(255.0)
                 est = self.estimator.estimate(imgs.cpu(), lms)
-                ages[found] = est["age"]
-                p_male[found] = est["p_male"]
+                ages[usable] = est["age"]
+                p_male[usable] = est["p_male"]
             for j, i in enumerate(todo):
                 d = dets[j]
                 entry = {
@@ -97,7 +111,7 @@ class ManipulationChecks:
                     "age": np.array(ages[j]),
                     "p_male": np.array(p_male[j]),
                 }
-                self.cache.put_arrays("judge", key_of("judge", hashes[i], self._fp), **entry)
+                self.cache.put_arrays("judge", keys[i], **entry)
                 out[i] = entry
             self.cache.count("judge", hit=False, n=len(todo))
         return out  # type: ignore[return-value]
@@ -126,11 +140,9 @@ class ManipulationChecks:
         for cond in chunk.conditions:
             if cond.name != "edit":
                 continue
-            edit = self._measure(cond.images, cond.hashes)
+            edit = self._measure(cond.images, cond.hashes, judge_landmarks=[r["landmarks"] for r in ref])
             mask = cond.mask if cond.mask is not None else torch.zeros_like(cond.images[:, :1], dtype=torch.float32)
-            outside = (mask <= 1e-3).float()
-            diff = (cond.images.float() - sham.images.float()).abs().mean(1, keepdim=True) / 255.0
-            out_change = ((diff * outside).flatten(1).sum(1) / outside.flatten(1).sum(1).clamp_min(1)).cpu().numpy()
+            out_change = outside_mask_change(sham.images.float() / 255.0, cond.images.float() / 255.0, mask)
             extra = self._perceptual(sham.images, cond.images, mask) if self.perceptual else {}
             sym_ref = sym_edit = None
             if self.symmetry_measure is not None:
@@ -160,14 +172,19 @@ class ManipulationChecks:
         """One row per image x edit strength with measures, deltas and the verdict."""
         if not self._rows:
             return pd.DataFrame()
-        from engine.audit import verdicts
-
         df = pd.DataFrame(self._rows)
-        df["delta_age"] = df["age_edit"] - df["age_ref"]
-        df["delta_p_male"] = df["p_male_edit"] - df["p_male_ref"]
-        if "symmetry_ref" in df:
-            df["delta_symmetry_rel"] = (df["symmetry_edit"] - df["symmetry_ref"]) / df["symmetry_ref"]
-        return verdicts(df, self.prop, self.direction, self.cfg)
+        # A dose-response edit at strength s is expected to move its property by about s times
+        # the full-strength change, so the minimum target change scales with strength.
+        parts = []
+        for s, g in df.groupby("strength", sort=True):
+            scaled = dataclasses.replace(
+                self.cfg,
+                min_age_change=self.cfg.min_age_change * s,
+                min_p_target_change=self.cfg.min_p_target_change * s,
+                min_symmetry_change=max(1e-6, self.cfg.min_symmetry_change * s),
+            )
+            parts.append(verdicts(g, self.prop, self.direction, scaled))
+        return pd.concat(parts).sort_index()
 
     def close(self) -> None:
         if self._landmarker is not None:

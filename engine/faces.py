@@ -8,8 +8,10 @@ so that originals, shams and edits are all measured by the same detector on the 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+import os
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -113,7 +115,8 @@ class FaceLandmarker:
                 output_face_blendshapes=True,
                 output_facial_transformation_matrixes=True,
             )
-            lm = vision.FaceLandmarker.create_from_options(opts)
+            with _quiet_native_stderr():
+                lm = vision.FaceLandmarker.create_from_options(opts)
             self._local.landmarker = lm
             with self._lock:
                 self._all.append(lm)
@@ -149,6 +152,26 @@ class FaceLandmarker:
             self.close()
         except Exception:  # noqa: BLE001
             pass
+
+
+@contextlib.contextmanager
+def _quiet_native_stderr():
+    """Silence the C++ start-up chatter (TFLite/absl) that MediaPipe prints on file descriptor 2."""
+    if os.environ.get("FACECF_VERBOSE_NATIVE"):
+        yield
+        return
+    try:
+        saved = os.dup(2)
+    except OSError:
+        yield
+        return
+    try:
+        with open(os.devnull, "wb") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def alignment_matrix(landmarks: np.ndarray, spec: CropSpec) -> np.ndarray:

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+
 def _png_data_uri(rgb: np.ndarray, size: int) -> str:
     img = Image.fromarray(rgb)
     if img.width != size:
