@@ -7,6 +7,7 @@ symmetric target shape, once with `editors.warp.warp_images` and once per image 
 runs on a few images and its per-image time is extrapolated; the output says so.
 
     python benchmarks/bench_warp.py [--batch 32] [--size 512] [--skimage-images 2] [--device cpu|cuda]
+        [--threads N] [--save-faces faces.npz | --faces faces.npz] [--save before_torch_skimage.png]
 
 Targets: torch >= 20x faster per image on CPU; mean |torch - skimage| inside the face < 2/255.
 """
@@ -45,7 +46,11 @@ def skimage_warp(image: np.ndarray, src_pts: np.ndarray, dst_pts: np.ndarray) ->
     from skimage.transform import PiecewiseAffineTransform, warp
 
     # skimage puts pixel centres on integers; our landmarks put them at +0.5.
-    tform = PiecewiseAffineTransform.from_estimate(dst_pts - 0.5, src_pts - 0.5)  # output -> input
+    if hasattr(PiecewiseAffineTransform, "from_estimate"):  # scikit-image >= 0.26
+        tform = PiecewiseAffineTransform.from_estimate(dst_pts - 0.5, src_pts - 0.5)  # output -> input
+    else:
+        tform = PiecewiseAffineTransform()
+        tform = tform if tform.estimate(dst_pts - 0.5, src_pts - 0.5) else None
     if not tform:
         raise RuntimeError(f"skimage PiecewiseAffineTransform estimation failed: {tform}")
     return warp(image, tform, order=1, mode="edge")
@@ -69,9 +74,21 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--save", type=Path, default=None, help="write a before | torch | skimage PNG here")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    parser.add_argument("--faces", type=Path, default=None, help="load crops+landmarks from this .npz")
+    parser.add_argument("--save-faces", type=Path, default=None, help="save detected crops+landmarks here")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
-    crops, landmarks = demo_face_crops(args.batch, args.size)
+    if args.faces is not None:  # for machines without mediapipe
+        stored = np.load(args.faces)
+        crops, landmarks = stored["crops"][: args.batch], stored["landmarks"][: args.batch]
+        args.size = crops.shape[1]
+    else:
+        crops, landmarks = demo_face_crops(args.batch, args.size)
+    if args.save_faces is not None:
+        np.savez_compressed(args.save_faces, crops=crops, landmarks=landmarks)
     src = torch.from_numpy(landmarks)
     dst = symmetric_target(src, 1.0)
     shift = (dst - src)[..., :2].norm(dim=-1)
@@ -92,11 +109,18 @@ def main() -> None:
             torch.cuda.synchronize()
         times.append(time.perf_counter() - start)
     torch_per_image = min(times) / len(crops)
-    threads = torch.get_num_threads()
-    print(
-        f"torch  ({device.type}, {threads} threads): {1e3 * torch_per_image:.1f} ms/image (best of {args.repeats})"
+    threads = (
+        f"{torch.get_num_threads()} threads" if device.type == "cpu" else torch.cuda.get_device_name(device)
     )
+    print(f"torch  ({device.type}, {threads}): {1e3 * torch_per_image:.1f} ms/image (best of {args.repeats})")
 
+    if device.type == "cuda":
+        on_cpu = warp_images(images.cpu(), src, dst)
+        again = warp_images(images, src.to(device), dst.to(device))
+        print(
+            f"cuda vs cpu: max |diff| = {(warped.cpu() - on_cpu).abs().max():.2e}; "
+            f"cuda run-to-run identical: {torch.equal(warped, again)}"
+        )
     warped_np = warped.permute(0, 2, 3, 1).cpu().numpy()
     diffs, sk_times, sk_first = [], [], None
     for i in range(min(args.skimage_images, len(crops))):
