@@ -31,6 +31,10 @@ def _hydra_entry(cfg: DictConfig) -> float | None:
         logging.getLogger("engine").error("%s", exc)
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
+    from engine.distributed import context
+
+    if not context().is_main:
+        return None
     print(f"{summary.headline}\nreport: {summary.output_dir / 'report.md'}\n"
           f"gallery: {summary.output_dir / 'gallery' / 'index.html'}")
     return None

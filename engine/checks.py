@@ -184,8 +184,43 @@ class ManipulationChecks:
                 min_symmetry_change=max(1e-6, self.cfg.min_symmetry_change * s),
             )
             parts.append(verdicts(g, self.prop, self.direction, scaled))
-        return pd.concat(parts).sort_index()
+        return _property_specific(pd.concat(parts).sort_index(), self.prop)
 
     def close(self) -> None:
         if self._landmarker is not None:
             self._landmarker.close()
+
+
+def _drop_reason(df: pd.DataFrame, rows: pd.Series, reason: str) -> None:
+    df.loc[rows, "reasons"] = df.loc[rows, "reasons"].map(
+        lambda r: ";".join(x for x in str(r).split(";") if x and x != reason))
+
+
+def _add_reason(df: pd.DataFrame, rows: pd.Series, reason: str) -> None:
+    df.loc[rows, "reasons"] = df.loc[rows, "reasons"].map(lambda r: ";".join([x for x in str(r).split(";") if x]
+                                                                              + [reason]))
+
+
+def _property_specific(df: pd.DataFrame, prop: str) -> pd.DataFrame:
+    """Checks that depend on what the editor does.
+
+    * Electrodes and texture mirroring cover or replace skin, so re-detected blendshapes may move
+      without the expression changing: they are exempt from the expression check (reported anyway).
+    * Electrodes: every requested site must be drawn, inside the face (a count check on the
+      editor's own placement report).
+    """
+    df = df.copy()
+    mode = df["edit_mode"].astype(str) if "edit_mode" in df else pd.Series("", index=df.index)
+    exempt = (prop == "semg") | mode.isin(["texture", "both"])
+    if exempt.any() and "check_expression" in df:
+        df.loc[exempt, "check_expression"] = True
+        _drop_reason(df, exempt, "expression_moved")
+    if prop == "semg" and "edit_sites_requested" in df and "edit_sites_drawn" in df:
+        requested = df["edit_sites_requested"].astype(float)
+        inside = df.get("edit_sites_inside_face", df["edit_sites_drawn"]).astype(float)
+        drawn_ok = (df["edit_sites_drawn"].astype(float) >= requested) & (inside >= requested)
+        drawn_ok |= df["strength"] == 0
+        df["check_target"] = drawn_ok
+        _add_reason(df, ~drawn_ok, "sites_missing")
+    df["valid"] = df["reasons"].fillna("") == ""
+    return df
