@@ -30,7 +30,8 @@ import importlib
 import logging
 import pickle
 import zipfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,21 @@ log = logging.getLogger(__name__)
 CHECKPOINT_FORMATS = ("auto", "safetensors", "state_dict", "torchscript")
 #: Keys under which training scripts commonly nest the state dict.
 NESTED_KEYS = ("state_dict", "model_state_dict", "model", "network", "net", "weights")
+
+
+@contextmanager
+def tf32(allowed: bool) -> Iterator[None]:
+    """Set cuDNN's and cuBLAS's TF32 switches for one forward pass, restoring the caller's after.
+
+    PyTorch lets cuDNN use TF32 by default, which on Hopper moves float32 outputs by ~1e-3 against CPU;
+    the effects an audit measures can be that small, so the backends run true float32 unless told.
+    """
+    previous = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = allowed
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = previous
 
 
 class UnsafeCheckpointError(ValueError):
@@ -152,6 +168,7 @@ class TorchClassifier(BackendClassifier):
         label_map: raw label -> name overrides.
         name: the classifier's name in results.
         batch_size: largest batch the runner should try first.
+        allow_tf32: let CUDA use TF32 for float32 convolutions and matmuls (faster, ~1e-3 less exact).
     """
 
     def __init__(
@@ -171,6 +188,7 @@ class TorchClassifier(BackendClassifier):
         label_map: dict[str, str] | None = None,
         name: str = "torch",
         batch_size: int = 128,
+        allow_tf32: bool = False,
     ) -> None:
         owner = type(self).__name__
         super().__init__(
@@ -209,6 +227,7 @@ class TorchClassifier(BackendClassifier):
         self.strict = bool(strict)
         self.model_class = model_class
         self.model_kwargs = dict(model_kwargs or {})
+        self.allow_tf32 = bool(allow_tf32)
         self._model_spec = model
 
     def _builds_own_model(self) -> bool:
@@ -288,7 +307,7 @@ class TorchClassifier(BackendClassifier):
         return model.to(device)
 
     def _forward(self, model: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
-        with torch.inference_mode():
+        with torch.inference_mode(), tf32(self.allow_tf32):
             out = model(inputs.to(self._device, torch.float32))
         if isinstance(out, (tuple, list)):
             out = out[0]
@@ -302,6 +321,7 @@ class TorchClassifier(BackendClassifier):
             "checkpoint": path_identity(self.checkpoint) if self.checkpoint else None,
             "state_dict_key": self.state_dict_key,
             "strict": self.strict,
+            "allow_tf32": self.allow_tf32,
         }
         if self.model_class is not None:
             ident["model_class"] = self.model_class

@@ -1,0 +1,395 @@
+"""Benchmark the classifier path of the engine against a naive per-image loop (not a test).
+
+Scores 1,024 demo-face crops (the demo set's aligned crops, repeated; each copy differs in one pixel so
+that every file has its own content hash) saved as PNG files in a temporary folder, with
+fer_minixception and pyemotion_netv2, and prints ratios:
+
+  (a/b) speed-up of the engine path (decode prefetched in a thread pool, batched on-device
+        preprocessing, `BatchRunner.predict`) over the loop a researcher would write (for each file:
+        open, crop, resize, normalise with PIL, call the model on one image).       target >= 2x
+  (c)   overhead: end-to-end runner throughput / pure batched forward on pre-made inputs. target >= 0.8
+  (d)   cache: a re-run over a fully cached set as a fraction of the cold run      target < 5%
+        d1 the classify stage as the pipeline runs it (hashes known, `WorkCache` reads vs predict + write)
+        d2 scoring from files (decode + hash + read vs decode + hash + predict + write)
+        d3 a whole `Pipeline` re-run (identity editor, both models) on --pipeline-images files
+
+    python benchmarks/bench_runner.py [--n 1024] [--threads 2] [--crops crops.npz] [--save-crops crops.npz]
+
+`--gpu-check` runs the CUDA checks of benchmarks/gpu_check.sh instead (see there).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from classifiers.fer_minixception import FerMiniXception  # noqa: E402
+from classifiers.pyemotion import PyEmotionNetV2  # noqa: E402
+from engine.cache import WorkCache, key_of, pixels_hash  # noqa: E402
+from engine.runner import BatchRunner  # noqa: E402
+from engine.types import stable_hash  # noqa: E402
+
+
+def demo_crops(crops: Path | None, save: Path | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Aligned demo-set crops `(N, 3, H, W)` uint8 and face boxes `(N, 4)`, from the analyzer or an .npz."""
+    if crops is not None:
+        z = np.load(crops)
+        return torch.from_numpy(z["images"]), torch.from_numpy(z["boxes"])
+    from engine.data import DemoDataset
+    from engine.faces import FaceAnalyzer
+
+    analyzer = FaceAnalyzer()
+    images, boxes = [], []
+    for rec in DemoDataset():
+        fa, crop = analyzer.analyse(rec.image_id, rec.load())
+        if fa.ok:
+            images.append(crop)
+            boxes.append(fa.box)
+    analyzer.close()
+    out = (
+        torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous(),
+        torch.from_numpy(np.stack(boxes)),
+    )
+    if save is not None:
+        np.savez_compressed(save, images=out[0].numpy(), boxes=out[1].numpy())
+        print(f"saved {len(images)} crops to {save}")
+    return out
+
+
+def unique_copies(images: torch.Tensor, boxes: torch.Tensor, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """`n` HWC crops cycling through `images`; copy k of a crop has pixel (0, 0) set to k."""
+    idx = np.arange(n) % len(images)
+    out = images.permute(0, 2, 3, 1).numpy()[idx].copy()
+    out[:, 0, 0, 0] = (np.arange(n) // len(images)).astype(np.uint8)
+    return out, boxes.numpy()[idx]
+
+
+def decode(path: Path) -> np.ndarray:
+    with Image.open(path) as im:
+        return np.asarray(im.convert("RGB"))
+
+
+def decoded_chunks(files: list[Path], chunk: int, pool: ThreadPoolExecutor):
+    """Yield (start, stacked HWC uint8) chunks; the next chunk decodes while the caller works."""
+    starts = list(range(0, len(files), chunk))
+    pending = [pool.submit(decode, f) for f in files[:chunk]]
+    for k, start in enumerate(starts):
+        done = [f.result() for f in pending]
+        nxt = starts[k + 1] if k + 1 < len(starts) else None
+        pending = [pool.submit(decode, f) for f in files[nxt : nxt + chunk]] if nxt is not None else []
+        yield start, np.stack(done)
+
+
+def to_tensor(hwc: np.ndarray, device: torch.device) -> torch.Tensor:
+    return torch.from_numpy(hwc).to(device).permute(0, 3, 1, 2)
+
+
+def runner_path(runner: BatchRunner, clf, files, boxes, pool, chunk=256) -> tuple[np.ndarray, float]:
+    t0 = time.perf_counter()
+    out = [
+        runner.predict(clf, to_tensor(x, runner.device), torch.from_numpy(boxes[s : s + len(x)]))
+        for s, x in decoded_chunks(files, chunk, pool)
+    ]
+    return np.concatenate(out), time.perf_counter() - t0
+
+
+def naive_loop(clf, files, boxes) -> tuple[np.ndarray, float]:
+    """What a researcher would write: PIL crop, grey, resize, normalise, then the model on one image."""
+    prep = clf.preprocessing
+    mean, std = float(prep.mean), float(prep.std)
+    t0 = time.perf_counter()
+    out = []
+    with torch.no_grad():
+        for path, (x0, y0, x1, y1) in zip(files, boxes, strict=True):
+            img = Image.open(path).convert("RGB")
+            cx, cy, half = (x0 + x1) / 2, (y0 + y1) / 2, max(x1 - x0, y1 - y0) * prep.box_scale / 2
+            face = img.crop((round(cx - half), round(cy - half), round(cx + half), round(cy + half)))
+            face = face.convert("L").resize((prep.size, prep.size), Image.Resampling.BILINEAR)
+            x = torch.from_numpy(np.asarray(face, dtype=np.float32) / 255.0)
+            x = ((x - mean) / std)[None, None]
+            out.append(clf.predict(x).numpy())
+    return np.concatenate(out), time.perf_counter() - t0
+
+
+def forward_only(clf, inputs: torch.Tensor) -> float:
+    bs = clf.batch_size
+    t0 = time.perf_counter()
+    with torch.inference_mode():
+        for i in range(0, len(inputs), bs):
+            clf.predict(inputs[i : i + bs])
+    return time.perf_counter() - t0
+
+
+def classify_stage_cache(
+    runner, clf, crops: np.ndarray, boxes: np.ndarray, root: Path
+) -> tuple[float, float]:
+    """Pipeline._classify's work: cold = predict + write each row; warm = read each row (hashes known)."""
+    cache = WorkCache(root)
+    fp = stable_hash(clf.fingerprint(), 32)
+    keys = [
+        key_of("pred", pixels_hash(c), fp, b.round(3).tolist()) for c, b in zip(crops, boxes, strict=True)
+    ]
+    t0 = time.perf_counter()
+    assert all(cache.get_arrays("pred", k) is None for k in keys)
+    probs = runner.predict(clf, to_tensor(crops, runner.device), torch.from_numpy(boxes))
+    for k, p in zip(keys, probs, strict=True):
+        cache.put_arrays("pred", k, p=p)
+    cold = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    got = [cache.get_arrays("pred", k) for k in keys]
+    warm = time.perf_counter() - t0
+    assert all(g is not None for g in got)
+    return cold, warm
+
+
+def file_scoring_cache(runner, clf, files, boxes, pool, root: Path) -> tuple[float, float]:
+    """Scoring from files with the cache: both runs decode and hash; only the cold one predicts."""
+    cache = WorkCache(root)
+    fp = stable_hash(clf.fingerprint(), 32)
+    times = []
+    for _ in range(2):
+        t0 = time.perf_counter()
+        for s, x in decoded_chunks(files, 256, pool):
+            keys = [
+                key_of("pred", pixels_hash(c), fp, b.round(3).tolist())
+                for c, b in zip(x, boxes[s : s + len(x)], strict=True)
+            ]
+            todo = [i for i, k in enumerate(keys) if cache.get_arrays("pred", k) is None]
+            if todo:
+                probs = runner.predict(
+                    clf, to_tensor(x[todo], runner.device), torch.from_numpy(boxes[s:][todo])
+                )
+                for i, p in zip(todo, probs, strict=True):
+                    cache.put_arrays("pred", keys[i], p=p)
+        times.append(time.perf_counter() - t0)
+    return times[0], times[1]
+
+
+def pipeline_rerun(
+    folder: Path, classifiers: dict, runner: BatchRunner, root: Path
+) -> tuple[float, float, dict]:
+    from editors.identity import IdentityEditor
+    from engine.data import ImageFolderDataset
+    from engine.faces import FaceAnalyzer
+    from engine.pipeline import Pipeline
+
+    records = list(ImageFolderDataset(str(folder), labels_from_subfolders=False))
+    analyzer = FaceAnalyzer()
+    times, summary = [], {}
+    for _ in range(2):
+        cache = WorkCache(root)
+        pipe = Pipeline(analyzer, IdentityEditor(), [], classifiers, runner, cache, seed=0)
+        t0 = time.perf_counter()
+        result = pipe.run(records)
+        times.append(time.perf_counter() - t0)
+        summary = result.cache_summary
+    analyzer.close()
+    return times[0], times[1], summary
+
+
+def cpu_benchmark(args: argparse.Namespace) -> None:
+    torch.set_num_threads(args.threads)
+    images, boxes = demo_crops(args.crops, args.save_crops)
+    crops, crop_boxes = unique_copies(images, boxes, args.n)
+    runner = BatchRunner(device="cpu", progress="off")
+    pool = ThreadPoolExecutor(max_workers=args.workers, thread_name_prefix="decode")
+    print(
+        f"{args.n} crops ({len(images)} distinct demo faces, {crops.shape[1]} px), torch threads={args.threads}, "
+        f"decode workers={args.workers}\n"
+    )
+    with tempfile.TemporaryDirectory(prefix="bench-runner-") as tmp:
+        folder = Path(tmp) / "crops"
+        folder.mkdir()
+        files = [folder / f"{i:05d}.png" for i in range(args.n)]
+        for f, c in zip(files, crops, strict=True):
+            Image.fromarray(c).save(f)
+        results = []
+        for clf in (FerMiniXception(), PyEmotionNetV2()):
+            runner.predict(
+                clf, to_tensor(crops[:8], runner.device), torch.from_numpy(crop_boxes[:8])
+            )  # load, warm up
+            naive, t_naive = naive_loop(clf, files, crop_boxes)
+            engine, t_engine = runner_path(runner, clf, files, crop_boxes, pool)
+            inputs = torch.cat(
+                [
+                    clf.preprocess(
+                        to_tensor(crops[i : i + 128], runner.device).float() / 255,
+                        torch.from_numpy(crop_boxes[i : i + 128]),
+                    )
+                    for i in range(0, args.n, 128)
+                ]
+            )
+            t_forward = forward_only(clf, inputs)
+            d1 = classify_stage_cache(runner, clf, crops, crop_boxes, Path(tmp) / f"cache1-{clf.name}")
+            d2 = file_scoring_cache(runner, clf, files, crop_boxes, pool, Path(tmp) / f"cache2-{clf.name}")
+            agree = float(np.mean(naive.argmax(1) == engine.argmax(1)))
+            results.append((clf.name, t_naive, t_engine, t_forward, d1, d2, agree))
+        print(
+            "| model | naive loop | engine path | speed-up (a/b) | batched forward | overhead ratio (c) "
+            "| d1 classify-stage re-run | d2 file re-run | top-1 naive = engine |"
+        )
+        print("|---|---|---|---|---|---|---|---|---|")
+        for name, t_naive, t_engine, t_forward, d1, d2, agree in results:
+            print(
+                f"| {name} | {args.n / t_naive:.0f} img/s | {args.n / t_engine:.0f} img/s | {t_naive / t_engine:.1f}x "
+                f"| {args.n / t_forward:.0f} img/s | {t_forward / t_engine:.2f} | {d1[1] / d1[0]:.1%} "
+                f"| {d2[1] / d2[0]:.1%} | {agree:.1%} |"
+            )
+        if args.pipeline_images:
+            sub = Path(tmp) / "pipeline"
+            sub.mkdir()
+            for f in files[: args.pipeline_images]:
+                (sub / f.name).symlink_to(f)
+            classifiers = {"fer_minixception": FerMiniXception(), "pyemotion_netv2": PyEmotionNetV2()}
+            cold, warm, summary = pipeline_rerun(sub, classifiers, runner, Path(tmp) / "cache3")
+            print(
+                f"\nd3 whole Pipeline re-run on {args.pipeline_images} files (analyse, identity edit, 2 models x "
+                f"original + sham): cold {cold:.1f} s, re-run {warm:.2f} s = {warm / cold:.1%} of cold; "
+                f"re-run cache {summary}"
+            )
+    pool.shutdown()
+
+
+# --- CUDA checks (benchmarks/gpu_check.sh) -------------------------------------------------------------
+
+
+class HungryClassifier(torch.nn.Module):
+    """A fake classifier whose activations take ~270 MB per image: a huge batch must hit CUDA OOM."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = torch.nn.Conv2d(3, 256, 3, padding=1)
+        self.head = torch.nn.Linear(256, 7)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.relu_(self.conv(x)).mean(dim=(2, 3)))
+
+
+def hungry_classifier(batch_size: int):
+    from classifiers.torch_model import TorchClassifier
+
+    return TorchClassifier(
+        labels="fer2013",
+        preprocessing={"crop": "full", "size": 512, "colour": "rgb"},
+        model=HungryClassifier(),
+        name="hungry",
+        batch_size=batch_size,
+    )
+
+
+def gpu_check(args: argparse.Namespace) -> int:
+    if not torch.cuda.is_available():
+        print("FAIL: no CUDA device")
+        return 1
+    print(f"device: {torch.cuda.get_device_name()}, torch {torch.__version__}")
+    images, boxes = demo_crops(args.crops, None)
+    failures = []
+    cpu = BatchRunner(device="cpu", progress="off")
+    fp32 = BatchRunner(device="cuda", amp="off", progress="off")
+    bf16 = BatchRunner(device="cuda", amp="bf16", progress="off")
+
+    print("\n## CUDA vs CPU on the demo crops (max |difference| of outputs, top-1 agreement)")
+    for make in (FerMiniXception, PyEmotionNetV2):
+        ref = cpu.predict(cpu.prepare(make()), images, boxes)
+        for runner, tol in ((fp32, 1e-4), (bf16, 5e-2)):
+            got = runner.predict(runner.prepare(make()), images.cuda(), boxes.cuda())
+            diff, agree = float(np.abs(got - ref).max()), float(np.mean(got.argmax(1) == ref.argmax(1)))
+            ok = diff <= tol and agree >= (1.0 if tol < 1e-3 else 0.95)
+            failures += [] if ok else [f"{make.__name__} {runner.describe()['amp']}"]
+            print(
+                f"{'PASS' if ok else 'FAIL'} {make.__name__:16s} amp={runner.describe()['amp']:8s} "
+                f"max|d|={diff:.2e} (tol {tol:g}) top-1 agreement={agree:.1%}"
+            )
+
+    print(f"\n## Runner throughput on CUDA, {args.gpu_images} crops already on the device")
+    idx = torch.arange(args.gpu_images) % len(images)
+    big, big_boxes = images[idx].cuda(), boxes[idx].cuda()
+    for make in (FerMiniXception, PyEmotionNetV2):
+        rates = {}
+        for runner in (fp32, bf16):
+            clf = runner.prepare(make(batch_size=1024))
+            runner.predict(clf, big[:1024], big_boxes[:1024])  # warm-up: cuDNN algorithm choice
+            torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            runner.predict(clf, big, big_boxes)  # ends with a host copy: synchronised
+            rates[runner.describe()["amp"]] = args.gpu_images / (time.perf_counter() - t0)
+        print(
+            f"{make.__name__:16s} fp32 {rates['off']:9.0f} img/s   bf16 {rates['bfloat16']:9.0f} img/s   "
+            f"bf16/fp32 = {rates['bfloat16'] / rates['off']:.2f}x"
+        )
+
+    print("\n## OOM back-off: a ~270 MB/image fake classifier asked for batch 4096")
+    seen: list[str] = []
+
+    class Catch(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record.getMessage())
+
+    handler = Catch(level=logging.WARNING)
+    logging.getLogger("engine.runner").addHandler(handler)
+    n = 4096
+    hungry = fp32.prepare(hungry_classifier(batch_size=n))
+    sub = torch.arange(n) % len(images)
+    t0 = time.perf_counter()
+    try:
+        out = fp32.predict(hungry, images[sub].cuda(), boxes[sub].cuda())
+        backed_off = [m for m in seen if "out of memory" in m]
+        small = fp32.predict(
+            fp32.prepare(hungry_classifier(batch_size=8)), images[:8].cuda(), boxes[:8].cuda()
+        )
+        on_cpu = cpu.predict(cpu.prepare(hungry_classifier(batch_size=4)), images[:4], boxes[:4])
+        diff = max(float(np.abs(out[:8] - small).max()), float(np.abs(out[:4] - on_cpu).max()))
+        ok = bool(backed_off) and diff < 1e-4 and out.shape == (n, 7)
+        print(
+            f"{'PASS' if ok else 'FAIL'} {len(backed_off)} halvings: {backed_off}; {n} rows in "
+            f"{time.perf_counter() - t0:.1f} s; max|d| vs small batch / CPU = {diff:.1e}"
+        )
+    except torch.cuda.OutOfMemoryError as exc:
+        ok = False
+        print(f"FAIL: out of memory even at batch 1: {exc}")
+    finally:
+        logging.getLogger("engine.runner").removeHandler(handler)
+        torch.cuda.empty_cache()
+    failures += [] if ok else ["oom back-off"]
+    print(f"\n{'ALL PASS' if not failures else 'FAILED: ' + ', '.join(failures)}")
+    return 1 if failures else 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--n", type=int, default=1024, help="crops to score")
+    parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
+    parser.add_argument("--workers", type=int, default=2, help="decode threads")
+    parser.add_argument(
+        "--pipeline-images", type=int, default=128, help="files for the whole-Pipeline re-run (0: skip)"
+    )
+    parser.add_argument("--crops", type=Path, default=None, help="load aligned crops from this .npz")
+    parser.add_argument(
+        "--save-crops", type=Path, default=None, help="save the analyzer's aligned crops here"
+    )
+    parser.add_argument("--gpu-check", action="store_true", help="run the CUDA checks instead")
+    parser.add_argument("--gpu-images", type=int, default=16384, help="crops for the CUDA throughput check")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if args.gpu_check:
+        return gpu_check(args)
+    cpu_benchmark(args)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
