@@ -115,20 +115,24 @@ def run(cfg: DictConfig, out: Path | None = None) -> RunSummary:
     order = {r.image_id: i for i, r in enumerate(records)}
     timings["index"] = time.perf_counter() - t0
 
+    obs = built["observe"]
     stage = built["audit_stage"]
-    audit_stage = (
-        ManipulationChecks(built["audit"], editor.property, getattr(editor, "direction", None), cache, runner.device,
-                           symmetry_measure=stage["symmetry_measure"], perceptual=stage["perceptual"],
-                           lpips_net=stage["lpips_net"])
-        if stage["enabled"] else None
-    )
+    audit_stage: Any = None
+    if obs.enabled:
+        from engine.observe import JudgeAnnotator
+
+        audit_stage = JudgeAnnotator() if obs.annotate else None
+    elif stage["enabled"]:
+        audit_stage = ManipulationChecks(built["audit"], editor.property, getattr(editor, "direction", None), cache,
+                                         runner.device, symmetry_measure=stage["symmetry_measure"],
+                                         perceptual=stage["perceptual"], lpips_net=stage["lpips_net"])
     pipe = Pipeline(analyzer, editor, built["strengths"], classifiers, runner, cache, int(cfg.seed),
                     keep_for_report=built["report"].gallery_max_images if dist.is_main else 0,
-                    audit_hook=audit_stage.observe if audit_stage else None)
+                    audit_hook=audit_stage.observe if audit_stage else None, paired=not obs.enabled)
     result = pipe.run(dist.shard(records))
     analyzer.close()
     audit_df = audit_stage.table() if audit_stage else pd.DataFrame()
-    if audit_stage:
+    if hasattr(audit_stage, "close"):
         audit_stage.close()
     if dist.active:
         result, audit_df = _gather(dist, result, audit_df)
@@ -139,6 +143,9 @@ def run(cfg: DictConfig, out: Path | None = None) -> RunSummary:
 
     measurements = _in_dataset_order(result.measurements, order)
     audit_df = _in_dataset_order(audit_df, order)
+    if obs.enabled:
+        return _finish_observational(cfg, built, out, runner, result, measurements, audit_df, timings, t_start,
+                                     len(records), dist)
     if not audit_df.empty and not measurements.empty:
         valid = audit_df[["image_id", "strength", "valid"]]
         measurements = measurements.merge(valid, on=["image_id", "strength"], how="left")
@@ -207,3 +214,36 @@ def _gather(dist: Any, result: Any, audit_df: pd.DataFrame) -> tuple[Any, pd.Dat
 
     merged = PipelineResult(cat(0), cat(1), cat(2), result.chunks_for_report, timings, cache)
     return merged, cat(3)
+
+
+def _finish_observational(cfg, built, out, runner, result, measurements, judged, timings, t_start, n_records, dist):
+    from engine.gallery import write_gallery
+    from engine.observe import observational_frame, write_observational_report
+    from engine.report import stamp
+    from engine.stats import observational
+
+    obs = built["observe"]
+    measurements.to_parquet(out / "measurements.parquet", index=False)
+    result.skipped.to_csv(out / "skipped.csv", index=False)
+    if not judged.empty:
+        judged.to_csv(out / "annotations.csv", index=False)
+    t0 = time.perf_counter()
+    frame = observational_frame(measurements, obs, judged if not judged.empty else None)
+    try:
+        stats = observational(frame, list(obs.properties), built["stats"])
+    except ValueError as exc:
+        raise ConfigError(f"observe: {exc}") from None
+    timings["stats"] = time.perf_counter() - t0
+    provenance = stamp(OmegaConf.to_container(cfg, resolve=True), runner.describe())  # type: ignore[arg-type]
+    headline = write_observational_report(out, str(cfg.experiment_name), obs, stats, frame, provenance, n_records,
+                                          result.skipped)
+    write_gallery(out, result.chunks_for_report, built["classifiers"], built["report"],
+                  f"{cfg.experiment_name}: originals (observational)")
+    timings["total"] = time.perf_counter() - t_start
+    (out / "timings.json").write_text(json.dumps(timings, indent=2))
+    (out / "run_stats.json").write_text(json.dumps({"cache": result.cache_summary,
+                                                     "processes": dist.world_size}, indent=2))
+    _set_state(out, status="finished", finished=time.strftime("%Y-%m-%d %H:%M:%S"))
+    dist.barrier()
+    n_images = int(measurements["image_id"].nunique()) if not measurements.empty else 0
+    return RunSummary(out, n_images, len(result.skipped), headline, timings, result.cache_summary)

@@ -30,7 +30,7 @@ EDITOR_ENGINE_KEYS = ("strength", "strengths")
 #: Keys of the audit config that wire the audit stage; the rest are `AuditConfig` thresholds.
 AUDIT_STAGE_KEYS = ("enabled", "symmetry_measure", "perceptual", "lpips_net")
 ROOT_KEYS = ("experiment_name", "seed", "resume", "dataset", "editor", "classifiers", "faces", "runner",
-             "stats", "report", "audit", "cache", "hydra")
+             "stats", "report", "audit", "observe", "cache", "hydra")
 
 
 def experiment_dirs() -> list[Path]:
@@ -129,8 +129,9 @@ def check_keys(path: str, node: dict[str, Any], target: Any, skip: Sequence[str]
         if key not in params:
             if var_kw:
                 continue
-            allowed = ", ".join(sorted(params)) or "(none)"
-            raise ConfigError(f"{path}.{key}: unknown key{suggest(key, params)}; allowed keys: {allowed}")
+            known = sorted([*params, *skip])
+            allowed = ", ".join(known) or "(none)"
+            raise ConfigError(f"{path}.{key}: unknown key{suggest(key, known)}; allowed keys: {allowed}")
         hint = hints.get(key, inspect.Parameter.empty)
         if not _type_ok(value, hint):
             raise ConfigError(f"{path}.{key}={value!r}: expected {_type_name(hint)}")
@@ -142,11 +143,18 @@ def check_keys(path: str, node: dict[str, Any], target: Any, skip: Sequence[str]
 def check_component(path: str, node: DictConfig, skip: Sequence[str] = ()) -> Any:
     """Validate and instantiate one `_target_` component (construction must be cheap: lazy weights)."""
     from hydra.utils import instantiate
+    from omegaconf.errors import MissingMandatoryValue
 
     if "_target_" not in node:
         raise ConfigError(f"{path}: has no _target_ (the class to build)")
     target = _import_target(str(node._target_))
-    plain = OmegaConf.to_container(node, resolve=True)
+    missing = [str(k) for k in node if OmegaConf.is_missing(node, k)]
+    if missing:
+        raise ConfigError(f"{path}.{missing[0]}: required value missing; set it, e.g. {path}.{missing[0]}=...")
+    try:
+        plain = OmegaConf.to_container(node, resolve=True)
+    except MissingMandatoryValue as exc:
+        raise ConfigError(f"{path}: {exc}".splitlines()[0]) from None
     assert isinstance(plain, dict)
     check_keys(path, plain, target, skip)
     clean = OmegaConf.create({k: v for k, v in plain.items() if k not in skip})
@@ -181,6 +189,7 @@ def validate(cfg: DictConfig) -> dict[str, Any]:
     """Validate the composed config and build the cheap components; returns them by name."""
     from engine.audit import AuditConfig
     from engine.faces import FaceAnalyzer
+    from engine.observe import ObserveConfig
     from engine.report import ReportConfig
     from engine.runner import BatchRunner
     from engine.stats import StatsConfig
@@ -199,7 +208,7 @@ def validate(cfg: DictConfig) -> dict[str, Any]:
         raise ConfigError("classifiers: no classifier selected; choose one with classifier=NAME")
     built["classifiers"] = {str(n): check_component(f"classifiers.{n}", c) for n, c in cfg.classifiers.items()}
     for group, cls in (("runner", BatchRunner), ("faces", FaceAnalyzer), ("stats", StatsConfig),
-                       ("report", ReportConfig), ("audit", AuditConfig)):
+                       ("report", ReportConfig), ("audit", AuditConfig), ("observe", ObserveConfig)):
         node = OmegaConf.to_container(cfg[group], resolve=True)
         assert isinstance(node, dict)
         if group == "audit":

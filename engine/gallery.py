@@ -63,7 +63,7 @@ def write_gallery(out_dir: Path, chunks: list[Any], classifiers: dict[str, Any],
                 break
             shown += 1
             conds = chunk.conditions
-            sham = next(c for c in conds if c.name == "sham")
+            sham = next((c for c in conds if c.name == "sham"), conds[0])
             cells, heads = [], []
             for c in conds:
                 img = c.images[i].permute(1, 2, 0).cpu().numpy()

@@ -78,6 +78,7 @@ class Pipeline:
         seed: int,
         keep_for_report: int = 24,
         audit_hook: Any = None,
+        paired: bool = True,
     ) -> None:
         self.analyzer = analyzer
         self.editor = editor
@@ -88,6 +89,7 @@ class Pipeline:
         self.seed = seed
         self.keep_for_report = keep_for_report
         self.audit_hook = audit_hook
+        self.paired = paired  # False: originals only (observational mode), no sham and no edits
         self.timings: dict[str, float] = defaultdict(float)
         self._analyzer_fp = stable_hash(analyzer.fingerprint(), 32)
         self._editor_fp = stable_hash(editor.fingerprint(), 32)
@@ -250,9 +252,10 @@ class Pipeline:
         batch = make_face_batch(ok_recs, analyses, crops, self.runner.device)
         orig = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).contiguous().to(batch.device)
         conditions = [Condition("original", float("nan"), orig, [pixels_hash(c) for c in crops])]
-        conditions.append(self._edit_condition(batch, akeys, 0.0))
-        for s in self.strengths:
-            conditions.append(self._edit_condition(batch, akeys, s))
+        if self.paired:
+            conditions.append(self._edit_condition(batch, akeys, 0.0))
+            for s in self.strengths:
+                conditions.append(self._edit_condition(batch, akeys, s))
         for cond in conditions[1:]:
             for rec, meta in zip(ok_recs, cond.metadata):
                 edit_meta.append({"image_id": rec.image_id, "condition": cond.name, "strength": cond.strength, **meta})

@@ -88,3 +88,26 @@ def test_images_without_faces_are_skipped_with_reason(run_experiment, tmp_path):
     assert skipped.loc["blank", "reason"] == "no face detected"
     assert skipped.loc["broken", "stage"] == "load"
     assert pd.read_parquet(out / "measurements.parquet")["image_id"].unique().tolist() == ["face"]
+
+
+def test_observational_mode_on_an_annotated_manifest(run_experiment, tmp_path):
+    """The source study's analysis on user data: properties and labels from manifest columns."""
+    from engine.data import DemoDataset
+
+    from PIL import Image
+
+    rows = []
+    for i, rec in enumerate(DemoDataset(limit=8)):
+        path = tmp_path / f"{rec.image_id}.png"
+        Image.fromarray(rec.load()).save(path)
+        rows.append({"path": path.name, "label": ["happy", "neutral"][i % 2], "age": 20 + 7 * i,
+                     "semg": ["no", "yes"][(i // 2) % 2]})
+    pd.DataFrame(rows).to_csv(tmp_path / "faces.csv", index=False)
+    summary, out = run_experiment("experiment=observe_properties", f"dataset.path={tmp_path / 'faces.csv'}",
+                                  "observe.properties=[age,semg]", "classifier=dummy", "stats.n_permutations=999")
+    tests = pd.read_csv(out / "stats.csv")
+    assert set(tests["property"]) == {"age", "semg"}
+    assert set(tests["test"]) == {"ols_hc3", "permutation"}
+    assert tests["p_adj"].between(0, 1).all()
+    assert "Demonstration" not in (out / "report.md").read_text()
+    assert "output-property dependencies" in summary.headline

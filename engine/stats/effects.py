@@ -56,27 +56,34 @@ def _jackknife_median_positions(n: int) -> tuple[np.ndarray, np.ndarray]:
     return position(lower_rank), position(upper_rank)
 
 
-def _boot_and_jackknife(x: np.ndarray, counts: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+def _resample_plan(counts: np.ndarray) -> dict[str, np.ndarray]:
+    """Everything about the (B, n) resample counts that does not depend on the data."""
+    n = counts.shape[1]
+    lower, upper = _median_positions(counts, n)
+    jk_lower, jk_upper = _jackknife_median_positions(n)
+    return {"w": np.ascontiguousarray(counts.T, dtype=np.float64), "lower": lower, "upper": upper,
+            "jk_lower": jk_lower, "jk_upper": jk_upper}
+
+
+def _boot_and_jackknife(x: np.ndarray, plan: dict[str, np.ndarray]) -> dict[str, tuple[np.ndarray, ...]]:
     """Bootstrap replicates and jackknife values of each statistic for sorted rows ``x`` (Tg, n)."""
     n = x.shape[1]
     centre = x.mean(axis=1, keepdims=True)
     xc = x - centre  # centring keeps the sum-of-squares variance numerically stable
-    w = counts.T.astype(np.float64)
+    w = plan["w"]
     boot_shift = xc @ w / n
     boot_ss = (xc**2) @ w
     with np.errstate(invalid="ignore", divide="ignore"):
         boot_var = (boot_ss - n * boot_shift**2) / (n - 1)
         boot_dz = (centre + boot_shift) / np.sqrt(boot_var)
-    lower, upper = _median_positions(counts, n)
-    boot_median = (x[:, lower] + x[:, upper]) / 2
+    boot_median = (x[:, plan["lower"]] + x[:, plan["upper"]]) / 2
 
     total, total_sq = xc.sum(axis=1, keepdims=True), (xc**2).sum(axis=1, keepdims=True)
     jk_shift = (total - xc) / (n - 1)
     with np.errstate(invalid="ignore", divide="ignore"):
         jk_var = (total_sq - xc**2 - (n - 1) * jk_shift**2) / (n - 2)
         jk_dz = (centre + jk_shift) / np.sqrt(jk_var)
-    jl, ju = _jackknife_median_positions(n)
-    jk_median = (x[:, jl] + x[:, ju]) / 2
+    jk_median = (x[:, plan["jk_lower"]] + x[:, plan["jk_upper"]]) / 2
 
     with np.errstate(invalid="ignore", divide="ignore"):
         observed_dz = centre[:, 0] / np.sqrt((xc**2).sum(axis=1) / (n - 1))
@@ -149,14 +156,15 @@ def bootstrap_intervals(d: np.ndarray, n_bootstrap: int = 1000, level: float = 0
     out = {f"{s}_ci_{side}": np.full(n_rows, np.nan) for s in statistics for side in ("low", "high")}
     sorted_d = np.sort(d, axis=1)  # NaN last, so each row's values are its first n entries
     n_valid = (~np.isnan(d)).sum(axis=1)
-    # Sized so that one (rows x resamples) block stays around 8 M floats per statistic.
-    chunk = max(1, 8_000_000 // max(n_bootstrap, 1) // 4)
     for n in np.unique(n_valid[n_valid >= 3]):
         counts = np.random.default_rng([seed, int(n)]).multinomial(n, np.full(n, 1.0 / n), size=n_bootstrap)
         rows = np.flatnonzero(n_valid == n)
+        plan = _resample_plan(counts)
+        # Blocks of rows: large blocks keep the matrix products efficient; ~32 MB per temporary caps memory.
+        chunk = max(1, 4_000_000 // max(n_bootstrap, int(n)))
         for start in range(0, rows.size, chunk):
             block = rows[start : start + chunk]
-            parts = _boot_and_jackknife(sorted_d[block, :n], counts)
+            parts = _boot_and_jackknife(sorted_d[block, :n], plan)
             for stat in statistics:
                 low, high = _interval(*parts[stat], level=level, method=method)
                 out[f"{stat}_ci_low"][block] = low

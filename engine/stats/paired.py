@@ -45,18 +45,17 @@ def as_matrix(d: np.ndarray) -> np.ndarray:
     return d
 
 
-def average_ranks(x: np.ndarray, zero_group_excluded: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def average_ranks(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Average ranks of each row of ``x`` (NaN entries are unranked and get NaN).
 
     Args:
         x: (T, n) values.
-        zero_group_excluded: Leave ties among exact zeros out of the tie term (Pratt's method).
 
     Returns:
         ranks (T, n), tie term ``sum(t**3 - t)`` per row (T,), and whether each row has a tie (T,).
     """
     n_rows, n_cols = x.shape
-    order = np.argsort(x, axis=1, kind="stable")  # NaN sorts last
+    order = np.argsort(x, axis=1)  # NaN sorts last; the order within ties does not matter
     xs = np.take_along_axis(x, order, axis=1)
     valid = ~np.isnan(xs)
     starts = np.ones_like(valid)
@@ -73,8 +72,6 @@ def average_ranks(x: np.ndarray, zero_group_excluded: bool = False) -> tuple[np.
     first = np.flatnonzero(starts.ravel())
     group_row = first // n_cols
     group_valid = valid.ravel()[first]
-    if zero_group_excluded:
-        group_valid &= xs.ravel()[first] != 0
     tie = np.where(group_valid, size.astype(np.float64) ** 3 - size, 0.0)
     tie_term = np.bincount(group_row, weights=tie, minlength=n_rows)
     has_ties = np.bincount(group_row, weights=(size > 1) & valid.ravel()[first], minlength=n_rows) > 0
@@ -92,31 +89,85 @@ def _wilcoxon_cdf(n: int) -> tuple[np.ndarray, np.ndarray]:
     return np.cumsum(pmf), np.cumsum(pmf[::-1])[::-1]
 
 
-def _signed_rank_parts(d: np.ndarray, zero_method: str) -> dict[str, np.ndarray]:
-    zeros = d == 0
+#: Keys at or above this are NaN magnitudes (float64 bits of +inf plus one).
+_NAN_KEY = np.uint64(0x7FF0000000000001)
+#: Elements per chunk of rows: small enough for the temporaries to stay in cache.
+_CHUNK = 1 << 16
+
+
+def _rank_chunk(d: np.ndarray, zero_method: str) -> dict[str, np.ndarray]:
+    """Signed-rank pieces of a few rows, from a single plain sort.
+
+    The bit pattern of a non-negative float64 orders like an unsigned integer, so ``bits << 1 | (d > 0)``
+    is a uint64 key whose sort orders by |d| (NaN last) and carries each sign along: no argsort, no
+    gathers and no scatter back (W+ does not need the original order).
+    """
     magnitude = np.abs(d)
     if zero_method == "wilcox":
-        magnitude[zeros] = np.nan
-    ranks, tie_term, has_ties = average_ranks(magnitude, zero_group_excluded=zero_method == "pratt")
-    r = np.nan_to_num(ranks)
-    r_plus = (r * (d > 0)).sum(axis=1)
-    r_minus = (r * (d < 0)).sum(axis=1)
-    zero_ranks = (r * zeros).sum(axis=1)
+        magnitude[d == 0] = np.nan
+    keys = (magnitude.view(np.uint64) << np.uint64(1)) | (d > 0).astype(np.uint64)
+    keys.sort(axis=1)
+    positive = (keys & np.uint64(1)).astype(bool)
+    keys >>= np.uint64(1)
+    n_cols = keys.shape[1]
+    position = np.arange(n_cols)
+    count = (keys < _NAN_KEY).sum(axis=1)
+    valid = position < count[:, None]
+    zeros = valid & (keys == 0)
+    starts = np.ones(keys.shape, dtype=bool)
+    np.not_equal(keys[:, 1:], keys[:, :-1], out=starts[:, 1:])
+    ends = np.ones(keys.shape, dtype=bool)
+    ends[:, :-1] = starts[:, 1:]
+    first = np.maximum.accumulate(np.where(starts, position, 0), axis=1)
+    last = np.minimum.accumulate(np.where(ends, position, n_cols - 1)[:, ::-1], axis=1)[:, ::-1]
+    ranks = np.where(valid, (first + last) * 0.5 + 1.0, 0.0)
+    size = (last - first + 1).astype(np.float64)
+    counted = starts & valid
+    if zero_method == "pratt":  # scipy leaves the zeros out of Pratt's tie correction
+        counted &= ~zeros
+    return {"ranks": ranks, "positive": positive, "zeros": zeros, "count": count.astype(np.float64),
+            "tie": np.where(counted, size * size * size - size, 0.0).sum(axis=1),
+            "r_plus": (ranks * positive).sum(axis=1), "zero_ranks": (ranks * zeros).sum(axis=1),
+            "rank_total": ranks.sum(axis=1)}
+
+
+def _signed_rank_parts(d: np.ndarray, zero_method: str, keep_ranks: bool = False) -> dict[str, np.ndarray]:
+    """W+, W-, the normal approximation (scipy's conventions) of every row, in cache-sized row chunks.
+
+    With ``keep_ranks`` the sorted ranks and signs are returned too (for the sign-flip enumeration).
+    """
+    n_rows, n_cols = d.shape
+    sums = {k: np.empty(n_rows) for k in ("count", "tie", "r_plus", "zero_ranks", "rank_total")}
+    kept: dict[str, list[np.ndarray]] = {"ranks": [], "sign": []}
+    step = max(1, _CHUNK // max(n_cols, 1))
+    for start in range(0, n_rows, step):
+        rows = slice(start, start + step)
+        chunk = _rank_chunk(d[rows], zero_method)
+        for key in sums:
+            sums[key][rows] = chunk[key]
+        if keep_ranks:
+            kept["ranks"].append(chunk["ranks"])
+            kept["sign"].append(np.where(chunk["positive"], 1.0, np.where(chunk["zeros"] | (chunk["ranks"] == 0),
+                                                                          0.0, -1.0)))
+    r_plus, zero_ranks, count = sums["r_plus"], sums["zero_ranks"], sums["count"]
+    r_minus = sums["rank_total"] - r_plus - zero_ranks
     if zero_method == "zsplit":
         r_plus = r_plus + zero_ranks / 2
         r_minus = r_minus + zero_ranks / 2
-    count = (~np.isnan(magnitude)).sum(axis=1).astype(np.float64)
-    n_zero = zeros.sum(axis=1).astype(np.float64)
+    n_zero = (d == 0).sum(axis=1).astype(np.float64)
     mean = count * (count + 1) * 0.25
     var = count * (count + 1) * (2 * count + 1)
     if zero_method == "pratt":
         mean = mean - n_zero * (n_zero + 1) * 0.25
         var = var - n_zero * (n_zero + 1) * (2 * n_zero + 1)
     with np.errstate(invalid="ignore", divide="ignore"):
-        se = np.sqrt((var - tie_term / 2) / 24)
-        z = (r_plus - mean) / se
-    return {"r": r, "r_plus": r_plus, "r_minus": r_minus, "zero_ranks": zero_ranks, "count": count,
-            "n_zero": n_zero, "has_ties": has_ties, "z": z}
+        z = (r_plus - mean) / np.sqrt((var - sums["tie"] / 2) / 24)
+    out = {"r_plus": r_plus, "r_minus": r_minus, "zero_ranks": zero_ranks, "count": count, "n_zero": n_zero,
+           "has_ties": sums["tie"] > 0, "z": z}
+    if keep_ranks:
+        out["r"] = np.concatenate(kept["ranks"]) if kept["ranks"] else np.zeros((0, n_cols))
+        out["sign"] = np.concatenate(kept["sign"]) if kept["sign"] else np.zeros((0, n_cols))
+    return out
 
 
 def _exact_wilcoxon_p(r_plus: np.ndarray, count: np.ndarray) -> np.ndarray:
@@ -147,12 +198,11 @@ def _flip_wilcoxon_p(d: np.ndarray, zero_method: str) -> np.ndarray:
     d = _compact(d)
     width = int((~np.isnan(d)).sum(axis=1).max())
     d = d[:, :width]
-    parts = _signed_rank_parts(d, zero_method)
-    nonzero = ~np.isnan(d) & (d != 0)
-    weight = np.where(nonzero, parts["r"], 0.0)
+    parts = _signed_rank_parts(d, zero_method, keep_ranks=True)
+    weight = parts["r"] * (parts["sign"] != 0)  # sorted order: the null distribution ignores the order
     base = np.where(zero_method == "zsplit", parts["zero_ranks"] / 2, 0.0)
     flips = _all_sign_flips(width)
-    null = base[:, None] + (weight.sum(axis=1)[:, None] + (weight * np.sign(d)) @ flips.T) / 2
+    null = base[:, None] + (weight.sum(axis=1)[:, None] + (weight * parts["sign"]) @ flips.T) / 2
     observed = parts["r_plus"][:, None]
     gamma = np.abs(_GAMMA * observed)
     n_null = flips.shape[0]

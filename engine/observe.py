@@ -1,0 +1,147 @@
+"""Observational mode, the source study's own analysis: is output independent of a property given the label?
+
+No image is edited. The originals are classified, and for each classifier x output x property the
+engine tests `output ⟂ property | label` (OLS with HC3 errors, and a permutation test within label
+strata) through the same correction and report path as the paired analysis.
+
+Properties and labels come from the dataset (manifest columns such as age, gender, semg, label). For
+a demonstration on unlabelled data, `observe.annotate=true` adds the judge's estimated age and
+p(male) as properties, and `observe.label=consensus` uses the classifiers' majority top-1 as the
+label. Both are clearly marked as a demonstration in the report: estimated properties and
+model-derived labels are not ground truth.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from engine.types import ConfigError
+
+log = logging.getLogger(__name__)
+
+JUDGE_PROPERTIES = ("est_age", "est_p_male")
+
+
+@dataclass
+class ObserveConfig:
+    """Settings of observational mode.
+
+    Args:
+        enabled: run the observational analysis instead of the paired counterfactual one.
+        properties: metadata columns to test (numeric: slope; otherwise categorical).
+        label: a metadata/label column to condition on ("label" = the dataset's expression label), or
+            "consensus" for the classifiers' majority top-1 (a demonstration only).
+        annotate: add the age/gender judge's estimates as properties est_age and est_p_male.
+    """
+
+    enabled: bool = False
+    properties: list[str] = field(default_factory=list)
+    label: str = "label"
+    annotate: bool = False
+
+    def __post_init__(self) -> None:
+        if self.enabled and not self.properties:
+            raise ValueError("observe.properties is empty: name the metadata columns to test, e.g. [age, gender]")
+        unknown = [p for p in self.properties if p in JUDGE_PROPERTIES and not self.annotate]
+        if unknown:
+            raise ValueError(f"observe.properties {unknown} are judge estimates: set observe.annotate=true")
+
+
+class JudgeAnnotator:
+    """Pipeline hook: estimated age and p(male) of every analysed original (demonstration properties)."""
+
+    def __init__(self) -> None:
+        self._estimator: Any = None
+        self.rows: list[dict[str, Any]] = []
+
+    def observe(self, chunk: Any) -> None:
+        if self._estimator is None:
+            from engine.judges import AgeGenderEstimator
+
+            self._estimator = AgeGenderEstimator()
+        original = chunk.conditions[0]
+        lms = np.stack([a.landmarks for a in chunk.analyses])
+        out = self._estimator.estimate(original.images.float().div(255.0).cpu(), lms)
+        self.rows += [{"image_id": r.image_id, "est_age": float(a), "est_p_male": float(m)}
+                      for r, a, m in zip(chunk.records, out["age"], out["p_male"])]
+
+    def table(self) -> pd.DataFrame:
+        return pd.DataFrame(self.rows, columns=["image_id", *JUDGE_PROPERTIES])
+
+
+def consensus_labels(measurements: pd.DataFrame) -> pd.Series:
+    """Majority top-1 across emotion classifiers per image (ties: alphabetical, for determinism)."""
+    from engine.types import CANONICAL_EMOTIONS
+
+    tops = measurements[measurements["top1"].isin(CANONICAL_EMOTIONS)].drop_duplicates(["image_id", "classifier"])
+    if tops.empty:
+        raise ConfigError("observe.label=consensus needs at least one emotion classifier")
+    counts = tops.groupby(["image_id", "top1"]).size().rename("votes").reset_index()
+    counts = counts.sort_values(["image_id", "votes", "top1"], ascending=[True, False, True])
+    return counts.drop_duplicates("image_id").set_index("image_id")["top1"]
+
+
+def observational_frame(measurements: pd.DataFrame, obs: ObserveConfig, judged: pd.DataFrame | None) -> pd.DataFrame:
+    """One row per image x classifier x output with value, label and property columns."""
+    df = measurements[measurements["condition"] == "original"].copy()
+    if judged is not None and not judged.empty:
+        df = df.merge(judged, on="image_id", how="left")
+    if obs.label == "consensus":
+        df["label"] = df["image_id"].map(consensus_labels(df))
+    elif obs.label != "label":
+        if obs.label not in df:
+            raise ConfigError(f"observe.label={obs.label}: no such column; columns: {', '.join(df.columns)}")
+        df["label"] = df[obs.label]
+    missing = [p for p in obs.properties if p not in df]
+    if missing:
+        meta = [c for c in df.columns if c not in ("image_id", "condition", "strength", "classifier", "output",
+                                                   "value", "top1", "editor", "property")]
+        raise ConfigError(f"observe.properties: {missing} not in the dataset; available columns: {', '.join(meta)}")
+    if df["label"].isna().all():
+        raise ConfigError("observe.label: the dataset has no labels; use observe.label=consensus or a label column")
+    return df
+
+
+def write_observational_report(out: Path, experiment: str, obs: ObserveConfig, stats: Any, df: pd.DataFrame,
+                               provenance: dict[str, Any], n_records: int, skipped: pd.DataFrame) -> str:
+    """stats.csv, stats.json and report.md for an observational run; returns the headline."""
+    from engine.report import markdown_table, write_json
+
+    tests = stats.tests
+    primary = stats.meta.get("primary", "ols_hc3")
+    t = tests[tests["test"] == primary]
+    k, n = int(t["reject"].astype(bool).sum()), int(len(t))
+    pct = 100.0 * k / n if n else float("nan")
+    headline = (f"{k} of {n} output-property dependencies significant ({pct:.1f} %) given the label, "
+                f"alpha={stats.meta['alpha']:g}, {stats.meta['correction']}-corrected per {stats.meta['family']}")
+    tests.to_csv(out / "stats.csv", index=False)
+    stats.headline.to_csv(out / "stats_headline.csv", index=False)
+    write_json(out / "stats.json", {"headline": headline, "k": k, "n": n, "percent": pct, "stamp": provenance,
+                                    "stats": json.loads(stats.to_json())})
+    demo = obs.annotate or obs.label == "consensus"
+    lines = [f"# {experiment} (observational)", ""]
+    if demo:
+        lines += ["> **Demonstration only.** "
+                  + ("Properties est_age/est_p_male are the judge's *estimates*, not annotations. " if obs.annotate else "")
+                  + ("Labels are the classifiers' consensus top-1, not ground truth; conditioning on a model-derived "
+                     "label is circular for the models that voted. " if obs.label == "consensus" else "")
+                  + "Use a dataset with real property annotations and expression labels for findings.", ""]
+    n_img = int(df["image_id"].nunique())
+    lines += [f"**{headline}.**", "",
+              f"- tests: output ⟂ property | label for properties {', '.join(obs.properties)}; "
+              f"label = `{obs.label}`",
+              f"- images: {n_img} of {n_records} ({len(skipped)} skipped, see `skipped.csv`)",
+              f"- method: {stats.meta.get('ols', '')}; {stats.meta.get('permutation', '')}", "",
+              "## Headline", "", markdown_table(stats.headline), "",
+              f"## Tests ({primary})", "",
+              markdown_table(t.sort_values("p_adj")[["classifier", "output", "property", "n", "estimate", "ci_low",
+                                                     "ci_high", "p_raw", "p_adj", "reject"]]), ""]
+    (out / "report.md").write_text("\n".join(lines))
+    return headline
