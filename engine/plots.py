@@ -59,8 +59,13 @@ def _save(fig: plt.Figure, path: str | Path) -> Path:
     return path
 
 
-def forest_plot(tests_df: pd.DataFrame, path: str | Path, test: str | None = None, effect: str | None = None,
-                max_rows: int = 60) -> Path:
+def forest_plot(
+    tests_df: pd.DataFrame,
+    path: str | Path,
+    test: str | None = None,
+    effect: str | None = None,
+    max_rows: int = 60,
+) -> Path:
     """Effect sizes with confidence intervals, one row per classifier x output (x strength).
 
     Args:
@@ -87,18 +92,23 @@ def forest_plot(tests_df: pd.DataFrame, path: str | Path, test: str | None = Non
     y = np.arange(len(rows))[::-1]
     colours = np.where(rows["reject"].to_numpy(bool), "#c0392b", "#7f8c8d")
     low, high, value = (rows[c].to_numpy(float) for c in (low_col, high_col, effect))
-    ax.hlines(y, np.where(np.isnan(low), value, low), np.where(np.isnan(high), value, high), colors=colours, lw=1.5)
+    ax.hlines(
+        y, np.where(np.isnan(low), value, low), np.where(np.isnan(high), value, high), colors=colours, lw=1.5
+    )
     ax.scatter(value, y, c=colours, zorder=3, s=18)
     ax.axvline(0, color="black", lw=0.8, ls="--")
     ax.set_yticks(y, [_row_label(r) for _, r in rows.iterrows()], fontsize=8)
-    ax.set_xlabel(f"{effect} with confidence interval" + (" (edit - reference)" if effect != "estimate" else ""))
+    ax.set_xlabel(
+        f"{effect} with confidence interval" + (" (edit - reference)" if effect != "estimate" else "")
+    )
     ax.set_title(title, fontsize=10)
     ax.grid(axis="x", alpha=0.3)
     return _save(fig, path)
 
 
-def significance_heatmap(tests_df: pd.DataFrame, path: str | Path, test: str | None = None,
-                         effect: str | None = None) -> Path:
+def significance_heatmap(
+    tests_df: pd.DataFrame, path: str | Path, test: str | None = None, effect: str | None = None
+) -> Path:
     """Classifier x emotion grid per property: signed -log10 corrected p, '*' where significant.
 
     The colour is ``sign(effect) * -log10(p_adj)`` (capped at 10); with several strengths the largest one
@@ -112,16 +122,23 @@ def significance_heatmap(tests_df: pd.DataFrame, path: str | Path, test: str | N
     properties = sorted(rows["property"].unique())
     classifiers = sorted(rows["classifier"].unique())
     outputs = sorted(rows["output"].unique())
-    fig, axes = plt.subplots(1, len(properties), figsize=(1.2 + 0.75 * len(outputs) * len(properties),
-                                                          1.6 + 0.5 * len(classifiers)), squeeze=False)
+    fig, axes = plt.subplots(
+        1,
+        len(properties),
+        figsize=(1.2 + 0.75 * len(outputs) * len(properties), 1.6 + 0.5 * len(classifiers)),
+        squeeze=False,
+    )
     image = None
     for ax, prop in zip(axes[0], properties, strict=True):
         sub = rows[rows["property"] == prop].drop_duplicates(["classifier", "output"])
         score = np.sign(sub[effect]) * -np.log10(sub["p_adj"].clip(lower=1e-10))
         grid = pd.Series(score.to_numpy(), index=pd.MultiIndex.from_frame(sub[["classifier", "output"]]))
         grid = grid.unstack("output").reindex(index=classifiers, columns=outputs)
-        marks = sub.set_index(["classifier", "output"])["reject"].unstack("output").reindex(
-            index=classifiers, columns=outputs)
+        marks = (
+            sub.set_index(["classifier", "output"])["reject"]
+            .unstack("output")
+            .reindex(index=classifiers, columns=outputs)
+        )
         image = ax.imshow(grid.to_numpy(float), cmap="RdBu_r", vmin=-10, vmax=10, aspect="auto")
         for i in range(len(classifiers)):
             for j in range(len(outputs)):
@@ -144,8 +161,9 @@ def _mean_ci(values: pd.Series) -> tuple[float, float]:
     return float(v.mean()), float(1.96 * v.std(ddof=1) / math.sqrt(v.size))
 
 
-def dose_response_plot(dose_df: pd.DataFrame, measurements: pd.DataFrame, path: str | Path,
-                       max_panels: int = 12) -> Path:
+def dose_response_plot(
+    dose_df: pd.DataFrame, measurements: pd.DataFrame, path: str | Path, max_panels: int = 12
+) -> Path:
     """Mean paired change (edit - strength 0) against strength, one panel per property x classifier.
 
     Args:
@@ -159,18 +177,28 @@ def dose_response_plot(dose_df: pd.DataFrame, measurements: pd.DataFrame, path: 
         raise ValueError("measurements hold no edit/sham values: nothing to plot")
     keys = ["editor", "property", "classifier", "output", "image_id"]
     zero = long[long["strength"] == 0].drop_duplicates(keys).set_index(keys)["value"]
-    long = long.assign(change=long["value"].to_numpy() - zero.reindex(pd.MultiIndex.from_frame(long[keys])).to_numpy())
-    panels = long[["editor", "property", "classifier"]].drop_duplicates().sort_values(["property", "classifier"])
+    long = long.assign(
+        change=long["value"].to_numpy() - zero.reindex(pd.MultiIndex.from_frame(long[keys])).to_numpy()
+    )
+    panels = (
+        long[["editor", "property", "classifier"]].drop_duplicates().sort_values(["property", "classifier"])
+    )
     total = len(panels)
     panels = panels.head(max_panels)
     cols = min(3, len(panels))
     rows = math.ceil(len(panels) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.6 * rows), squeeze=False)
-    p_adj = {} if dose_df is None or dose_df.empty else dose_df.set_index(
-        ["editor", "property", "classifier", "output"])["slope_p_adj"].to_dict()
+    p_adj = (
+        {}
+        if dose_df is None or dose_df.empty
+        else dose_df.set_index(["editor", "property", "classifier", "output"])["slope_p_adj"].to_dict()
+    )
     for ax, (_, panel) in zip(axes.ravel(), panels.iterrows(), strict=False):
-        sub = long[(long["editor"] == panel["editor"]) & (long["property"] == panel["property"])
-                   & (long["classifier"] == panel["classifier"])]
+        sub = long[
+            (long["editor"] == panel["editor"])
+            & (long["property"] == panel["property"])
+            & (long["classifier"] == panel["classifier"])
+        ]
         for output, unit in sub.groupby("output", sort=True):
             stats_ = unit.groupby("strength")["change"].apply(_mean_ci)
             x = stats_.index.to_numpy(float)
@@ -178,14 +206,15 @@ def dose_response_plot(dose_df: pd.DataFrame, measurements: pd.DataFrame, path: 
             half = np.array([h for _, h in stats_])
             p = p_adj.get((panel["editor"], panel["property"], panel["classifier"], output), np.nan)
             line = ax.plot(x, mean, marker="o", ms=3, label=f"{output} (slope p_adj={p:.2g})")[0]
-            ax.fill_between(x, mean - np.nan_to_num(half), mean + np.nan_to_num(half), color=line.get_color(),
-                            alpha=0.15)
+            ax.fill_between(
+                x, mean - np.nan_to_num(half), mean + np.nan_to_num(half), color=line.get_color(), alpha=0.15
+            )
         ax.axhline(0, color="black", lw=0.8, ls="--")
         ax.set_title(f"{panel['property']} ({panel['editor']}) · {panel['classifier']}", fontsize=10)
         ax.set_xlabel("edit strength (0 = sham)")
         ax.set_ylabel("mean change vs strength 0 (95 % CI)")
         ax.legend(fontsize=7)
-    for ax in axes.ravel()[len(panels):]:
+    for ax in axes.ravel()[len(panels) :]:
         ax.axis("off")
     if total > len(panels):
         fig.suptitle(f"first {len(panels)} of {total} panels", fontsize=10)

@@ -12,8 +12,14 @@ from scipy import stats
 from statsmodels.stats.contingency_tables import SquareTable, mcnemar
 from statsmodels.stats.multitest import multipletests
 
-from engine.stats import adjust_pvalues, bootstrap_intervals, paired_t, permutation_test, sign_test
-from engine.stats import wilcoxon_signed_rank
+from engine.stats import (
+    adjust_pvalues,
+    bootstrap_intervals,
+    paired_t,
+    permutation_test,
+    sign_test,
+    wilcoxon_signed_rank,
+)
 from engine.stats.dose import page_trend
 from engine.stats.labels import mcnemar_exact, stuart_maxwell
 from engine.stats.pairing import PairedBlock
@@ -44,9 +50,18 @@ def test_wilcoxon_matches_scipy_in_every_regime(zero_method):
     rng = np.random.default_rng(11)
     # n <= 13 with ties/zeros: scipy enumerates sign flips (slow there, so few rows); n <= 50 untied:
     # exact distribution; otherwise the normal approximation with tie/zero corrections.
-    cases = [(6, "continuous", 8), (9, "ties", 2), (11, "zeros", 2), (14, "ties", 5), (20, "continuous", 10),
-             (30, "ties", 10),
-             (50, "zeros", 10), (51, "continuous", 10), (120, "ties", 10), (200, "zeros", 10)]
+    cases = [
+        (6, "continuous", 8),
+        (9, "ties", 2),
+        (11, "zeros", 2),
+        (14, "ties", 5),
+        (20, "continuous", 10),
+        (30, "ties", 10),
+        (50, "zeros", 10),
+        (51, "continuous", 10),
+        (120, "ties", 10),
+        (200, "zeros", 10),
+    ]
     methods = set()
     for n, kind, rows in cases:
         d = _data(rng, rows, n, kind)
@@ -78,7 +93,9 @@ def test_t_sign_and_permutation_match_scipy():
     np.testing.assert_allclose(paired_t(d).p, t_ref, atol=TOL, rtol=0)
 
     rounded = np.round(d)
-    sign_ref = [stats.binomtest(int((r > 0).sum()), int(((r != 0) & ~np.isnan(r)).sum())).pvalue for r in rounded]
+    sign_ref = [
+        stats.binomtest(int((r > 0).sum()), int(((r != 0) & ~np.isnan(r)).sum())).pvalue for r in rounded
+    ]
     np.testing.assert_allclose(sign_test(rounded).p, sign_ref, atol=TOL, rtol=0)
 
     small = rng.normal(0.4, 1.0, (3, 11))  # 2**11 <= n_permutations: exact enumeration, as scipy does
@@ -122,10 +139,14 @@ def test_bootstrap_percentile_equals_explicit_resampling_and_bca_is_close_to_sci
     counts = np.random.default_rng([4, x.size]).multinomial(x.size, np.full(x.size, 1 / x.size), size=2000)
     means = np.array([np.repeat(x, c).mean() for c in counts])
     medians = np.array([np.median(np.repeat(x, c)) for c in counts])
-    np.testing.assert_allclose([ours["mean_ci_low"][0], ours["mean_ci_high"][0]], np.quantile(means, [0.025, 0.975]),
-                               atol=1e-12)
-    np.testing.assert_allclose([ours["median_ci_low"][0], ours["median_ci_high"][0]],
-                               np.quantile(medians, [0.025, 0.975]), atol=1e-12)
+    np.testing.assert_allclose(
+        [ours["mean_ci_low"][0], ours["mean_ci_high"][0]], np.quantile(means, [0.025, 0.975]), atol=1e-12
+    )
+    np.testing.assert_allclose(
+        [ours["median_ci_low"][0], ours["median_ci_high"][0]],
+        np.quantile(medians, [0.025, 0.975]),
+        atol=1e-12,
+    )
     bca = bootstrap_intervals(d, 4000, 0.95, "bca", seed=4)
     for row in (0, 1):
         v = d[row][~np.isnan(d[row])]
@@ -171,8 +192,9 @@ def test_subgroup_hc3_wald_matches_statsmodels():
     group = np.where(rng.random(n) < 0.5, "female", "male")
     diffs = rng.normal(0, 1, (3, n)) + np.where(group == "female", 0.8, 0.0)
     diffs[2, :10] = np.nan
-    keys = pd.DataFrame({"editor": "e", "property": "p", "classifier": "c", "output": ["a", "b", "c"],
-                         "strength": 1.0})
+    keys = pd.DataFrame(
+        {"editor": "e", "property": "p", "classifier": "c", "output": ["a", "b", "c"], "strength": 1.0}
+    )
     images = pd.Index([f"i{i}" for i in range(n)])
     block = PairedBlock(keys, diffs, images, "edit", "sham")
     out = subgroup_tests(block, pd.Series(group, index=images), "gender", "classifier_property", "holm", 0.05)
@@ -188,11 +210,18 @@ def test_subgroup_hc3_wald_matches_statsmodels():
 @pytest.mark.parametrize("test", ["wilcoxon", "t", "sign"])
 def test_power_counts_shortcut_equals_expanded_resamples(test):
     rng = np.random.default_rng(9)
-    values = np.round(rng.normal(0.2, 1, (3, 25)) * 3) / 3
-    values[1, :4] = 0
-    values = np.take_along_axis(values, np.argsort(np.abs(values), axis=1, kind="stable"), axis=1)
+    tied = np.round(rng.normal(0.2, 1, (3, 25)) * 3) / 3
+    tied[1, :4] = 0
+    continuous = rng.normal(0.2, 1, (2, 25))  # no ties or zeros: the matrix-product path
     counts = rng.multinomial(70, np.full(25, 1 / 25), size=6)
-    for zero_method in ("wilcox", "pratt", "zsplit"):
+    for zero_method, values in [
+        ("wilcox", tied),
+        ("pratt", tied),
+        ("zsplit", tied),
+        ("wilcox", continuous),
+        ("wilcox", np.vstack([tied, continuous])),
+    ]:
+        values = np.take_along_axis(values, np.argsort(np.abs(values), axis=1, kind="stable"), axis=1)
         fast = _p_from_counts(values, counts, test, zero_method)
         expanded = np.stack([np.repeat(v, c) for v in values for c in counts])
         if test == "wilcoxon":
@@ -200,3 +229,36 @@ def test_power_counts_shortcut_equals_expanded_resamples(test):
         else:
             slow = (paired_t if test == "t" else sign_test)(expanded).p
         np.testing.assert_allclose(fast.ravel(), slow, atol=TOL, rtol=0)
+
+
+@pytest.mark.parametrize("case", ["interior", "boundary"])
+def test_closed_form_dose_slope_equals_statsmodels_mixedlm(case):
+    from engine.stats.dose import balanced_random_intercept
+
+    rng = np.random.default_rng(12)
+    levels = np.array([0.0, 0.25, 0.5, 1.0])
+    noise = rng.normal(0, 0.2, (40, 4))
+    if case == "boundary":  # image means vary less than chance: REML puts the image variance at 0
+        noise -= noise.mean(axis=1, keepdims=True) * 0.9
+        image = np.zeros((40, 1))
+    else:
+        image = rng.normal(0, 0.5, (40, 1))
+    values = image + 0.1 * levels + noise
+    cube = np.concatenate([values, np.full((5, 4), np.nan)])[None]  # absent images are skipped
+    ours = balanced_random_intercept(cube, levels)
+    frame = pd.DataFrame(
+        {
+            "value": values.ravel(),
+            "strength": np.tile(levels, 40),
+            "image_id": np.repeat(np.arange(40), 4).astype(str),
+        }
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fit = smf.mixedlm("value ~ strength", frame, groups="image_id").fit(reml=True)
+    assert abs(ours["slope"][0] - fit.params["strength"]) < 1e-12
+    assert abs(ours["slope_se"][0] / fit.bse["strength"] - 1) < 1e-4  # MixedLM's optimiser tolerance
+    assert abs(ours["slope_p"][0] - fit.pvalues["strength"]) < 1e-5
+    assert abs(ours["sigma2_image"][0] - float(fit.cov_re.iloc[0, 0])) < 1e-4
+    if case == "boundary":
+        assert ours["sigma2_image"][0] == 0.0

@@ -22,15 +22,43 @@ from .subgroups import subgroup_tests
 
 log = logging.getLogger(__name__)
 
-TEST_COLUMNS = ["contrast", "editor", "property", "classifier", "output", "strength", "reference", "test", "n",
-                "n_nonzero", "statistic", "p_raw", "method", "degenerate", "p_adj", "reject", "family",
-                "correction", "median_diff", "median_ci_low", "median_ci_high", "mean_diff", "mean_ci_low",
-                "mean_ci_high", "cohen_dz", "dz_ci_low", "dz_ci_high", "rank_biserial"]
+TEST_COLUMNS = [
+    "contrast",
+    "editor",
+    "property",
+    "classifier",
+    "output",
+    "strength",
+    "reference",
+    "test",
+    "n",
+    "n_nonzero",
+    "statistic",
+    "p_raw",
+    "method",
+    "degenerate",
+    "p_adj",
+    "reject",
+    "family",
+    "correction",
+    "median_diff",
+    "median_ci_low",
+    "median_ci_high",
+    "mean_diff",
+    "mean_ci_low",
+    "mean_ci_high",
+    "cohen_dz",
+    "dz_ci_low",
+    "dz_ci_high",
+    "rank_biserial",
+]
 HEADLINE_COLUMNS = ["scope", "property", "classifier", "test", "k", "n", "percent", "text"]
 
-WILCOXON_METHOD = ("two-sided, no continuity correction; exact null distribution for n <= 50 without ties or "
-                   "zeros, exact sign-flip enumeration for n <= 13 with them, normal approximation with tie "
-                   "(and Pratt zero) correction otherwise (= scipy.stats.wilcoxon method='auto')")
+WILCOXON_METHOD = (
+    "two-sided, no continuity correction; exact null distribution for n <= 50 without ties or "
+    "zeros, exact sign-flip enumeration for n <= 13 with them, normal approximation with tie "
+    "(and Pratt zero) correction otherwise (= scipy.stats.wilcoxon method='auto')"
+)
 
 
 def paired_table(block: PairedBlock, cfg: StatsConfig) -> pd.DataFrame:
@@ -57,16 +85,20 @@ def paired_table(block: PairedBlock, cfg: StatsConfig) -> pd.DataFrame:
     frames = []
     for test in cfg.tests:
         result = run_paired_test(test, block.diffs, cfg.zero_method, cfg.n_permutations, cfg.seed)
-        frame = base.assign(test=test, statistic=result.statistic, p_raw=np.where(degenerate, 1.0, result.p),
-                            method=np.where(degenerate, "all differences zero", result.method),
-                            degenerate=degenerate)
+        frame = base.assign(
+            test=test,
+            statistic=result.statistic,
+            p_raw=np.where(degenerate, 1.0, result.p),
+            method=np.where(degenerate, "all differences zero", result.method),
+            degenerate=degenerate,
+        )
         frames.append(frame)
     table = correct_frame(pd.concat(frames, ignore_index=True), cfg.family, cfg.correction, cfg.alpha)
     return table[TEST_COLUMNS]
 
 
 def headline_table(tests: pd.DataFrame, primary: str) -> pd.DataFrame:
-    """"k of n output shifts significant (x %)" for the primary test after correction.
+    """ "k of n output shifts significant (x %)" for the primary test after correction.
 
     One "output shift" is one classifier x output x edit strength test. Scopes: overall, per property,
     per classifier, and per property x classifier.
@@ -75,42 +107,72 @@ def headline_table(tests: pd.DataFrame, primary: str) -> pd.DataFrame:
     if rows is None or rows.empty:
         return pd.DataFrame(columns=HEADLINE_COLUMNS)
     out = []
-    scopes = (("overall", []), ("property", ["property"]), ("classifier", ["classifier"]),
-              ("property_classifier", ["property", "classifier"]))
+    scopes = (
+        ("overall", []),
+        ("property", ["property"]),
+        ("classifier", ["classifier"]),
+        ("property_classifier", ["property", "classifier"]),
+    )
     for scope, keys in scopes:
         groups = rows.groupby(keys, sort=True) if keys else [((), rows)]
         for key, group in groups:
             key = key if isinstance(key, tuple) else (key,)
             k, n = int(group["reject"].sum()), len(group)
             labels = dict(zip(keys, key))
-            out.append({"scope": scope, "property": labels.get("property", "*"),
-                        "classifier": labels.get("classifier", "*"), "test": primary, "k": k, "n": n,
-                        "percent": 100.0 * k / n, "text": f"{k} of {n} output shifts significant ({100.0 * k / n:.2f} %)"})
+            out.append(
+                {
+                    "scope": scope,
+                    "property": labels.get("property", "*"),
+                    "classifier": labels.get("classifier", "*"),
+                    "test": primary,
+                    "k": k,
+                    "n": n,
+                    "percent": 100.0 * k / n,
+                    "text": f"{k} of {n} output shifts significant ({100.0 * k / n:.2f} %)",
+                }
+            )
     return pd.DataFrame(out, columns=HEADLINE_COLUMNS)
 
 
-def _meta(cfg: StatsConfig, df: pd.DataFrame, tests: pd.DataFrame, artefact: pd.DataFrame, seconds: float) -> dict:
+def _meta(
+    cfg: StatsConfig, df: pd.DataFrame, tests: pd.DataFrame, artefact: pd.DataFrame, seconds: float
+) -> dict:
     images = df.groupby("property")["image_id"].nunique()
     return {
-        "alpha": cfg.alpha, "family": cfg.family, "correction": cfg.correction, "tests": list(cfg.tests),
-        "primary": cfg.primary, "reference": cfg.reference, "zero_method": cfg.zero_method,
-        "n_images": int(df["image_id"].nunique()), "n_images_per_property": images.astype(int).to_dict(),
-        "n_tests": int(len(tests)), "n_artefact_tests": int(len(artefact)),
+        "alpha": cfg.alpha,
+        "family": cfg.family,
+        "correction": cfg.correction,
+        "tests": list(cfg.tests),
+        "primary": cfg.primary,
+        "reference": cfg.reference,
+        "zero_method": cfg.zero_method,
+        "n_images": int(df["image_id"].nunique()),
+        "n_images_per_property": images.astype(int).to_dict(),
+        "n_tests": int(len(tests)),
+        "n_artefact_tests": int(len(artefact)),
         "n_families": int(tests["family"].nunique()) if len(tests) else 0,
         "wilcoxon_method": WILCOXON_METHOD,
-        "permutation_method": (f"sign-flip of the mean difference; exact when 2**n <= {cfg.n_permutations}, "
-                               f"else {cfg.n_permutations} seeded Monte-Carlo flips with p=(1+hits)/(1+B)"),
+        "permutation_method": (
+            f"sign-flip of the mean difference; exact when 2**n <= {cfg.n_permutations}, "
+            f"else {cfg.n_permutations} seeded Monte-Carlo flips with p=(1+hits)/(1+B)"
+        ),
         "sign_test": "exact binomial on non-zero differences",
         "effect_ci": f"{cfg.ci} bootstrap, {cfg.n_bootstrap} resamples, level {cfg.ci_level}",
         "label_tests": "flip rate with Wilson interval; exact McNemar per 'top-1 is e'; Stuart-Maxwell "
-                       "(statsmodels SquareTable) for the overall label distribution",
+        "(statsmodels SquareTable) for the overall label distribution",
         "dose_model": "statsmodels MixedLM value ~ strength, REML, random intercept per image "
-                      "(nested in subject when subjects have several images); sham = strength 0",
+        "(nested in subject when subjects have several images); sham = strength 0",
         "trend_test": "Page's L across strengths incl. 0, normal approximation, two-sided",
         "power_method": f"resampled pilot differences, {POWER_SIMULATIONS} simulations per n, n <= {MAX_N}",
-        "subgroup_by": cfg.subgroup_by, "seed": cfg.seed, "config": cfg.as_dict(),
-        "versions": {"numpy": np.__version__, "pandas": pd.__version__, "scipy": scipy.__version__,
-                     "statsmodels": statsmodels.__version__},
+        "subgroup_by": cfg.subgroup_by,
+        "seed": cfg.seed,
+        "config": cfg.as_dict(),
+        "versions": {
+            "numpy": np.__version__,
+            "pandas": pd.__version__,
+            "scipy": scipy.__version__,
+            "statsmodels": statsmodels.__version__,
+        },
         "seconds": round(seconds, 3),
     }
 
@@ -133,18 +195,25 @@ def analyse(measurements: pd.DataFrame, cfg: StatsConfig | None = None) -> Stats
     if not (df["condition"] == "edit").any():
         raise ValueError("measurements contain no condition='edit' rows; nothing to test")
     if not (df["condition"] == cfg.reference).any():
-        raise ValueError(f"StatsConfig.reference={cfg.reference!r} but measurements have no such condition rows")
+        raise ValueError(
+            f"StatsConfig.reference={cfg.reference!r} but measurements have no such condition rows"
+        )
     df, excluded = apply_validity(df, cfg.exclude_invalid_edits)
 
     block = paired_block(df, cfg.reference, "edit")
     tests = paired_table(block, cfg)
     has_both = (df["condition"] == "sham").any() and (df["condition"] == "original").any()
-    artefact = (paired_table(paired_block(df, "original", "artefact"), cfg) if has_both
-                else pd.DataFrame(columns=TEST_COLUMNS))
+    artefact = (
+        paired_table(paired_block(df, "original", "artefact"), cfg)
+        if has_both
+        else pd.DataFrame(columns=TEST_COLUMNS)
+    )
 
     labels = label_tests(df, cfg.reference, "edit", cfg.ci_level)
     if has_both:
-        labels = pd.concat([labels, label_tests(df, cfg.reference, "artefact", cfg.ci_level)], ignore_index=True)
+        labels = pd.concat(
+            [labels, label_tests(df, cfg.reference, "artefact", cfg.ci_level)], ignore_index=True
+        )
     labels = correct_frame(labels, cfg.family, cfg.correction, cfg.alpha)
 
     subgroups = pd.DataFrame()
@@ -153,14 +222,33 @@ def analyse(measurements: pd.DataFrame, cfg: StatsConfig | None = None) -> Stats
         subgroups = subgroup_tests(block, meta_column, cfg.subgroup_by, cfg.family, cfg.correction, cfg.alpha)
 
     primary_rows = tests["test"] == cfg.primary
-    power = power_analysis(block.diffs, tests[primary_rows].reset_index(drop=True), cfg.primary, cfg.alpha,
-                           cfg.correction, cfg.power, cfg.zero_method, cfg.seed) if primary_rows.any() else pd.DataFrame()
+    power = (
+        power_analysis(
+            block.diffs,
+            tests[primary_rows].reset_index(drop=True),
+            cfg.primary,
+            cfg.alpha,
+            cfg.correction,
+            cfg.power,
+            cfg.zero_method,
+            cfg.seed,
+        )
+        if primary_rows.any()
+        else pd.DataFrame()
+    )
 
     result = StatsResult(
-        tests=tests, artefact=artefact, labels=labels, headline=headline_table(tests, cfg.primary),
-        dose_response=dose_response(df, cfg.family, cfg.correction, cfg.alpha), subgroups=subgroups,
-        power=power, excluded=excluded,
+        tests=tests,
+        artefact=artefact,
+        labels=labels,
+        headline=headline_table(tests, cfg.primary),
+        dose_response=dose_response(df, cfg.family, cfg.correction, cfg.alpha),
+        subgroups=subgroups,
+        power=power,
+        excluded=excluded,
     )
     result.meta = _meta(cfg, df, tests, artefact, time.perf_counter() - start)
-    log.info("stats done tests=%d artefact=%d seconds=%.2f", len(tests), len(artefact), result.meta["seconds"])
+    log.info(
+        "stats done tests=%d artefact=%d seconds=%.2f", len(tests), len(artefact), result.meta["seconds"]
+    )
     return result

@@ -79,7 +79,9 @@ class StatsConfig:
         _open_unit("power", self.power)
         _choice("reference", self.reference, REFERENCES)
         if isinstance(self.tests, str) or not isinstance(self.tests, (tuple, list)) or not self.tests:
-            raise ValueError(f"StatsConfig.tests={self.tests!r} must be a non-empty list of {list(PAIRED_TESTS)}")
+            raise ValueError(
+                f"StatsConfig.tests={self.tests!r} must be a non-empty list of {list(PAIRED_TESTS)}"
+            )
         for test in self.tests:
             _choice("tests", test, PAIRED_TESTS)
         if len(set(self.tests)) != len(self.tests):
@@ -87,7 +89,9 @@ class StatsConfig:
         self.tests = tuple(self.tests)
         _choice("primary", self.primary, PAIRED_TESTS)
         if self.primary not in self.tests:
-            raise ValueError(f"StatsConfig.primary={self.primary!r} is not in StatsConfig.tests={self.tests!r}")
+            raise ValueError(
+                f"StatsConfig.primary={self.primary!r} is not in StatsConfig.tests={self.tests!r}"
+            )
         _choice("zero_method", self.zero_method, ZERO_METHODS)
         _choice("correction", self.correction, CORRECTIONS)
         _choice("family", self.family, FAMILIES)
@@ -96,13 +100,17 @@ class StatsConfig:
         _positive_int("n_bootstrap", self.n_bootstrap, 50)
         _positive_int("seed", self.seed, 0)
         if not isinstance(self.exclude_invalid_edits, bool):
-            raise ValueError(f"StatsConfig.exclude_invalid_edits={self.exclude_invalid_edits!r} must be a bool")
+            raise ValueError(
+                f"StatsConfig.exclude_invalid_edits={self.exclude_invalid_edits!r} must be a bool"
+            )
         if self.subgroup_by is not None and (not isinstance(self.subgroup_by, str) or not self.subgroup_by):
             raise ValueError(f"StatsConfig.subgroup_by={self.subgroup_by!r} must be a column name or None")
 
     def as_dict(self) -> dict[str, Any]:
         """Plain-data view, for stamping results."""
-        return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v) for f in fields(self)}
+        return {
+            f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v) for f in fields(self)
+        }
 
 
 def _jsonable(value: Any) -> Any:

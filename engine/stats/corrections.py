@@ -83,8 +83,13 @@ def family_labels(frame: pd.DataFrame, family: str, prefix: pd.Series | str = ""
     raise ValueError(f"family={family!r} is not one of ['classifier_property', 'property', 'global']")
 
 
-def correct_frame(frame: pd.DataFrame, family: str, correction: str, alpha: float,
-                  prefix_columns: tuple[str, ...] = ("contrast", "test")) -> pd.DataFrame:
+def correct_frame(
+    frame: pd.DataFrame,
+    family: str,
+    correction: str,
+    alpha: float,
+    prefix_columns: tuple[str, ...] = ("contrast", "test"),
+) -> pd.DataFrame:
     """Add ``family``, ``correction``, ``p_adj`` and ``reject`` columns to a table with ``p_raw``."""
     frame = frame.copy()
     if frame.empty:

@@ -31,8 +31,15 @@ def effect_sizes(d: np.ndarray, zero_method: str = "wilcox") -> dict[str, np.nda
         dz = np.where(n >= 2, mean / sd, np.nan)
         r_plus, r_minus = signed_rank_sums(d, zero_method)
         rank_biserial = (r_plus - r_minus) / (r_plus + r_minus)
-    return {"n": n, "mean": mean, "median": median, "sd": sd, "dz": dz,
-            "n_nonzero": ((d != 0) & ~np.isnan(d)).sum(axis=1), "rank_biserial": rank_biserial}
+    return {
+        "n": n,
+        "mean": mean,
+        "median": median,
+        "sd": sd,
+        "dz": dz,
+        "n_nonzero": ((d != 0) & ~np.isnan(d)).sum(axis=1),
+        "rank_biserial": rank_biserial,
+    }
 
 
 def _median_positions(counts: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -61,8 +68,13 @@ def _resample_plan(counts: np.ndarray) -> dict[str, np.ndarray]:
     n = counts.shape[1]
     lower, upper = _median_positions(counts, n)
     jk_lower, jk_upper = _jackknife_median_positions(n)
-    return {"w": np.ascontiguousarray(counts.T, dtype=np.float64), "lower": lower, "upper": upper,
-            "jk_lower": jk_lower, "jk_upper": jk_upper}
+    return {
+        "w": np.ascontiguousarray(counts.T, dtype=np.float64),
+        "lower": lower,
+        "upper": upper,
+        "jk_lower": jk_lower,
+        "jk_upper": jk_upper,
+    }
 
 
 def _boot_and_jackknife(x: np.ndarray, plan: dict[str, np.ndarray]) -> dict[str, tuple[np.ndarray, ...]]:
@@ -106,8 +118,9 @@ def _row_quantiles(sorted_boot: np.ndarray, q: np.ndarray) -> np.ndarray:
     return sorted_boot[rows, below] * (1 - frac) + sorted_boot[rows, above] * frac
 
 
-def _interval(observed: np.ndarray, boot: np.ndarray, jackknife: np.ndarray, level: float,
-              method: str) -> tuple[np.ndarray, np.ndarray]:
+def _interval(
+    observed: np.ndarray, boot: np.ndarray, jackknife: np.ndarray, level: float, method: str
+) -> tuple[np.ndarray, np.ndarray]:
     tail = (1 - level) / 2
     q_lo = np.full(observed.shape, tail)
     q_hi = np.full(observed.shape, 1 - tail)
@@ -134,8 +147,14 @@ def _interval(observed: np.ndarray, boot: np.ndarray, jackknife: np.ndarray, lev
     return np.where(invalid, np.nan, low), np.where(invalid, np.nan, high)
 
 
-def bootstrap_intervals(d: np.ndarray, n_bootstrap: int = 1000, level: float = 0.95, method: str = "bca",
-                        seed: int = 0, statistics: tuple[str, ...] = STATISTICS) -> dict[str, np.ndarray]:
+def bootstrap_intervals(
+    d: np.ndarray,
+    n_bootstrap: int = 1000,
+    level: float = 0.95,
+    method: str = "bca",
+    seed: int = 0,
+    statistics: tuple[str, ...] = STATISTICS,
+) -> dict[str, np.ndarray]:
     """Bootstrap confidence intervals of the mean, median and d_z of every row.
 
     Args:

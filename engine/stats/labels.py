@@ -15,9 +15,26 @@ from statsmodels.stats.proportion import proportion_confint
 from .pairing import reference_rows
 
 GROUP = ["editor", "property", "classifier", "strength"]
-COLUMNS = ["contrast", "editor", "property", "classifier", "strength", "reference", "test", "emotion", "n",
-           "n_discordant", "n_reference", "n_comparison", "flip_rate", "flip_ci_low", "flip_ci_high",
-           "statistic", "df", "p_raw"]
+COLUMNS = [
+    "contrast",
+    "editor",
+    "property",
+    "classifier",
+    "strength",
+    "reference",
+    "test",
+    "emotion",
+    "n",
+    "n_discordant",
+    "n_reference",
+    "n_comparison",
+    "flip_rate",
+    "flip_ci_low",
+    "flip_ci_high",
+    "statistic",
+    "df",
+    "p_raw",
+]
 
 
 def label_pairs(df: pd.DataFrame, reference: str, contrast: str) -> pd.DataFrame:
@@ -72,7 +89,9 @@ def stuart_maxwell(reference: np.ndarray, comparison: np.ndarray) -> tuple[float
         members = component == c
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            result = SquareTable(table[np.ix_(members, members)], shift_zeros=False).homogeneity("stuart_maxwell")
+            result = SquareTable(table[np.ix_(members, members)], shift_zeros=False).homogeneity(
+                "stuart_maxwell"
+            )
         statistic += float(result.statistic)
         dof += int(result.df)
     return statistic, dof, float(stats.chi2.sf(statistic, dof))
@@ -88,19 +107,29 @@ def label_tests(df: pd.DataFrame, reference: str, contrast: str, ci_level: float
     groups = pairs.groupby(GROUP, sort=True)
 
     # McNemar: for each emotion e, the 2x2 table of "top-1 is e" before and after, for all groups at once.
-    long = pd.concat([
-        pairs[GROUP + ["top1", "top1_ref"]].assign(emotion=pairs["top1"]),
-        pairs[GROUP + ["top1", "top1_ref"]].assign(emotion=pairs["top1_ref"]),
-    ]).drop_duplicates()  # the emotions that occur in a group, on either side
+    long = pd.concat(
+        [
+            pairs[GROUP + ["top1", "top1_ref"]].assign(emotion=pairs["top1"]),
+            pairs[GROUP + ["top1", "top1_ref"]].assign(emotion=pairs["top1_ref"]),
+        ]
+    ).drop_duplicates()  # the emotions that occur in a group, on either side
     emotions = long[GROUP + ["emotion"]].drop_duplicates()
     per = pairs.merge(emotions, on=GROUP)
     per["was"] = per["top1_ref"] == per["emotion"]
     per["now"] = per["top1"] == per["emotion"]
     per["lost"] = per["was"] & ~per["now"]
     per["gained"] = ~per["was"] & per["now"]
-    mc = per.groupby(GROUP + ["emotion"], sort=True).agg(
-        n=("image_id", "size"), lost=("lost", "sum"), gained=("gained", "sum"),
-        n_reference=("was", "sum"), n_comparison=("now", "sum")).reset_index()
+    mc = (
+        per.groupby(GROUP + ["emotion"], sort=True)
+        .agg(
+            n=("image_id", "size"),
+            lost=("lost", "sum"),
+            gained=("gained", "sum"),
+            n_reference=("was", "sum"),
+            n_comparison=("now", "sum"),
+        )
+        .reset_index()
+    )
     discordant = mc["lost"] + mc["gained"]
     mc["n_discordant"] = discordant
     mc["statistic"] = np.minimum(mc["lost"], mc["gained"]).astype(float)
@@ -115,9 +144,21 @@ def label_tests(df: pd.DataFrame, reference: str, contrast: str, ci_level: float
     for key, group in groups:
         stat, dof, p = stuart_maxwell(group["top1_ref"].to_numpy(), group["top1"].to_numpy())
         n, flips = len(group), int(group["flip"].sum())
-        rows.append(dict(zip(GROUP, key), emotion="*", n=n, n_discordant=flips, n_reference=np.nan,
-                         n_comparison=np.nan, statistic=stat, df=float(dof), p_raw=p, test="stuart_maxwell",
-                         flip_rate=flips / n))
+        rows.append(
+            dict(
+                zip(GROUP, key),
+                emotion="*",
+                n=n,
+                n_discordant=flips,
+                n_reference=np.nan,
+                n_comparison=np.nan,
+                statistic=stat,
+                df=float(dof),
+                p_raw=p,
+                test="stuart_maxwell",
+                flip_rate=flips / n,
+            )
+        )
     sm = pd.DataFrame(rows)
     lo, hi = proportion_confint(sm["n_discordant"], sm["n"], alpha=1 - ci_level, method="wilson")
     sm["flip_ci_low"], sm["flip_ci_high"] = lo, hi

@@ -28,8 +28,26 @@ from .config import StatsConfig, StatsResult
 from .corrections import correct_frame
 
 REQUIRED = ("image_id", "classifier", "output", "value", "label")
-COLUMNS = ["contrast", "classifier", "output", "property", "test", "kind", "n", "statistic", "df", "estimate",
-           "se", "ci_low", "ci_high", "p_raw", "p_adj", "reject", "family", "correction"]
+COLUMNS = [
+    "contrast",
+    "classifier",
+    "output",
+    "property",
+    "test",
+    "kind",
+    "n",
+    "statistic",
+    "df",
+    "estimate",
+    "se",
+    "ci_low",
+    "ci_high",
+    "p_raw",
+    "p_adj",
+    "reject",
+    "family",
+    "correction",
+]
 _BLOCK = 4_000_000
 
 
@@ -54,18 +72,33 @@ def _ols_row(data: pd.DataFrame, prop: str, numeric: bool, level: float) -> dict
         names = [n for n in fit.params.index if n.startswith(term)]
         if numeric:
             ci = fit.conf_int(alpha=1 - level).loc[names[0]]
-            return {"statistic": float(fit.tvalues[names[0]]), "df": 1.0, "estimate": float(fit.params[names[0]]),
-                    "se": float(fit.bse[names[0]]), "ci_low": float(ci.iloc[0]), "ci_high": float(ci.iloc[1]),
-                    "p_raw": float(fit.pvalues[names[0]])}
+            return {
+                "statistic": float(fit.tvalues[names[0]]),
+                "df": 1.0,
+                "estimate": float(fit.params[names[0]]),
+                "se": float(fit.bse[names[0]]),
+                "ci_low": float(ci.iloc[0]),
+                "ci_high": float(ci.iloc[1]),
+                "p_raw": float(fit.pvalues[names[0]]),
+            }
         constraint = np.zeros((len(names), len(fit.params)))
         for row, name in enumerate(names):
             constraint[row, fit.params.index.get_loc(name)] = 1.0
         wald = fit.wald_test(constraint, use_f=False, scalar=True)
-    return {"statistic": float(wald.statistic), "df": float(len(names)), "estimate": np.nan, "se": np.nan,
-            "ci_low": np.nan, "ci_high": np.nan, "p_raw": float(wald.pvalue)}
+    return {
+        "statistic": float(wald.statistic),
+        "df": float(len(names)),
+        "estimate": np.nan,
+        "se": np.nan,
+        "ci_low": np.nan,
+        "ci_high": np.nan,
+        "p_raw": float(wald.pvalue),
+    }
 
 
-def within_strata_permutations(strata: np.ndarray, n_permutations: int, rng: np.random.Generator) -> np.ndarray:
+def within_strata_permutations(
+    strata: np.ndarray, n_permutations: int, rng: np.random.Generator
+) -> np.ndarray:
     """(B, n) index arrays, each a random permutation that only swaps items of the same stratum."""
     n = strata.size
     codes = pd.factorize(strata)[0]
@@ -77,8 +110,9 @@ def within_strata_permutations(strata: np.ndarray, n_permutations: int, rng: np.
     return perm
 
 
-def permutation_pvalues(y: np.ndarray, prop: np.ndarray, strata: np.ndarray, numeric: bool,
-                        n_permutations: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def permutation_pvalues(
+    y: np.ndarray, prop: np.ndarray, strata: np.ndarray, numeric: bool, n_permutations: int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Observed statistic and Monte-Carlo p of every column of ``y`` (n, Q) against one property.
 
     Returns:
@@ -106,8 +140,10 @@ def permutation_pvalues(y: np.ndarray, prop: np.ndarray, strata: np.ndarray, num
         else:
             b = perm.shape[0]
             rows = (np.arange(b)[:, None] * n_cells + cells[perm]).ravel()
-            member = sparse.csr_matrix((np.ones(rows.size), (rows, np.tile(np.arange(y.shape[0]), b))),
-                                       shape=(b * n_cells, y.shape[0]))
+            member = sparse.csr_matrix(
+                (np.ones(rows.size), (rows, np.tile(np.arange(y.shape[0]), b))),
+                shape=(b * n_cells, y.shape[0]),
+            )
             sums = (member @ y).reshape(b, n_cells, y.shape[1])
             null = (sums**2 / cell_sizes[None, :, None]).sum(axis=1)
         hits += (null >= threshold[None, :]).sum(axis=0)
@@ -115,7 +151,9 @@ def permutation_pvalues(y: np.ndarray, prop: np.ndarray, strata: np.ndarray, num
 
 
 def _cell_sums(cells: np.ndarray, y: np.ndarray, n_cells: int) -> np.ndarray:
-    return np.stack([np.bincount(cells, weights=y[:, q], minlength=n_cells) for q in range(y.shape[1])], axis=1)
+    return np.stack(
+        [np.bincount(cells, weights=y[:, q], minlength=n_cells) for q in range(y.shape[1])], axis=1
+    )
 
 
 def observational(df: pd.DataFrame, properties: list[str], cfg: StatsConfig | None = None) -> StatsResult:
@@ -151,7 +189,9 @@ def observational(df: pd.DataFrame, properties: list[str], cfg: StatsConfig | No
         if values.nunique() < 2:
             raise ValueError(f"observational: property {prop!r} has fewer than 2 distinct values")
         data = df[df["image_id"].isin(images)]
-        wide = data.pivot_table(index="image_id", columns=["classifier", "output"], values="value", aggfunc="first")
+        wide = data.pivot_table(
+            index="image_id", columns=["classifier", "output"], values="value", aggfunc="first"
+        )
         seed = int(zlib.crc32(prop.encode())) ^ cfg.seed
         missing = wide.isna().to_numpy()
         patterns = pd.Series([missing[:, j].tobytes() for j in range(missing.shape[1])])
@@ -159,26 +199,62 @@ def observational(df: pd.DataFrame, properties: list[str], cfg: StatsConfig | No
             columns = np.asarray(columns)
             keep = ~missing[:, columns[0]]
             sub = wide.iloc[keep, columns]
-            stat, p = permutation_pvalues(sub.to_numpy(), values.reindex(sub.index).to_numpy(),
-                                          label.reindex(sub.index).to_numpy(), numeric, cfg.n_permutations, seed)
+            stat, p = permutation_pvalues(
+                sub.to_numpy(),
+                values.reindex(sub.index).to_numpy(),
+                label.reindex(sub.index).to_numpy(),
+                numeric,
+                cfg.n_permutations,
+                seed,
+            )
             for j, (classifier, output) in enumerate(sub.columns):
-                rows.append({"classifier": classifier, "output": output, "property": prop, "test": "permutation",
-                             "kind": kind, "n": len(sub), "statistic": stat[j], "df": np.nan, "p_raw": p[j]})
+                rows.append(
+                    {
+                        "classifier": classifier,
+                        "output": output,
+                        "property": prop,
+                        "test": "permutation",
+                        "kind": kind,
+                        "n": len(sub),
+                        "statistic": stat[j],
+                        "df": np.nan,
+                        "p_raw": p[j],
+                    }
+                )
         for (classifier, output), unit in data.groupby(["classifier", "output"], sort=True):
             unit = unit.assign(**{prop: unit["image_id"].map(values)})
-            rows.append({"classifier": classifier, "output": output, "property": prop, "test": "ols_hc3",
-                         "kind": kind, "n": len(unit), **_ols_row(unit, prop, numeric, cfg.ci_level)})
+            rows.append(
+                {
+                    "classifier": classifier,
+                    "output": output,
+                    "property": prop,
+                    "test": "ols_hc3",
+                    "kind": kind,
+                    "n": len(unit),
+                    **_ols_row(unit, prop, numeric, cfg.ci_level),
+                }
+            )
     tests = pd.DataFrame(rows).assign(contrast="observational")
     for col in ("estimate", "se", "ci_low", "ci_high"):
         if col not in tests:
             tests[col] = np.nan
     tests = correct_frame(tests, cfg.family, cfg.correction, cfg.alpha)[COLUMNS]
-    tests = tests.sort_values(["property", "classifier", "output", "test"], kind="stable").reset_index(drop=True)
+    tests = tests.sort_values(["property", "classifier", "output", "test"], kind="stable").reset_index(
+        drop=True
+    )
     primary = "permutation" if cfg.primary == "permutation" else "ols_hc3"
-    meta = {"mode": "observational", "alpha": cfg.alpha, "family": cfg.family, "correction": cfg.correction,
-            "primary": primary, "properties": list(properties), "n_images": int(label.size),
-            "n_permutations": cfg.n_permutations, "seed": cfg.seed,
-            "ols": "value ~ property + C(label), HC3; categorical property: Wald chi-square over its dummies",
-            "permutation": "property permuted within label strata; p = (1 + hits) / (1 + B)",
-            "seconds": round(time.perf_counter() - start, 3)}
+    meta = {
+        "mode": "observational",
+        "alpha": cfg.alpha,
+        "family": cfg.family,
+        "correction": cfg.correction,
+        "primary": primary,
+        "properties": list(properties),
+        "n_images": int(label.size),
+        "n_permutations": cfg.n_permutations,
+        "seed": cfg.seed,
+        "ols": "value ~ property + C(label), HC3; categorical property: Wald chi-square over its dummies",
+        "permutation": "property permuted within label strata; p = (1 + hits) / (1 + B)",
+        "seconds": round(time.perf_counter() - start, 3),
+    }
     return StatsResult(tests=tests, headline=headline_table(tests, primary), meta=meta)

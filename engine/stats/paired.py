@@ -125,10 +125,16 @@ def _rank_chunk(d: np.ndarray, zero_method: str) -> dict[str, np.ndarray]:
     counted = starts & valid
     if zero_method == "pratt":  # scipy leaves the zeros out of Pratt's tie correction
         counted &= ~zeros
-    return {"ranks": ranks, "positive": positive, "zeros": zeros, "count": count.astype(np.float64),
-            "tie": np.where(counted, size * size * size - size, 0.0).sum(axis=1),
-            "r_plus": (ranks * positive).sum(axis=1), "zero_ranks": (ranks * zeros).sum(axis=1),
-            "rank_total": ranks.sum(axis=1)}
+    return {
+        "ranks": ranks,
+        "positive": positive,
+        "zeros": zeros,
+        "count": count.astype(np.float64),
+        "tie": np.where(counted, size * size * size - size, 0.0).sum(axis=1),
+        "r_plus": (ranks * positive).sum(axis=1),
+        "zero_ranks": (ranks * zeros).sum(axis=1),
+        "rank_total": ranks.sum(axis=1),
+    }
 
 
 def _signed_rank_parts(d: np.ndarray, zero_method: str, keep_ranks: bool = False) -> dict[str, np.ndarray]:
@@ -147,8 +153,9 @@ def _signed_rank_parts(d: np.ndarray, zero_method: str, keep_ranks: bool = False
             sums[key][rows] = chunk[key]
         if keep_ranks:
             kept["ranks"].append(chunk["ranks"])
-            kept["sign"].append(np.where(chunk["positive"], 1.0, np.where(chunk["zeros"] | (chunk["ranks"] == 0),
-                                                                          0.0, -1.0)))
+            kept["sign"].append(
+                np.where(chunk["positive"], 1.0, np.where(chunk["zeros"] | (chunk["ranks"] == 0), 0.0, -1.0))
+            )
     r_plus, zero_ranks, count = sums["r_plus"], sums["zero_ranks"], sums["count"]
     r_minus = sums["rank_total"] - r_plus - zero_ranks
     if zero_method == "zsplit":
@@ -162,8 +169,15 @@ def _signed_rank_parts(d: np.ndarray, zero_method: str, keep_ranks: bool = False
         var = var - n_zero * (n_zero + 1) * (2 * n_zero + 1)
     with np.errstate(invalid="ignore", divide="ignore"):
         z = (r_plus - mean) / np.sqrt((var - sums["tie"] / 2) / 24)
-    out = {"r_plus": r_plus, "r_minus": r_minus, "zero_ranks": zero_ranks, "count": count, "n_zero": n_zero,
-           "has_ties": sums["tie"] > 0, "z": z}
+    out = {
+        "r_plus": r_plus,
+        "r_minus": r_minus,
+        "zero_ranks": zero_ranks,
+        "count": count,
+        "n_zero": n_zero,
+        "has_ties": sums["tie"] > 0,
+        "z": z,
+    }
     if keep_ranks:
         out["r"] = np.concatenate(kept["ranks"]) if kept["ranks"] else np.zeros((0, n_cols))
         out["sign"] = np.concatenate(kept["sign"]) if kept["sign"] else np.zeros((0, n_cols))
@@ -211,7 +225,9 @@ def _flip_wilcoxon_p(d: np.ndarray, zero_method: str) -> np.ndarray:
     return np.clip(2 * np.minimum(less, greater), 0, 1)
 
 
-def wilcoxon_signed_rank(d: np.ndarray, zero_method: str = "wilcox", method: str = "auto") -> PairedTestResult:
+def wilcoxon_signed_rank(
+    d: np.ndarray, zero_method: str = "wilcox", method: str = "auto"
+) -> PairedTestResult:
     """Two-sided Wilcoxon signed-rank test of every row, without continuity correction.
 
     Args:
@@ -273,8 +289,12 @@ def sign_test(d: np.ndarray) -> PairedTestResult:
     with np.errstate(invalid="ignore"):
         p = np.minimum(1.0, 2 * stats.binom.cdf(np.minimum(positive, negative), nonzero, 0.5))
     p = np.where(nonzero > 0, p, np.nan)
-    return PairedTestResult(statistic=positive.astype(np.float64), p=p, n=nonzero,
-                            method=np.full(d.shape[0], "exact-binomial", dtype=object))
+    return PairedTestResult(
+        statistic=positive.astype(np.float64),
+        p=p,
+        n=nonzero,
+        method=np.full(d.shape[0], "exact-binomial", dtype=object),
+    )
 
 
 def _flip_counts(values: np.ndarray, observed: np.ndarray, flips: np.ndarray) -> np.ndarray:
@@ -322,8 +342,9 @@ def permutation_test(d: np.ndarray, n_permutations: int = 10000, seed: int = 0) 
     return PairedTestResult(statistic=mean, p=p, n=n, method=kind)
 
 
-def run_paired_test(name: str, d: np.ndarray, zero_method: str = "wilcox", n_permutations: int = 10000,
-                    seed: int = 0) -> PairedTestResult:
+def run_paired_test(
+    name: str, d: np.ndarray, zero_method: str = "wilcox", n_permutations: int = 10000, seed: int = 0
+) -> PairedTestResult:
     """Dispatch one of ``wilcoxon``, ``t``, ``sign``, ``permutation`` by name."""
     if name == "wilcoxon":
         return wilcoxon_signed_rank(d, zero_method=zero_method)

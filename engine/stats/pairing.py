@@ -7,8 +7,17 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-REQUIRED_COLUMNS = ("image_id", "condition", "strength", "editor", "property", "classifier", "output", "value",
-                    "top1")
+REQUIRED_COLUMNS = (
+    "image_id",
+    "condition",
+    "strength",
+    "editor",
+    "property",
+    "classifier",
+    "output",
+    "value",
+    "top1",
+)
 CONDITIONS = ("original", "sham", "edit")
 TEST_KEYS = ["editor", "property", "classifier", "output", "strength"]
 UNIT_KEYS = ["editor", "property", "classifier", "output"]
@@ -32,8 +41,11 @@ def validate_measurements(df: pd.DataFrame) -> pd.DataFrame:
     missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
     if missing:
         raise ValueError(f"measurements lack columns {missing}; required: {list(REQUIRED_COLUMNS)}")
-    bad = sorted(set(df["condition"].dropna().unique()) - set(CONDITIONS) | (
-        {None} if df["condition"].isna().any() else set()), key=str)
+    bad = sorted(
+        set(df["condition"].dropna().unique()) - set(CONDITIONS)
+        | ({None} if df["condition"].isna().any() else set()),
+        key=str,
+    )
     if bad:
         raise ValueError(f"measurements.condition has values {bad}; allowed: {list(CONDITIONS)}")
     df = df.copy()
@@ -43,12 +55,16 @@ def validate_measurements(df: pd.DataFrame) -> pd.DataFrame:
         df[col] = df[col].astype(str)
     sham_bad = df.loc[df["condition"] == "sham", "strength"]
     if (sham_bad.fillna(0.0) != 0.0).any():
-        raise ValueError(f"measurements.strength of sham rows must be 0 or NaN, got {sorted(sham_bad.unique())[:5]}")
+        raise ValueError(
+            f"measurements.strength of sham rows must be 0 or NaN, got {sorted(sham_bad.unique())[:5]}"
+        )
     df.loc[df["condition"] == "sham", "strength"] = 0.0
     edit_strength = df.loc[df["condition"] == "edit", "strength"]
     if edit_strength.isna().any() or (edit_strength <= 0).any():
-        raise ValueError("measurements.strength of edit rows must be > 0, got "
-                         f"{sorted(edit_strength[edit_strength.isna() | (edit_strength <= 0)].unique())[:5]}")
+        raise ValueError(
+            "measurements.strength of edit rows must be > 0, got "
+            f"{sorted(edit_strength[edit_strength.isna() | (edit_strength <= 0)].unique())[:5]}"
+        )
     return df
 
 
@@ -79,8 +95,10 @@ def reference_rows(df: pd.DataFrame, condition: str) -> pd.DataFrame:
     keys = ["image_id", "classifier", "output"]
     conflict = generic.groupby(keys)["value"].nunique() > 1
     if conflict.any():
-        raise ValueError(f"original rows disagree across editors for {int(conflict.sum())} image x classifier x "
-                         f"output keys, e.g. {conflict[conflict].index[0]}")
+        raise ValueError(
+            f"original rows disagree across editors for {int(conflict.sum())} image x classifier x "
+            f"output keys, e.g. {conflict[conflict].index[0]}"
+        )
     generic = generic.drop_duplicates(keys).merge(lacking, how="cross")
     return pd.concat([own, generic], ignore_index=True)
 
@@ -102,7 +120,9 @@ def paired_block(df: pd.DataFrame, reference: str, contrast: str = "edit") -> Pa
     ref = reference_rows(df, reference)
     images = pd.Index(sorted(set(comparison["image_id"]) | set(ref["image_id"])), name="image_id")
     if comparison.empty or ref.empty:
-        return PairedBlock(pd.DataFrame(columns=TEST_KEYS), np.zeros((0, len(images))), images, contrast, reference)
+        return PairedBlock(
+            pd.DataFrame(columns=TEST_KEYS), np.zeros((0, len(images))), images, contrast, reference
+        )
     comp_wide = _pivot(comparison, TEST_KEYS, contrast).reindex(columns=images)
     ref_wide = _pivot(ref, UNIT_KEYS, reference).reindex(columns=images)
     unit_index = comp_wide.index.droplevel("strength")
@@ -116,8 +136,10 @@ def paired_block(df: pd.DataFrame, reference: str, contrast: str = "edit") -> Pa
 def image_metadata(df: pd.DataFrame, column: str) -> pd.Series:
     """One value of a metadata column per image: the first non-missing one (originals first)."""
     if column not in df.columns:
-        raise ValueError(f"StatsConfig.subgroup_by={column!r} is not a measurements column; "
-                         f"available: {sorted(df.columns)}")
+        raise ValueError(
+            f"StatsConfig.subgroup_by={column!r} is not a measurements column; "
+            f"available: {sorted(df.columns)}"
+        )
     ordered = df.assign(_o=df["condition"].map({"original": 0, "sham": 1, "edit": 2}))
     ordered = ordered.sort_values("_o", kind="stable").dropna(subset=[column])
     return ordered.drop_duplicates("image_id").set_index("image_id")[column]
@@ -136,7 +158,9 @@ def apply_validity(df: pd.DataFrame, exclude: bool) -> tuple[pd.DataFrame, pd.Da
         is_edit = df["condition"] == "edit"
         valid = df["valid"]
         if valid[is_edit].isna().any():
-            raise ValueError("measurements.valid is missing on some edit rows; it must be True/False on every edit")
+            raise ValueError(
+                "measurements.valid is missing on some edit rows; it must be True/False on every edit"
+            )
         invalid = is_edit & ~valid.fillna(True).astype(bool)
     else:
         invalid = pd.Series(False, index=df.index)

@@ -19,7 +19,9 @@ from .pairing import TEST_KEYS, PairedBlock
 MIN_LEVEL_IMAGES = 3
 
 
-def batched_hc3(design: np.ndarray, y: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def batched_hc3(
+    design: np.ndarray, y: np.ndarray, mask: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """OLS with HC3 covariance for many responses sharing one design but with their own masks.
 
     Args:
@@ -63,8 +65,9 @@ def _design(meta: pd.Series) -> tuple[np.ndarray, list[str], str, np.ndarray]:
     return np.column_stack(columns), levels, "categorical", usable
 
 
-def subgroup_tests(block: PairedBlock, meta: pd.Series, column: str, family: str, correction: str,
-                   alpha: float) -> pd.DataFrame:
+def subgroup_tests(
+    block: PairedBlock, meta: pd.Series, column: str, family: str, correction: str, alpha: float
+) -> pd.DataFrame:
     """Interaction tests of every paired test with one metadata column.
 
     Returns:
@@ -103,20 +106,48 @@ def subgroup_tests(block: PairedBlock, meta: pd.Series, column: str, family: str
     coef[~ok] = np.nan
     pieces = []
     if kind == "numeric":
-        pieces.append(tests.assign(level="slope", n_level=tests["n"], mean_diff_level=np.nan,
-                                   coefficient=coef[:, 1], coefficient_se=se[:, 1]))
+        pieces.append(
+            tests.assign(
+                level="slope",
+                n_level=tests["n"],
+                mean_diff_level=np.nan,
+                coefficient=coef[:, 1],
+                coefficient_se=se[:, 1],
+            )
+        )
     else:
         for j, level in enumerate(terms):
             in_level = mask & (meta.astype(str).to_numpy() == level)[None, :]
             n_level = in_level.sum(axis=1)
             with np.errstate(invalid="ignore", divide="ignore"):
                 level_mean = np.where(in_level, block.diffs, 0.0).sum(axis=1) / n_level
-            pieces.append(tests.assign(level=level, n_level=n_level, mean_diff_level=level_mean,
-                                       coefficient=coef[:, j] if j else np.nan,
-                                       coefficient_se=se[:, j] if j else np.nan))
+            pieces.append(
+                tests.assign(
+                    level=level,
+                    n_level=n_level,
+                    mean_diff_level=level_mean,
+                    coefficient=coef[:, j] if j else np.nan,
+                    coefficient_se=se[:, j] if j else np.nan,
+                )
+            )
     out = pd.concat(pieces, ignore_index=True)
     out["exploratory"] = True
-    order = TEST_KEYS + ["subgroup_by", "kind", "level", "n", "n_level", "mean_diff_level", "coefficient",
-                         "coefficient_se", "statistic", "df", "p_raw", "p_adj", "reject", "family", "correction",
-                         "exploratory"]
+    order = TEST_KEYS + [
+        "subgroup_by",
+        "kind",
+        "level",
+        "n",
+        "n_level",
+        "mean_diff_level",
+        "coefficient",
+        "coefficient_se",
+        "statistic",
+        "df",
+        "p_raw",
+        "p_adj",
+        "reject",
+        "family",
+        "correction",
+        "exploratory",
+    ]
     return out.sort_values(TEST_KEYS + ["level"], kind="stable").reset_index(drop=True)[order]

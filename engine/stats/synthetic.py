@@ -49,13 +49,25 @@ def synthetic_measurements(
     def emit(condition: str, strength: float, values: np.ndarray, editor: str, prop: str) -> None:
         top = np.asarray(outputs)[values.argmax(axis=2)]  # (n_images, n_c)
         idx_i, idx_c, idx_o = np.meshgrid(np.arange(n_images), np.arange(n_c), np.arange(n_o), indexing="ij")
-        frames.append(pd.DataFrame({
-            "image_id": image_ids[idx_i.ravel()], "subject": subjects[idx_i.ravel()], "label": "neutral",
-            "condition": condition, "strength": strength, "editor": editor, "property": prop,
-            "classifier": np.asarray(classifiers)[idx_c.ravel()], "output": np.asarray(outputs)[idx_o.ravel()],
-            "value": values.ravel(), "top1": top[idx_i.ravel(), idx_c.ravel()],
-            "est_gender": gender[idx_i.ravel()], "est_age": age[idx_i.ravel()],
-        }))
+        frames.append(
+            pd.DataFrame(
+                {
+                    "image_id": image_ids[idx_i.ravel()],
+                    "subject": subjects[idx_i.ravel()],
+                    "label": "neutral",
+                    "condition": condition,
+                    "strength": strength,
+                    "editor": editor,
+                    "property": prop,
+                    "classifier": np.asarray(classifiers)[idx_c.ravel()],
+                    "output": np.asarray(outputs)[idx_o.ravel()],
+                    "value": values.ravel(),
+                    "top1": top[idx_i.ravel(), idx_c.ravel()],
+                    "est_gender": gender[idx_i.ravel()],
+                    "est_age": age[idx_i.ravel()],
+                }
+            )
+        )
 
     for editor, prop in properties.items():
         if with_original:
