@@ -1,25 +1,40 @@
-"""Facial symmetry editor: warp the face toward the mirrored average of its own shape.
+"""Facial symmetry editor: the mirrored-average shape, the mirrored texture, or both.
 
 The symmetry plane is fitted per face in 3-D (landmark x, y and depth z) to the midline landmarks and
 the midpoints of all left/right mirror pairs, so a turned head is symmetrised about its own turned
-midline rather than about the image's vertical. With 2-D landmarks the same fit gives a midline. Each
-landmark's target is `p + strength / 2 * (R(p_partner) - p)`, where `R` reflects across that plane; at
-strength 1 the shape is exactly the mirrored average, and the symmetry index falls as `1 - strength`.
-The irises only follow their eyes: gaze is not part of facial shape.
+midline rather than about the image's vertical. With 2-D landmarks the same fit gives a midline.
+
+* shape: each landmark's target is `p + strength / 2 * (R(p_partner) - p)`, where `R` reflects across
+  that plane; at strength 1 the shape is exactly the mirrored average, and the symmetry index falls as
+  `1 - strength`. The irises only follow their eyes: gaze is not part of facial shape.
+* texture: the face's own mirror image, made through the mesh correspondence (every pixel samples the
+  same place of its partner triangle, so the mirror follows head pose and lands feature on feature), is
+  blended into the face. `source_side="average"` blends half of it in everywhere, which also makes the
+  lighting symmetric; "left"/"right" copy that half of the subject's face onto the other half, with a
+  soft seam band along the midline. The geometry (landmarks) is kept.
+* both: shape, then texture on the symmetric shape, resampling the original image only once.
 """
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any, ClassVar
 
 import torch
+import torch.nn.functional as F
 
-from editors.mesh import landmark_group, mirror_index
-from editors.warp import apply_backward_map, backward_map, moved_region
+from editors.mesh import canonical_vertices, face_triangles, landmark_group, mirror_index
+from editors.warp import apply_backward_map, backward_map, identity_coords, moved_region, warp_masks
 from engine.types import Editor, EditResult, FaceBatch
 
-SYMMETRY_MODES: tuple[str, ...] = ("shape",)
+SYMMETRY_MODES: tuple[str, ...] = ("shape", "texture", "both")
+SOURCE_SIDES: tuple[str, ...] = ("average", "left", "right")
 NUM_MESH_POINTS = 468  # landmarks before the iris points
+#: Round-trip error of the mirror map (in inter-ocular distances) below which the partner counts as
+#: visible, and above which (the second value) it counts as hidden, e.g. behind the nose of a turned head.
+MIRROR_VISIBLE_ERROR: tuple[float, float] = (0.02, 0.06)
+#: Distance (IOD) over which the mirror fades in away from a hidden partner.
+VISIBILITY_FEATHER = 0.12
 
 
 def _mirror(device: torch.device) -> torch.Tensor:
@@ -92,44 +107,315 @@ def symmetric_target(landmarks: torch.Tensor, strength: float) -> torch.Tensor:
     return target
 
 
+# --- the mirror image through the mesh -----------------------------------------------------------------
+
+
+def mirror_map(landmarks: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Backward map `(N, H, W, 2)` of the face's mirror image, following the mesh (and so head pose).
+
+    A pixel of triangle `(a, b, c)` samples the same barycentric point of the partner triangle
+    `(a', b', c')`: eye lands on eye and mouth corner on mouth corner, whatever the pose, and midline
+    points map to themselves. Pixels outside the face oval map to themselves.
+    """
+    mirror = _mirror(landmarks.device)
+    return backward_map(landmarks[:, mirror], landmarks, size, triangles=face_triangles())
+
+
+def compose_maps(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
+    """The backward map of warping by `first`, then by `second` (both `(N, H, W, 2)`), as one map."""
+    return apply_backward_map(first.permute(0, 3, 1, 2), second).permute(0, 2, 3, 1)
+
+
+def mirror_visibility(coords: torch.Tensor, landmarks: torch.Tensor) -> torch.Tensor:
+    """`(N, 1, H, W)` in [0, 1]: how surely each pixel's mirror partner is visible in the image.
+
+    Mirroring twice must come back to the start; where the partner surface is hidden (behind the nose
+    of a turned head, on a fold of the projected mesh) the pixel seen there belongs to another triangle
+    and the round trip misses. 0 above `MIRROR_VISIBLE_ERROR[1]` IOD of error, fading in over
+    `VISIBILITY_FEATHER` IOD around such places.
+    """
+    miss = compose_maps(coords, coords) - identity_coords(
+        coords.shape[0], tuple(coords.shape[1:3]), coords.device
+    )
+    error = torch.hypot(miss[..., 0], miss[..., 1]) / inter_ocular_distance(landmarks)[:, None, None]
+    low, high = MIRROR_VISIBLE_ERROR
+    hidden = ((error - low) / (high - low)).clamp(0, 1).unsqueeze(1)
+    # Occlusion edges are jagged along the triangles of the fold; fade in away from them instead.
+    return 1 - fade_beyond(hidden, VISIBILITY_FEATHER * inter_ocular_distance(landmarks))
+
+
+def midline_distance(coords: torch.Tensor, landmarks: torch.Tensor) -> torch.Tensor:
+    """`(N, 1, H, W)` signed image-plane distance from the facial midline, in IODs, + on the subject's left.
+
+    Half the offset between a pixel and its mirror partner along the midline's normal, so it follows
+    the mesh (and head pose) like the mirror does; 0 outside the face oval.
+    """
+    centre, normal = symmetry_plane(landmarks)
+    across = F.normalize(normal[:, :2], dim=-1)
+    left = landmarks[:, list(landmark_group("left_side")), :2]
+    towards_left = ((left - centre[:, None, :2]) * across[:, None]).sum(dim=-1).mean(dim=1)
+    across = across * torch.where(towards_left < 0, -1.0, 1.0)[:, None]
+    start = identity_coords(coords.shape[0], tuple(coords.shape[1:3]), coords.device)
+    offset = ((start - coords) * across[:, None, None]).sum(dim=-1) / 2
+    return (offset / inter_ocular_distance(landmarks)[:, None, None]).unsqueeze(1)
+
+
+@lru_cache(maxsize=1)
+def _eye_corners() -> tuple[tuple[int, int], tuple[int, int]]:
+    """(corner, corner) of the right and left eye loops: their extreme points across the canonical face."""
+    canon = canonical_vertices()
+    corners = []
+    for eye in ("right_eye", "left_eye"):
+        loop = list(landmark_group(eye))
+        across = canon[loop, 0]
+        corners.append((loop[int(across.argmin())], loop[int(across.argmax())]))
+    return corners[0], corners[1]
+
+
+def eye_openings(landmarks: torch.Tensor, size: tuple[int, int], feather: float) -> torch.Tensor:
+    """`(N, 1, H, W)`: 1 inside both eye openings, fading to 0 `feather` IODs outside them.
+
+    Each opening is a half-ellipse above and one below the line between its corners, through the
+    highest and lowest points of the lid margin; the fade uses the first-order distance to the ellipse.
+    """
+    pixels = identity_coords(landmarks.shape[0], size, landmarks.device)
+    margin = (feather * inter_ocular_distance(landmarks)).clamp(min=1.0)[:, None, None]
+    inside = torch.zeros(pixels.shape[:3], device=landmarks.device)
+    for (first, second), eye in zip(_eye_corners(), ("right_eye", "left_eye"), strict=True):
+        a_pt, b_pt = landmarks[:, first, :2], landmarks[:, second, :2]
+        centre, axis = (a_pt + b_pt) / 2, F.normalize(b_pt - a_pt, dim=-1)
+        normal = torch.stack([-axis[:, 1], axis[:, 0]], dim=-1)
+        loop = landmarks[:, list(landmark_group(eye)), :2] - centre[:, None]
+        across = (loop * normal[:, None]).sum(dim=-1)
+        half_length = ((b_pt - a_pt).norm(dim=-1) / 2).clamp(min=1.0)[:, None, None]
+        offset = pixels - centre[:, None, None]
+        u = (offset * axis[:, None, None]).sum(dim=-1)
+        v = (offset * normal[:, None, None]).sum(dim=-1)
+        height = torch.where(v < 0, -across.amin(dim=1)[:, None, None], across.amax(dim=1)[:, None, None])
+        height = height.clamp(min=1.0)
+        level = (u / half_length) ** 2 + (v / height) ** 2
+        slope = 2 * torch.hypot(u / half_length**2, v / height**2)
+        distance = (level - 1) / slope.clamp(min=1e-6)
+        inside = torch.maximum(inside, (1 - distance / margin).clamp(0, 1))
+    return (inside * inside * (3 - 2 * inside)).unsqueeze(1)
+
+
+def fade_beyond(masks: torch.Tensor, width_px: torch.Tensor) -> torch.Tensor:
+    """`(N, 1, H, W)` masks in [0, 1] kept exact where they are 1, fading to 0 `width_px (N,)` beyond.
+
+    A max filter over half the width, then a triangle filter (two box filters) over the other half, all
+    separable; fades wider than 12 px are made at half resolution (max-pooled, so still exact where the
+    mask is 1) and scaled back up. The width is per image, so this loops over the (few) images.
+    """
+    out = []
+    for mask, width in zip(masks, width_px.tolist(), strict=True):
+        scale = 2 if width >= 12 else 1
+        grown = F.max_pool2d(mask[None], scale, ceil_mode=True) if scale > 1 else mask[None]
+        k = max(1, int(round(width / scale / 4)))
+        for kernel, pad in (((1, 4 * k + 1), (0, 2 * k)), ((4 * k + 1, 1), (2 * k, 0))):
+            grown = F.max_pool2d(grown, kernel, stride=1, padding=pad)
+        for _ in range(2):
+            for kernel, pad in (((1, 2 * k + 1), (0, k)), ((2 * k + 1, 1), (k, 0))):
+                grown = F.avg_pool2d(grown, kernel, stride=1, padding=pad, count_include_pad=False)
+        if scale > 1:
+            grown = F.interpolate(grown, scale_factor=scale, mode="bilinear", align_corners=False)
+            grown = grown[..., : mask.shape[-2], : mask.shape[-1]]
+        out.append(grown[0])
+    return torch.stack(out)
+
+
+def smooth_within(values: torch.Tensor, weight: torch.Tensor, radius_px: torch.Tensor) -> torch.Tensor:
+    """Weighted local mean of `values (N, C, H, W)` under `weight (N, 1, H, W)`, over about `radius_px (N,)`.
+
+    Three separable box filters per image (close to a Gaussian of sigma `radius`); 0 where no weight is near.
+    """
+    out = []
+    for value, mass, radius in zip(values * weight, weight, radius_px.tolist(), strict=True):
+        k = max(1, int(round(radius)))
+        both = torch.cat([value, mass])[None]
+        for _ in range(3):
+            for kernel, pad in (((1, 2 * k + 1), (0, k)), ((2 * k + 1, 1), (k, 0))):
+                both = F.avg_pool2d(both, kernel, stride=1, padding=pad, count_include_pad=True)
+        out.append(both[0, :-1] / both[0, -1:].clamp(min=1e-4))
+    return torch.stack(out)
+
+
+def height_above_eyes(landmarks: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """`(N, 1, H, W)` each pixel's height above the line through the eye centres, in IODs (+ toward the brow)."""
+    right = landmarks[:, list(landmark_group("right_eye")), :2].mean(dim=1)
+    left = landmarks[:, list(landmark_group("left_eye")), :2].mean(dim=1)
+    axis = F.normalize(left - right, dim=-1)
+    up = torch.stack([axis[:, 1], -axis[:, 0]], dim=-1)  # image y points down
+    offset = identity_coords(landmarks.shape[0], size, landmarks.device) - ((left + right) / 2)[:, None, None]
+    height = (offset * up[:, None, None]).sum(dim=-1) / inter_ocular_distance(landmarks)[:, None, None]
+    return height.unsqueeze(1)
+
+
+def inner_face_weight(face_mask: torch.Tensor, landmarks: torch.Tensor, feather: float) -> torch.Tensor:
+    """`(N, 1, H, W)`: 0 on and outside the face oval (mask < 0.5), rising to 1 `feather` IODs inside it.
+
+    An edit weighted by it never reaches past the face, and fades in wide enough not to draw the oval.
+    """
+    outside = (face_mask < 0.5).float()
+    return (1 - fade_beyond(outside, feather * inter_ocular_distance(landmarks))) * (1 - outside)
+
+
+def image_asymmetry(images: torch.Tensor, coords: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """`(N,)` weighted mean of |image - mirror image| over channels and pixels (0..1 intensity units)."""
+    difference = (images - apply_backward_map(images, coords)).abs().mean(dim=1, keepdim=True)
+    return (difference * weight).sum(dim=(1, 2, 3)) / weight.sum(dim=(1, 2, 3)).clamp(min=1e-6)
+
+
 class SymmetryEditor(Editor):
-    """Makes faces more symmetric by a landmark-driven mesh warp.
+    """Makes faces more symmetric: mirrored-average shape, mirrored texture, or both.
 
     Args:
-        mode: "shape" (warp to the mirrored-average shape). Texture mirroring and the opposite
-            direction (unilateral droop) are further modes to come.
-        mask_dilation_px: how far the returned edit mask extends beyond the moved pixels.
+        mode: "shape" (warp to the mirrored-average shape), "texture" (blend in the face's own mirror
+            image, landmarks kept) or "both" (shape, then texture).
+        source_side: for texture: "average" (the mean of the face and its mirror image) or the
+            subject's "left"/"right" half, copied onto the other half.
+        seam_width: width (in inter-ocular distances, IOD) of the band beside the midline over which a
+            copied half fades in; unused for "average", whose mirror blend is continuous at the midline.
+        face_feather: how far (IOD) inside the face oval the texture blend fades in from 0.
+        top_limit: height (IOD) above the eye line where the texture blend has faded out (over
+            `face_feather`), so hair falling over the forehead is not mirrored; None: up to the oval.
+        detail_scale: for "average": texture differences finer than this (IOD; the sigma of a Gaussian)
+            stay the face's own, coarser ones (shading, tone) are averaged, so glasses, stray hair and
+            small landmark errors never show double edges and the skin is not smoothed; None averages all
+            detail. A copied half ("left"/"right") has one source, so it copies all detail.
+        keep_eyes: leave the eye openings (iris, sclera, catchlights: gaze and highlights, not facial
+            symmetry) out of the texture mirroring.
+        eye_feather: how far (IOD) beyond the lid margin the kept eye region fades out.
+        measure_image: add the image-space asymmetry before/after to the metadata (texture mode needs no
+            extra warp for it; both and shape modes need one and two).
+        mask_dilation_px: how far the returned edit mask extends beyond the changed pixels.
     """
 
     property: ClassVar[str] = "symmetry"
+    direction: str | None = "more"
 
-    def __init__(self, mode: str = "shape", mask_dilation_px: int = 3) -> None:
+    def __init__(
+        self,
+        mode: str = "shape",
+        source_side: str = "average",
+        seam_width: float = 0.15,
+        face_feather: float = 0.2,
+        top_limit: float | None = 0.65,
+        detail_scale: float | None = 0.02,
+        keep_eyes: bool = True,
+        eye_feather: float = 0.06,
+        measure_image: bool = True,
+        mask_dilation_px: int = 3,
+    ) -> None:
         if mode not in SYMMETRY_MODES:
             raise ValueError(f"SymmetryEditor mode={mode!r} is not supported; choose one of {SYMMETRY_MODES}")
+        if source_side not in SOURCE_SIDES:
+            raise ValueError(f"SymmetryEditor source_side={source_side!r}: choose one of {SOURCE_SIDES}")
+        for name, value in (
+            ("seam_width", seam_width),
+            ("face_feather", face_feather),
+            ("eye_feather", eye_feather),
+        ):
+            if not 0.0 < float(value) <= 1.0:
+                raise ValueError(f"SymmetryEditor {name}={value!r} must be in (0, 1] inter-ocular distances")
+        if top_limit is not None and not 0.0 < float(top_limit) <= 2.0:
+            raise ValueError(
+                f"SymmetryEditor top_limit={top_limit!r} must be None or in (0, 2] IODs above the eyes"
+            )
+        if detail_scale is not None and not 0.0 < float(detail_scale) <= 1.0:
+            raise ValueError(f"SymmetryEditor detail_scale={detail_scale!r} must be None or in (0, 1] IODs")
         if mask_dilation_px < 0:
             raise ValueError(f"SymmetryEditor mask_dilation_px={mask_dilation_px} must be >= 0")
         self.mode = mode
+        self.source_side = source_side
+        self.seam_width = float(seam_width)
+        self.face_feather = float(face_feather)
+        self.top_limit = None if top_limit is None else float(top_limit)
+        self.detail_scale = None if detail_scale is None else float(detail_scale)
+        self.keep_eyes = bool(keep_eyes)
+        self.eye_feather = float(eye_feather)
+        self.measure_image = bool(measure_image)
         self.mask_dilation_px = int(mask_dilation_px)
 
     def edit(self, batch: FaceBatch, strength: float, seed: int) -> EditResult:
-        """Warp every face `strength` of the way to its mirrored-average shape (0 is the sham).
+        """Make every face `strength` of the way symmetric (0 is the sham: same pipeline, no change).
 
         The edit is deterministic and uses no randomness, so `seed` does not change the output.
         """
         strength = self._check_strength(strength)
-        landmarks = batch.landmarks.to(batch.images.device, torch.float32)
+        images, size = batch.images, batch.size
+        landmarks = batch.landmarks.to(images.device, torch.float32)
+        face_mask = batch.face_mask.to(images.device, torch.float32)
         target = self._target_landmarks(landmarks, strength)
-        coords = backward_map(landmarks, target, batch.size)
-        images = apply_backward_map(batch.images, coords).clamp(0.0, 1.0)
-        mask = moved_region(coords, dilation_px=self.mask_dilation_px)
-        return EditResult(
-            images=images,
-            mask=mask,
-            metadata=self._metadata(landmarks, target, strength),
-            landmarks=target,
-        )
+        if self.mode == "texture":
+            shape_coords, edited, target_mask = None, images, face_mask
+            mask = torch.zeros_like(face_mask)
+        else:
+            shape_coords = backward_map(landmarks, target, size)
+            edited = apply_backward_map(images, shape_coords)
+            target_mask = warp_masks(face_mask, landmarks, target, coords=shape_coords)
+            mask = moved_region(shape_coords, dilation_px=self.mask_dilation_px)
+        if self.mode != "shape" or self.measure_image:
+            mirror = mirror_map(target, size)
+            visible = mirror_visibility(mirror, target)
+            face_weight = inner_face_weight(target_mask, target, self.face_feather)
+        if self.mode != "shape":
+            # Mirror the warped face without resampling twice: compose the shape and mirror maps.
+            sample = mirror if shape_coords is None else compose_maps(shape_coords, mirror)
+            weight = self.texture_weight(target, mirror, visible, face_weight)
+            change = apply_backward_map(images, sample) - edited
+            if self.source_side == "average" and self.detail_scale is not None:
+                change = smooth_within(change, weight, self.detail_scale * inter_ocular_distance(target))
+            weight = strength * weight
+            edited = edited + weight * change
+            changed = (weight > 0).float()
+            if self.mask_dilation_px:
+                k = self.mask_dilation_px
+                changed = F.max_pool2d(changed, 2 * k + 1, stride=1, padding=k)
+            mask = torch.maximum(mask, changed)
+        edited = edited.clamp(0.0, 1.0)
+        metadata = self._metadata(landmarks, target, strength)
+        if self.measure_image:
+            # Weighted by where the mirror partner is visible: elsewhere the difference measures occlusion.
+            after = image_asymmetry(edited, mirror, face_weight * visible)
+            if self.mode == "texture":
+                before = image_asymmetry(images, mirror, face_weight * visible)
+            else:
+                mirror = mirror_map(landmarks, size)
+                weight = inner_face_weight(face_mask, landmarks, self.face_feather)
+                before = image_asymmetry(images, mirror, weight * mirror_visibility(mirror, landmarks))
+            for meta, value_before, value_after in zip(
+                metadata, before.tolist(), after.tolist(), strict=True
+            ):
+                meta["image_asymmetry_before"] = value_before
+                meta["image_asymmetry_after"] = value_after
+        return EditResult(images=edited, mask=mask, metadata=metadata, landmarks=target)
+
+    def texture_weight(
+        self, landmarks: torch.Tensor, coords: torch.Tensor, visible: torch.Tensor, face_weight: torch.Tensor
+    ) -> torch.Tensor:
+        """`(N, 1, H, W)` share of the mirror image in the texture target, before `strength`.
+
+        The inner face (`face_weight`, see `inner_face_weight`) where the mirror partner is `visible`, less the eye openings if kept; then half
+        everywhere for "average", else 1 on the copied-onto half beyond a smooth seam band.
+        """
+        weight = face_weight * visible
+        size = tuple(coords.shape[1:3])
+        if self.keep_eyes:
+            weight = weight * (1 - eye_openings(landmarks, size, self.eye_feather))
+        if self.top_limit is not None:
+            below = ((self.top_limit - height_above_eyes(landmarks, size)) / self.face_feather).clamp(0, 1)
+            weight = weight * below * below * (3 - 2 * below)
+        if self.source_side == "average":
+            return 0.5 * weight
+        side = midline_distance(coords, landmarks)
+        onto = -side if self.source_side == "left" else side  # > 0 on the half that receives the copy
+        ramp = (onto / self.seam_width).clamp(0, 1)
+        return weight * ramp * ramp * (3 - 2 * ramp)
 
     def _target_landmarks(self, landmarks: torch.Tensor, strength: float) -> torch.Tensor:
+        if self.mode == "texture":
+            return landmarks.clone()
         return symmetric_target(landmarks, strength)
 
     @staticmethod
@@ -147,6 +433,7 @@ class SymmetryEditor(Editor):
             {
                 "editor": self.name,
                 "mode": self.mode,
+                "source_side": self.source_side,
                 "strength": strength,
                 "symmetry_index_before": index_before[i],
                 "symmetry_index_after": index_after[i],

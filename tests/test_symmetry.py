@@ -1,4 +1,4 @@
-"""Tests of the symmetry editor (mirrored-average mesh warp) and the identity placebo editor."""
+"""Tests of the symmetry editor (mirrored-average shape, mirrored texture, both) and the identity placebo."""
 
 from __future__ import annotations
 
@@ -18,13 +18,19 @@ from editors.mesh import (
 )
 from editors.symmetry import (
     SymmetryEditor,
+    eye_openings,
+    inner_face_weight,
     inter_ocular_distance,
+    midline_distance,
+    mirror_map,
+    mirror_visibility,
     mirrored_partners,
     symmetric_target,
     symmetry_index,
     symmetry_plane,
 )
-from editors.warp import warp_images
+from editors.warp import apply_backward_map, identity_coords, warp_images
+from engine.faces import face_masks
 from engine.types import FaceBatch
 
 SIZE = 256
@@ -38,7 +44,7 @@ def make_batch(images: torch.Tensor, landmarks: torch.Tensor) -> FaceBatch:
         landmarks=landmarks,
         blendshapes=torch.zeros(n, 52),
         boxes=torch.tensor([[0.2, 0.2, 0.8, 0.8]]).repeat(n, 1) * SIZE,
-        face_mask=torch.zeros(n, 1, SIZE, SIZE),
+        face_mask=face_masks(landmarks, (SIZE, SIZE)),
         pose=torch.zeros(n, 3),
     )
 
@@ -118,7 +124,7 @@ def test_partners_of_partners_are_the_landmarks() -> None:
 
 
 def test_strength_zero_is_the_sham(batch: FaceBatch) -> None:
-    editor = SymmetryEditor()
+    editor = SymmetryEditor(measure_image=False)
     sham = editor.sham(batch, seed=3)
     zero = editor.edit(batch, 0.0, seed=3)
     assert torch.equal(sham.images, zero.images)
@@ -131,14 +137,14 @@ def test_strength_zero_is_the_sham(batch: FaceBatch) -> None:
 
 
 def test_strength_one_cuts_the_symmetry_index_by_at_least_80_percent(batch: FaceBatch) -> None:
-    result = SymmetryEditor().edit(batch, 1.0, seed=0)
+    result = SymmetryEditor(measure_image=False).edit(batch, 1.0, seed=0)
     before = np.array([m["symmetry_index_before"] for m in result.metadata])
     after = np.array([m["symmetry_index_after"] for m in result.metadata])
     assert (before > 0.005).all()
     assert (after <= 0.2 * before).all(), (before, after)
     # The mean landmark-to-partner gap falls exactly as 1 - strength (the index also divides by the
     # inter-ocular distance, which the edit changes slightly).
-    half = SymmetryEditor().edit(batch, 0.5, seed=0)
+    half = SymmetryEditor(measure_image=False).edit(batch, 0.5, seed=0)
     gap_ratio = (
         np.array([m["symmetry_index_after"] for m in half.metadata])
         * inter_ocular_distance(half.landmarks).numpy()
@@ -156,7 +162,7 @@ def test_redetected_landmarks_follow_the_warp(batch: FaceBatch) -> None:
     few-pixel shape change; the symmetry index of re-detected landmarks falls far less than the
     target's (printed with `-s`).
     """
-    result = SymmetryEditor().edit(batch, 1.0, seed=0)
+    result = SymmetryEditor(measure_image=False).edit(batch, 1.0, seed=0)
     crops = (result.images.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
     redetected = torch.from_numpy(np.stack(detect_face_landmarks(list(crops))))
     wanted = (result.landmarks - batch.landmarks)[:, :468, :2]
@@ -170,7 +176,7 @@ def test_redetected_landmarks_follow_the_warp(batch: FaceBatch) -> None:
 
 
 def test_mask_covers_every_changed_pixel(batch: FaceBatch) -> None:
-    result = SymmetryEditor().edit(batch, 1.0, seed=0)
+    result = SymmetryEditor(measure_image=False).edit(batch, 1.0, seed=0)
     changed = (result.images - batch.images).abs().amax(dim=1, keepdim=True) > 1e-5
     assert changed.any()
     assert not (changed & (result.mask == 0)).any()
@@ -178,7 +184,7 @@ def test_mask_covers_every_changed_pixel(batch: FaceBatch) -> None:
 
 
 def test_batch_equals_one_by_one_and_seed_does_not_matter(batch: FaceBatch) -> None:
-    editor = SymmetryEditor()
+    editor = SymmetryEditor(measure_image=False)
     part = batch.select([0, 2, 4])
     full = editor.edit(part, 0.7, seed=0)
     assert torch.equal(full.images, editor.edit(part, 0.7, seed=123).images)
@@ -192,7 +198,7 @@ def test_batch_equals_one_by_one_and_seed_does_not_matter(batch: FaceBatch) -> N
 
 
 def test_edit_equals_warp_images_on_the_target(batch: FaceBatch) -> None:
-    result = SymmetryEditor().edit(batch, 1.0, seed=0)
+    result = SymmetryEditor(measure_image=False).edit(batch, 1.0, seed=0)
     expected = warp_images(batch.images, batch.landmarks, symmetric_target(batch.landmarks, 1.0)).clamp(0, 1)
     assert torch.equal(result.images, expected)
 
@@ -203,11 +209,147 @@ def test_bad_strength_raises_naming_the_value(batch: FaceBatch, strength: float)
         SymmetryEditor().edit(batch, strength, seed=0)
 
 
-def test_bad_mode_raises() -> None:
-    with pytest.raises(ValueError, match="mode='texture'"):
-        SymmetryEditor(mode="texture")
-    assert SymmetryEditor().property == "symmetry"
-    assert SymmetryEditor().fingerprint()["mode"] == "shape"
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"mode": "mirror"}, "mode='mirror'"),
+        ({"source_side": "both"}, "source_side='both'"),
+        ({"seam_width": 0.0}, "seam_width=0.0"),
+        ({"top_limit": -1.0}, "top_limit=-1.0"),
+        ({"detail_scale": 2.0}, "detail_scale=2.0"),
+        ({"mask_dilation_px": -1}, "mask_dilation_px=-1"),
+    ],
+)
+def test_bad_arguments_raise_naming_the_value(kwargs: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        SymmetryEditor(**kwargs)
+
+
+def test_property_direction_and_fingerprint() -> None:
+    editor = SymmetryEditor(mode="both", source_side="left")
+    assert editor.property == "symmetry" and editor.direction == "more"
+    fingerprint = editor.fingerprint()
+    assert fingerprint["mode"] == "both" and fingerprint["source_side"] == "left"
+    assert fingerprint["detail_scale"] == 0.02 and SymmetryEditor().fingerprint()["mode"] == "shape"
+
+
+# --- texture mirroring ----------------------------------------------------------------------------------
+
+
+def gradient_image(n: int = 1) -> torch.Tensor:
+    """A smooth, strongly asymmetric image: red grows to the right, green downward, blue in waves."""
+    ys, xs = torch.meshgrid(torch.arange(SIZE) + 0.5, torch.arange(SIZE) + 0.5, indexing="ij")
+    image = torch.stack([xs / SIZE, ys / SIZE, 0.5 + 0.4 * torch.sin(xs / 9.0) * torch.cos(ys / 13.0)])
+    return image[None].repeat(n, 1, 1, 1)
+
+
+def test_mirror_map_of_a_frontal_symmetric_face_is_the_left_right_flip() -> None:
+    face = synthetic_face(0.0)
+    coords = mirror_map(face, (SIZE, SIZE))
+    start = identity_coords(1, (SIZE, SIZE))
+    inside = face_masks(face, (SIZE, SIZE))[0, 0] > 0.99
+    flipped_x = SIZE - start[0, ..., 0]  # the face's midline is x = 128
+    assert (coords[0, ..., 0] - flipped_x)[inside].abs().max() < 1e-2
+    assert (coords[0, ..., 1] - start[0, ..., 1])[inside].abs().max() < 1e-2
+    assert torch.equal(
+        coords[0][~(face_masks(face, (SIZE, SIZE))[0, 0] > 0)],
+        start[0][~(face_masks(face, (SIZE, SIZE))[0, 0] > 0)],
+    )
+    # Everything is visible, and the signed midline distance is + on the subject's left (image right).
+    assert mirror_visibility(coords, face)[0, 0][inside].min() == 1.0
+    side = midline_distance(coords, face)[0, 0]
+    iod = inter_ocular_distance(face).item()
+    expected = (start[0, ..., 0] - SIZE / 2) / iod
+    assert (side - expected)[inside].abs().max() < 1e-3
+
+
+@pytest.mark.parametrize("yaw", [20.0, -30.0])
+def test_mirror_map_follows_a_turned_head(yaw: float) -> None:
+    """Feature lands on feature: the mirror of each landmark's pixel is its partner's, not the flip."""
+    face = synthetic_face(yaw)
+    coords = mirror_map(face, (SIZE, SIZE))
+    centres = torch.stack([face[0, 468, :2], face[0, 473, :2], face[0, 61, :2], face[0, 291, :2]])
+    partners = torch.stack([face[0, 473, :2], face[0, 468, :2], face[0, 291, :2], face[0, 61, :2]])
+    sampled = apply_backward_map(coords.permute(0, 3, 1, 2), centres[None, None]).squeeze(2)[0].T
+    assert (sampled - partners).norm(dim=-1).max() < 0.5
+
+
+def frontal_batch(image: torch.Tensor) -> FaceBatch:
+    face = synthetic_face(0.0)
+    return make_batch(image, face)
+
+
+def test_copying_the_left_half_puts_its_mirror_image_on_the_right_half() -> None:
+    batch = frontal_batch(gradient_image())
+    editor = SymmetryEditor(mode="texture", source_side="left")
+    result = editor.edit(batch, 1.0, seed=0)
+    flipped = batch.images.flip(-1)  # the mirror image of this symmetric face
+    start = identity_coords(1, (SIZE, SIZE))[0]
+    right_half = start[..., 0] < SIZE / 2  # the subject's right is on the image's left
+    assert torch.equal(result.images[0][:, ~right_half], batch.images[0][:, ~right_half])
+    coords = mirror_map(batch.landmarks, (SIZE, SIZE))
+    face_weight = inner_face_weight(batch.face_mask, batch.landmarks, editor.face_feather)
+    weight = editor.texture_weight(
+        batch.landmarks, coords, mirror_visibility(coords, batch.landmarks), face_weight
+    )
+    full = weight[0, 0] == 1
+    assert full.sum() > 2000 and (full & ~right_half).sum() == 0
+    assert (result.images[0][:, full] - flipped[0][:, full]).abs().max() < 2e-3
+    # Beside the midline the copy fades in over the seam band: no jump in the red ramp (slope 1/256 per px).
+    row = result.images[0, 0, int(batch.landmarks[0, 1, 1])]
+    near_midline = slice(int(SIZE / 2 - 0.4 * 76), int(SIZE / 2 + 0.4 * 76))
+    assert (row[near_midline][1:] - row[near_midline][:-1]).abs().max() < 0.01
+
+
+def test_average_texture_evens_out_the_shading_and_keeps_the_eyes() -> None:
+    batch = frontal_batch(gradient_image())
+    result = SymmetryEditor(mode="texture").edit(batch, 1.0, seed=0)
+    meta = result.metadata[0]
+    # Not 0: the kept eyes, the forehead top and the fades at the oval keep their asymmetry.
+    assert meta["image_asymmetry_after"] < 0.2 * meta["image_asymmetry_before"]
+    eyes = eye_openings(batch.landmarks, (SIZE, SIZE), 0.06)[0, 0] == 1
+    assert eyes.sum() > 50
+    assert torch.equal(result.images[0][:, eyes], batch.images[0][:, eyes])
+    # The red ramp (x) becomes flat across the cheeks: the average of x and its mirror image.
+    cheeks_y = int(batch.landmarks[0, 1, 1])
+    red = result.images[0, 0, cheeks_y, 90:166]
+    assert (red - 0.5).abs().max() < 0.02
+
+
+@pytest.mark.parametrize("mode", ["texture", "both"])
+def test_texture_modes_sham_mask_and_batch_equals_one_by_one(batch: FaceBatch, mode: str) -> None:
+    editor = SymmetryEditor(mode=mode, source_side="average", measure_image=mode == "texture")
+    part = batch.select([0, 2])
+    sham = editor.sham(part, seed=1)
+    assert (sham.images - part.images).abs().max() < 1e-5
+    assert sham.mask.sum() == 0
+    full = editor.edit(part, 0.8, seed=0)
+    changed = (full.images - part.images).abs().amax(dim=1, keepdim=True) > 1e-5
+    assert changed.any() and not (changed & (full.mask == 0)).any()
+    if mode == "texture":  # the mirror blend stays inside the face oval
+        assert not (changed & (part.face_mask < 0.5)).any()
+    for i in range(len(part)):
+        single = editor.edit(part.select([i]), 0.8, seed=0)
+        assert torch.equal(single.images, full.images[i : i + 1])
+        for key, value in full.metadata[i].items():
+            assert single.metadata[0][key] == (pytest.approx(value) if isinstance(value, float) else value)
+
+
+def test_texture_reduces_image_asymmetry_on_real_faces(batch: FaceBatch) -> None:
+    batch = batch.select([0, 1, 3])  # astronaut, Grace Hopper, an LFW face turned about 15 degrees
+    texture = SymmetryEditor(mode="texture").edit(batch, 1.0, seed=0)
+    both = SymmetryEditor(mode="both", detail_scale=None).edit(batch, 1.0, seed=0)
+    for meta in texture.metadata:  # the landmarks (shape) are kept
+        assert meta["symmetry_index_after"] == meta["symmetry_index_before"]
+    before = np.array([m["image_asymmetry_before"] for m in texture.metadata])
+    after = np.array([m["image_asymmetry_after"] for m in texture.metadata])
+    after_both = np.array([m["image_asymmetry_after"] for m in both.metadata])
+    print(
+        f"\nimage asymmetry before {before.round(4)}\ntexture {after.round(4)}\nboth, all detail {after_both.round(4)}"
+    )
+    assert (after < 0.8 * before).all() and after.mean() < 0.6 * before.mean()
+    assert (after_both < 0.35 * before).all()
+    assert all(m["symmetry_index_after"] < 1e-4 for m in both.metadata)
 
 
 # --- identity placebo -----------------------------------------------------------------------------------
