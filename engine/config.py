@@ -290,7 +290,10 @@ def first_of_sweeps(overrides: Sequence[str]) -> list[str]:
     out = []
     for o in parsed:
         if o.is_sweep_override():
-            first = next(iter(o.sweep_string_iterator()), None)
+            try:
+                first = next(iter(o.sweep_string_iterator()), None)
+            except Exception:  # noqa: BLE001 - glob() needs Hydra's loader; Hydra checks those itself
+                first = None
             if first is None:
                 continue
             out.append(f"{o.get_key_element()}={first}")

@@ -40,11 +40,18 @@ def test_every_group_option_composes_and_instantiates(compose, group, tmp_path):
         assert built["editor"] is not None
 
 
-def test_every_experiment_composes_and_instantiates(compose):
+def test_every_experiment_composes_and_instantiates(compose, tmp_path):
+    import pandas as pd
+
+    manifest = tmp_path / "faces.csv"
+    pd.DataFrame({"path": ["a.png"], "label": ["happy"], "age": [30], "gender": ["f"], "semg": ["no"]}).to_csv(
+        manifest, index=False)
     names = register_experiments()
-    assert {"symmetry", "placebo"} <= set(names)
+    assert {"symmetry", "asymmetry", "semg", "age_shift", "gender_swap", "placebo", "observe_properties",
+            "observe_demo"} <= set(names)
     for name in names:
-        cfg = compose(f"experiment={name}")
+        extra = [f"dataset.path={manifest}"] if name == "observe_properties" else []
+        cfg = compose(f"experiment={name}", *extra)
         assert cfg.experiment_name == name
         validate(cfg)
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-ARGS = ["experiment=symmetry", "dataset.limit=10", "runner.chunk_size=2", "runner.progress=off",
+ARGS = ["experiment=symmetry", "dataset.limit=8", "runner.chunk_size=2", "runner.progress=off",
         "report.plots=false", "audit.enabled=false"]
 
 
@@ -42,7 +42,7 @@ def test_sigkill_then_resume_recomputes_nothing_and_matches(tmp_path):
     proc.wait()
     done_analyses = _entries(cache, "analysis")
     done_preds = _entries(cache, "pred")
-    assert 0 < done_analyses and done_preds < 30
+    assert 0 < done_analyses and done_preds < 24
     assert not list(cache.rglob("*.tmp")) or all(p.name.startswith(".") for p in cache.rglob("*.tmp"))
 
     refused = _engine(ARGS, run_dir, cache)
@@ -54,8 +54,8 @@ def test_sigkill_then_resume_recomputes_nothing_and_matches(tmp_path):
     assert resumed.returncode == 0, out
     stats = json.loads((run_dir / "run_stats.json").read_text())["cache"]
     assert stats["analysis"]["cached"] >= done_analyses
-    assert stats["analysis"]["computed"] + stats["analysis"]["cached"] == 10
-    assert stats["analysis"]["computed"] == 10 - done_analyses, "finished analyses must not be recomputed"
+    assert stats["analysis"]["computed"] + stats["analysis"]["cached"] == 8
+    assert stats["analysis"]["computed"] == 8 - done_analyses, "finished analyses must not be recomputed"
     assert stats["pred"]["cached"] >= done_preds
 
     fresh_dir = tmp_path / "fresh"
@@ -69,7 +69,7 @@ def test_sigkill_then_resume_recomputes_nothing_and_matches(tmp_path):
 @pytest.mark.skipif(shutil.which("accelerate") is None and not Path(sys.executable).with_name("accelerate").exists(),
                     reason="accelerate CLI not installed")
 def test_accelerate_two_processes_equal_one(tmp_path):
-    args = ["experiment=symmetry", "dataset.limit=5", "runner.progress=off", "report.plots=false",
+    args = ["experiment=symmetry", "dataset.limit=4", "runner.progress=off", "report.plots=false",
             "audit.enabled=false"]
     cache = tmp_path / "cache"
     one = _engine(args, tmp_path / "one", cache)
