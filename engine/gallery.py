@@ -52,10 +52,11 @@ def write_gallery(out_dir: Path, chunks: list[Any], classifiers: dict[str, Any],
              f"<style>{_GALLERY_CSS}</style></head><body><h1>{html.escape(title)}</h1>",
              "<p class='meta'>Each row: the aligned original, the sham (same pipeline, strength 0), every edit, "
              "and |edit − sham| amplified 4× (black = unchanged). Bars: classifier probabilities.</p>"]
-    invalid = set()
+    invalid: dict[tuple[str, float], str] = {}
     if audit is not None and not audit.empty and "valid" in audit:
         bad = audit[~audit["valid"].astype(bool)]
-        invalid = {(r.image_id, float(r.strength)) for r in bad.itertuples()}
+        invalid = {(r.image_id, float(r.strength)): str(getattr(r, "reasons", "")).replace(";", ", ")
+                   for r in bad.itertuples()}
     shown = 0
     for chunk in chunks:
         for i, rec in enumerate(chunk.records):
@@ -67,7 +68,8 @@ def write_gallery(out_dir: Path, chunks: list[Any], classifiers: dict[str, Any],
             cells, heads = [], []
             for c in conds:
                 img = c.images[i].permute(1, 2, 0).cpu().numpy()
-                flag = " <span class='flag'>audit: invalid</span>" if (rec.image_id, c.strength) in invalid else ""
+                why = invalid.get((rec.image_id, c.strength))
+                flag = f"<br><span class='flag'>audit: {html.escape(why or 'invalid')}</span>" if why is not None else ""
                 heads.append(f"<th>{html.escape(c.label)}{flag}</th>")
                 cells.append(_cell(img, chunk, c.label, i, classifiers, cfg))
             last = conds[-1]
