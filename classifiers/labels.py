@@ -84,18 +84,20 @@ def canonical_label(label: Any, label_map: Mapping[str, str] | None = None) -> s
 
     Args:
         label: a raw model label (non-strings such as integer ids are turned into strings).
-        label_map: user overrides, raw label -> name. Matched exactly first, then case-insensitively.
+        label_map: user overrides, raw label -> name. Matched exactly first, then case-insensitively;
+            the name is itself mapped through the synonym tables ("Happy" -> "happiness").
 
     Returns:
         A canonical emotion, or the label's own stripped, lower-case name.
     """
     raw = str(label)
     if label_map:
+        # The override's value is spelled freely too ("Happy"), so it goes through the tables below.
         if raw in label_map:
-            return str(label_map[raw])
+            return canonical_label(label_map[raw])
         folded = {str(k).strip().lower(): str(v) for k, v in label_map.items()}
         if raw.strip().lower() in folded:
-            return folded[raw.strip().lower()]
+            return canonical_label(folded[raw.strip().lower()])
     key = " ".join(raw.strip().lower().replace("_", " ").split())
     if key in EMOTION_SYNONYMS:
         return canonical_emotion(key)

@@ -76,8 +76,8 @@ def test_labels_map_to_canonical_and_keep_unknown_names():
 
 
 def test_label_map_overrides_and_errors():
-    labels, _ = resolve_labels(["LABEL_0", "LABEL_1"], {"LABEL_0": "happiness", "label_1": "sadness"})
-    assert labels == ("happiness", "sadness")
+    labels, _ = resolve_labels(["LABEL_0", "LABEL_1", "LABEL_2"], {"LABEL_0": "happiness", "label_1": "Sad"})
+    assert labels == ("happiness", "sadness", "label_2")
     with pytest.raises(ValueError, match="'happy' and 'Happiness' both map to 'happiness'"):
         resolve_labels(["happy", "Happiness"], owner="clf")
     with pytest.raises(ValueError, match=r"label_map keys \['hapy'\] match none"):
