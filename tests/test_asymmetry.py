@@ -1,0 +1,241 @@
+"""Tests of the unilateral droop (facial-palsy-like) asymmetry editor."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from editors.asymmetry import (
+    MOUTH_CORNERS,
+    AsymmetryEditor,
+    face_axes,
+    nasolabial_path,
+    palsy_weights,
+)
+from editors.measures import symmetry_index as redetected_index
+from editors.mesh import (
+    canonical_vertices,
+    demo_face_crops,
+    detect_face_landmarks,
+    landmark_group,
+    mirror_index,
+)
+from editors.symmetry import symmetry_index
+from engine.faces import face_masks
+from engine.types import FaceBatch
+
+SIZE = 256
+PX_PER_CM = 12.0
+
+
+def make_batch(images: torch.Tensor, landmarks: torch.Tensor) -> FaceBatch:
+    n = len(images)
+    return FaceBatch(
+        ids=[f"face{i}" for i in range(n)],
+        images=images,
+        landmarks=landmarks,
+        blendshapes=torch.zeros(n, 52),
+        boxes=torch.tensor([[0.2, 0.2, 0.8, 0.8]]).repeat(n, 1) * SIZE,
+        face_mask=face_masks(landmarks, (SIZE, SIZE)),
+        pose=torch.zeros(n, 3),
+    )
+
+
+@pytest.fixture(scope="module")
+def batch() -> FaceBatch:
+    """Four real aligned faces: astronaut, Grace Hopper (sharp photos), two upscaled LFW faces."""
+    crops, landmarks = demo_face_crops(4, SIZE)
+    return make_batch(torch.from_numpy(crops).permute(0, 3, 1, 2).float() / 255, torch.from_numpy(landmarks))
+
+
+def canonical_face(roll_degrees: float = 0.0) -> torch.Tensor:
+    """MediaPipe's canonical face as (1, 478, 3) image landmarks (frontal, not mirrored), rolled in the image."""
+    canon = torch.from_numpy(np.array(canonical_vertices(), dtype=np.float32))
+    points = torch.zeros(478, 3)
+    points[:468] = canon
+    for centre, eye in ((468, "right_eye"), (473, "left_eye")):
+        points[centre : centre + 5] = canon[list(landmark_group(eye))].mean(dim=0)
+    # Canonical cm (x to the subject's left, y up, z toward the camera) -> image pixels.
+    image = points * torch.tensor([PX_PER_CM, -PX_PER_CM, -PX_PER_CM])
+    roll = math.radians(roll_degrees)
+    rotation = torch.tensor([[math.cos(roll), -math.sin(roll)], [math.sin(roll), math.cos(roll)]])
+    image[:, :2] = image[:, :2] @ rotation.T
+    return (image + torch.tensor([SIZE / 2, SIZE / 2, 0.0]))[None]
+
+
+def canonical_iod_px() -> float:
+    canon = np.array(canonical_vertices())
+    right = canon[list(landmark_group("right_eye"))].mean(axis=0)
+    left = canon[list(landmark_group("left_eye"))].mean(axis=0)
+    return float(np.linalg.norm(left - right)) * PX_PER_CM
+
+
+# --- the displacement field ----------------------------------------------------------------------------
+
+
+def test_weights_are_one_sided_and_the_two_sides_mirror_each_other() -> None:
+    canon_x = np.array(canonical_vertices())[:, 0]
+    mirror = np.array(mirror_index())
+    left, right = palsy_weights("left"), palsy_weights("right")
+    assert set(left) == {"mouth", "cheek", "brow", "lid"}
+    for name in left:
+        assert left[name][:468][canon_x <= 0].max() == 0  # the subject's right half and midline stay
+        assert right[name][:468][canon_x >= 0].max() == 0
+        np.testing.assert_allclose(left[name], right[name][mirror], atol=1e-12)
+        assert left[name][468:].max() == 0  # the irises (gaze) never move
+        assert left[name].max() == pytest.approx(1.0, abs=0.02)
+    assert left["mouth"][MOUTH_CORNERS["left"]] > 0.95 and left["mouth"][MOUTH_CORNERS["right"]] == 0
+    # The lower lid sags, the upper lid does not.
+    upper_lid = [386, 385, 387]
+    assert left["lid"][374] > 0.9 and left["lid"][upper_lid].max() == 0
+
+
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_the_subjects_side_droops_on_the_opposite_side_of_the_image(side: str) -> None:
+    """Subject's left = image right in a non-mirrored photo; the corner moves straight down by the set IODs."""
+    face = canonical_face()
+    editor = AsymmetryEditor(side=side, droop_mouth=0.1, droop_cheek=0.0)
+    shift = editor.displacement(face, 1.0)[0]
+    corner, other = MOUTH_CORNERS[side], MOUTH_CORNERS["right" if side == "left" else "left"]
+    on_image_right = face[0, corner, 0] > SIZE / 2
+    assert bool(on_image_right) == (side == "left")
+    assert shift[corner, 1] == pytest.approx(0.1 * canonical_iod_px(), rel=0.02)  # down in the image
+    assert abs(shift[corner, 0]) < 0.05 * shift[corner, 1]
+    assert shift[other].norm() < 1e-4
+    midline = list(landmark_group("midline"))
+    assert shift[midline].norm(dim=-1).max() < 1e-4
+    # Everything that moves is on the drooping half of the image.
+    moving = shift[:, :2].norm(dim=-1) > 1e-3
+    image_x = face[0, :, 0] - SIZE / 2
+    assert ((image_x[moving] > 0) == (side == "left")).all()
+    # Brow and lower lid move down too; the upper lid barely moves.
+    brow = list(landmark_group(f"{side}_eyebrow"))
+    assert (shift[brow, 1] > 0).all()
+
+
+def test_droop_follows_the_head_not_the_image_axes() -> None:
+    face = canonical_face(roll_degrees=30.0)
+    down, medial, iod = face_axes(face, "left")
+    expected = torch.tensor([-math.sin(math.radians(30.0)), math.cos(math.radians(30.0))])
+    assert torch.allclose(down[0, :2], expected, atol=0.02)
+    assert iod.item() == pytest.approx(canonical_iod_px(), rel=1e-3)
+    shift = AsymmetryEditor(side="left", droop_cheek=0.0).displacement(face, 1.0)[
+        0, MOUTH_CORNERS["left"], :2
+    ]
+    assert torch.allclose(torch.nn.functional.normalize(shift, dim=0), expected, atol=0.03)
+    # "medial" points from the drooping (subject's left) half toward the midline.
+    unrolled = canonical_face()
+    _, medial, _ = face_axes(unrolled, "left")
+    assert medial[0, 0] < -0.99
+
+
+def test_strength_scales_the_field_linearly() -> None:
+    face = canonical_face()
+    editor = AsymmetryEditor(side="right")
+    assert torch.allclose(editor.displacement(face, 0.5), 0.5 * editor.displacement(face, 1.0), atol=1e-5)
+    assert editor.displacement(face, 0.0).abs().max() == 0
+
+
+# --- the editor on real faces ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("side", ["left", "right", "auto"])
+def test_strength_one_raises_the_symmetry_index_and_reports_the_droop(batch: FaceBatch, side: str) -> None:
+    editor = AsymmetryEditor(side=side)
+    result = editor.edit(batch, 1.0, seed=0)
+    before = np.array([m["symmetry_index_before"] for m in result.metadata])
+    after = np.array([m["symmetry_index_after"] for m in result.metadata])
+    assert np.allclose(before, symmetry_index(batch.landmarks).numpy())
+    # A face already lower on the other side can end up a little more symmetric with a fixed side; the
+    # sharp portraits (nearly symmetric) and the average must not; "auto" must not on any face.
+    assert (after[:2] > 2 * before[:2]).all() and after.mean() > 1.3 * before.mean(), (before, after)
+    if side == "auto":
+        assert (after > before + 0.005).all(), (before, after)
+        assert {m["side"] for m in result.metadata} <= {"left", "right"}
+    else:
+        assert all(m["side"] == side for m in result.metadata)
+    sides = [m["side"] for m in result.metadata]
+    _, _, iod = face_axes(batch.landmarks, "left")
+    droop = np.array([m["mouth_corner_droop_px"] for m in result.metadata])
+    shift = editor.displacement(batch.landmarks, 1.0)
+    corner_shift = torch.stack([shift[i, MOUTH_CORNERS[s], :2].norm() for i, s in enumerate(sides)])
+    np.testing.assert_allclose(droop, corner_shift.numpy(), rtol=1e-5)
+    # The corner's own 0.08 IOD plus the sagging cheek beside it, seen in the image plane.
+    assert ((droop > 0.08 * iod.numpy()) & (droop < 0.14 * iod.numpy())).all(), droop / iod.numpy()
+    assert all(m["brow_droop_px"] > 2 and m["lower_lid_sag_px"] > 1 for m in result.metadata)
+    assert torch.allclose(result.landmarks, batch.landmarks + shift)
+    assert result.images.min() >= 0 and result.images.max() <= 1
+
+
+def test_sham_mask_batch_equals_one_by_one_and_seed_does_not_matter(batch: FaceBatch) -> None:
+    editor = AsymmetryEditor(side="auto")
+    sham = editor.sham(batch, seed=5)
+    assert (sham.images - batch.images).abs().max() < 1e-5
+    assert sham.mask.sum() == 0 and torch.equal(sham.landmarks, batch.landmarks)
+    part = batch.select([0, 3])
+    full = editor.edit(part, 0.6, seed=0)
+    assert {m["side"] for m in full.metadata} == {"left", "right"}  # "auto" picks per face: a mixed batch
+    assert torch.equal(full.images, editor.edit(part, 0.6, seed=99).images)
+    changed = (full.images - part.images).abs().amax(dim=1, keepdim=True) > 1e-5
+    assert changed.any() and not (changed & (full.mask == 0)).any()
+    for i in range(len(part)):
+        single = editor.edit(part.select([i]), 0.6, seed=0)
+        assert torch.equal(single.images, full.images[i : i + 1])
+        assert single.metadata[0]["symmetry_index_after"] == pytest.approx(
+            full.metadata[i]["symmetry_index_after"]
+        )
+
+
+def test_fold_flattening_stays_on_the_fold(batch: FaceBatch) -> None:
+    part = batch.select([1])  # Grace Hopper: deep nasolabial folds
+    editor = AsymmetryEditor(
+        side="right", droop_mouth=0, droop_cheek=0, droop_brow=0, eyelid=0, flatten_nasolabial=1
+    )
+    result = editor.edit(part, 1.0, seed=0)
+    changed = (result.images - part.images).abs().amax(dim=1)[0] > 1 / 255
+    assert changed.sum() > 100
+    ys, xs = torch.nonzero(changed, as_tuple=True)
+    path = part.landmarks[0, list(nasolabial_path("right")), :2]
+    # The subject's right fold is on the image's left, and every change is near it.
+    assert (xs.float() + 0.5 < part.landmarks[0, 1, 0]).all()
+    assert xs.float().min() >= path[:, 0].min() - 20 and ys.float().min() >= path[:, 1].min() - 20
+
+
+def test_redetected_landmarks_see_the_droop_on_sharp_photos(batch: FaceBatch) -> None:
+    """The real landmarker on the edited portraits: the engine audit's 3-D index rises clearly."""
+    part = batch.select([0, 1])
+    edited = AsymmetryEditor(side="left").edit(part, 1.0, seed=0).images
+    crops = [
+        (x.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8) for x in torch.cat([part.images, edited])
+    ]
+    found = detect_face_landmarks(crops)
+    index = redetected_index(np.stack(found))
+    before, after = index[:2], index[2:]
+    print(f"\nre-detected 3-D index before {before.round(4)} after {after.round(4)}")
+    assert (after > 1.3 * before).all()  # measured: +102 % and +52 % at SIZE 256
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"side": "image_left"}, "side='image_left'.*auto"),
+        ({"droop_mouth": -0.1}, "droop_mouth=-0.1"),
+        ({"eyelid": 0.5}, "eyelid=0.5"),
+        ({"flatten_nasolabial": 1.5}, "flatten_nasolabial=1.5"),
+        ({"mask_dilation_px": -2}, "mask_dilation_px=-2"),
+    ],
+)
+def test_bad_arguments_raise_naming_the_value(kwargs: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        AsymmetryEditor(**kwargs)
+
+
+def test_property_direction_strength_check_and_fingerprint(batch: FaceBatch) -> None:
+    editor = AsymmetryEditor(side="right")
+    assert editor.property == "symmetry" and editor.direction == "less"
+    assert editor.fingerprint()["side"] == "right" and editor.fingerprint()["droop_mouth"] == 0.08
+    with pytest.raises(ValueError, match="strength=1.5"):
+        editor.edit(batch.select([0]), 1.5, seed=0)
