@@ -11,7 +11,10 @@ midline rather than about the image's vertical. With 2-D landmarks the same fit 
   same place of its partner triangle, so the mirror follows head pose and lands feature on feature), is
   blended into the face. `source_side="average"` blends half of it in everywhere, which also makes the
   lighting symmetric; "left"/"right" copy that half of the subject's face onto the other half, with a
-  soft seam band along the midline. The geometry (landmarks) is kept.
+  soft seam band along the midline. The geometry (landmarks) is kept. The blend stays inside the face
+  oval and below the forehead's hair, leaves the eye openings alone, and skips pixels whose partner is
+  hidden or foreshortened on a turned head; "average" keeps the finest detail the face's own, so
+  glasses and landmark errors never show double edges. Left/right copies suit near-frontal faces.
 * both: shape, then texture on the symmetric shape, resampling the original image only once.
 """
 
