@@ -64,8 +64,10 @@ def test_placebo_identity_edit_is_not_significant(run_experiment):
 
 
 def test_known_effect_symmetry_probe_is_found(run_experiment):
-    # The probe's happiness output rises with left-right symmetry: symmetrising must be detected.
-    _, out = run_experiment("experiment=symmetry", "classifier=probe", "dataset.limit=12")
+    # The probe's happiness output rises with left-right image symmetry; mirroring the face texture
+    # (mode=texture) makes the image symmetric, so a significant rise must be detected.
+    _, out = run_experiment("experiment=symmetry", "editor.mode=texture", "classifier=probe", "dataset.limit=12",
+                            "audit.enabled=false")
     tests = _stats(out)
     wil = tests[(tests["test"] == "wilcoxon") & (tests["output"] == "happiness")]
     assert bool(wil["reject"].iloc[0]), wil
