@@ -70,7 +70,7 @@ class AuditConfig:
     max_lpips_outside: float | None = None
     min_age_change: float = 3.0
     min_p_target_change: float = 0.1
-    min_symmetry_change: float = 0.5
+    min_symmetry_change: float = 0.2
     max_age_change_nontarget: float = 7.0
     max_p_male_change_nontarget: float = 0.15
 
@@ -241,7 +241,22 @@ def verdicts(df: pd.DataFrame, prop: str, direction: str | None, cfg: AuditConfi
     d_sym = None
     if sym_ref is not None and sym_edit is not None:
         d_sym = ((sym_edit - sym_ref) / sym_ref.where(sym_ref > 0)).to_numpy()
-    for name, values in (("delta_age", d_age), ("delta_p_male", d_pm), ("delta_symmetry_rel", d_sym)):
+    d_sym_landmarks = d_sym
+    img_ref, img_edit = _column(out, "image_asymmetry_ref"), _column(out, "image_asymmetry_edit")
+    if img_ref is not None and img_edit is not None:
+        # Symmetry has a shape facet (landmarks) and a shading/texture facet (pixels); an edit that
+        # measurably moves either in the intended direction has moved the property.
+        d_img = ((img_edit - img_ref) / img_ref.where(img_ref > 0)).to_numpy()
+        out["delta_image_asymmetry_rel"] = d_img
+        if d_sym is None:
+            d_sym = d_img
+        else:
+            pick_lower = direction == "more"
+            both = np.vstack([d_sym, d_img])
+            d_sym = np.where(np.isnan(d_sym), d_img, np.where(np.isnan(d_img), d_sym,
+                             both.min(axis=0) if pick_lower else both.max(axis=0)))
+        out["delta_symmetry_target"] = d_sym
+    for name, values in (("delta_age", d_age), ("delta_p_male", d_pm), ("delta_symmetry_rel", d_sym_landmarks)):
         if values is not None:
             out[name] = values
     if "face_found" in out:

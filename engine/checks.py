@@ -40,13 +40,16 @@ class ManipulationChecks:
 
     def __init__(self, cfg: Any, prop: str, direction: str | None, cache: WorkCache, device: torch.device,
                  symmetry_measure: Callable[[np.ndarray], np.ndarray] | None = None, perceptual: bool = True,
-                 lpips_net: str = "alex") -> None:
+                 lpips_net: str = "alex",
+                 image_symmetry_measure: Callable[[torch.Tensor, np.ndarray], np.ndarray] | None = None) -> None:
         self.cfg = cfg
         self.prop = prop
         self.direction = direction
         self.cache = cache
         self.device = device
         self.symmetry_measure = symmetry_measure
+        # Only symmetry edits need the image-space measure (it costs a mesh warp per image).
+        self.image_symmetry_measure = image_symmetry_measure if prop == "symmetry" else None
         self.perceptual = perceptual
         self.lpips_net = lpips_net
         self._landmarker: FaceLandmarker | None = None
@@ -148,6 +151,12 @@ class ManipulationChecks:
             if self.symmetry_measure is not None:
                 sym_ref = np.asarray(self.symmetry_measure(np.stack([r["landmarks"] for r in ref])))
                 sym_edit = np.asarray(self.symmetry_measure(np.stack([e["landmarks"] for e in edit])))
+            img_ref = img_edit = None
+            if self.image_symmetry_measure is not None:
+                img_ref = self.image_symmetry_measure(sham.images.float().div(255.0),
+                                                      np.stack([r["landmarks"] for r in ref]))
+                img_edit = self.image_symmetry_measure(cond.images.float().div(255.0),
+                                                       np.stack([e["landmarks"] for e in edit]))
             for i, image_id in enumerate(ids):
                 row = {
                     "image_id": image_id,
@@ -164,6 +173,9 @@ class ManipulationChecks:
                 if sym_ref is not None:
                     row["symmetry_ref"] = float(sym_ref[i])
                     row["symmetry_edit"] = float(sym_edit[i])  # type: ignore[index]
+                if img_ref is not None:
+                    row["image_asymmetry_ref"] = float(img_ref[i])
+                    row["image_asymmetry_edit"] = float(img_edit[i])  # type: ignore[index]
                 row.update({f"edit_{k}": v for k, v in (cond.metadata[i] or {}).items()
                             if isinstance(v, (int, float, str, bool))})
                 self._rows.append(row)

@@ -28,7 +28,7 @@ EXPERIMENTS_ENV = "FACECF_EXPERIMENTS"
 #: Keys of the editor config that the engine consumes; the rest go to the editor's constructor.
 EDITOR_ENGINE_KEYS = ("strength", "strengths")
 #: Keys of the audit config that wire the audit stage; the rest are `AuditConfig` thresholds.
-AUDIT_STAGE_KEYS = ("enabled", "symmetry_measure", "perceptual", "lpips_net")
+AUDIT_STAGE_KEYS = ("enabled", "symmetry_measure", "image_symmetry_measure", "perceptual", "lpips_net")
 ROOT_KEYS = ("experiment_name", "seed", "resume", "dataset", "editor", "classifiers", "faces", "runner",
              "stats", "report", "audit", "observe", "cache", "hydra")
 
@@ -226,15 +226,15 @@ def _audit_stage_options(node: dict[str, Any]) -> dict[str, Any]:
     from hydra.utils import instantiate
 
     opts = {"enabled": bool(node.get("enabled", True)), "perceptual": bool(node.get("perceptual", True)),
-            "lpips_net": node.get("lpips_net", "alex"), "symmetry_measure": None}
+            "lpips_net": node.get("lpips_net", "alex"), "symmetry_measure": None, "image_symmetry_measure": None}
     if opts["lpips_net"] not in (None, "alex", "vgg"):
         raise ConfigError(f"audit.lpips_net={opts['lpips_net']!r}: allowed: alex, vgg, null")
-    measure = node.get("symmetry_measure")
-    if measure:
-        try:
-            opts["symmetry_measure"] = instantiate(measure)
-        except Exception as exc:  # noqa: BLE001
-            raise ConfigError(f"audit.symmetry_measure: {exc}") from None
+    for key in ("symmetry_measure", "image_symmetry_measure"):
+        if node.get(key):
+            try:
+                opts[key] = instantiate(node[key])
+            except Exception as exc:  # noqa: BLE001
+                raise ConfigError(f"audit.{key}: {exc}") from None
     return opts
 
 

@@ -168,7 +168,7 @@ def test_gender_symmetry_and_placebo_verdicts_with_checks_column_names():
     sym = pd.DataFrame(
         {"symmetry_ref": [0.1, 0.1, 0.1], "symmetry_edit": [0.04, 0.08, 0.2], "face_found": [1, 1, 0]}
     )
-    out = verdicts(sym, "symmetry", "more", AuditConfig())
+    out = verdicts(sym, "symmetry", "more", AuditConfig(min_symmetry_change=0.5))
     assert out["reasons"].tolist() == ["", "target_not_moved", "target_not_moved;face_not_found"]
     np.testing.assert_allclose(out["delta_symmetry_rel"], [-0.6, -0.2, 1.0])
     assert verdicts(sym, "symmetry", "less", AuditConfig())["reasons"].tolist()[2] == "face_not_found"
