@@ -126,6 +126,7 @@ def test_torch_safetensors_model_class_matches_the_module(tmp_path):
     np.testing.assert_allclose(got, one_by_one, atol=1e-6)
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit:FutureWarning")
 def test_torch_nested_state_dict_partial_model_and_torchscript(tmp_path):
     net = tiny_net()
     torch.save({"network": net.state_dict(), "epochs": 3, "accuracy": 0.5}, tmp_path / "ckpt.pt")
@@ -188,6 +189,7 @@ class _Marker:
         return (pathlib.Path.touch, (self.path,))
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol:UserWarning")
 def test_unsafe_pickles_are_refused_without_running_code(tmp_path):
     marker = tmp_path / "ran"
     torch.save({"w": torch.zeros(2), "payload": _Marker(marker)}, tmp_path / "evil.pt")
@@ -305,7 +307,9 @@ def _export_onnx(net: nn.Module, path: pathlib.Path, dynamic: bool, labels: list
         onnx.save(model, str(path))
 
 
+@pytest.mark.filterwarnings("ignore:Constant folding:UserWarning")
 def test_onnx_dynamic_and_fixed_batch_with_metadata_labels(tmp_path):
+    pytest.importorskip("onnx")  # the exporter's model editing; a dev extra
     from classifiers.onnx_model import ONNXClassifier
 
     net = tiny_net()
@@ -397,6 +401,7 @@ def tiny_tflite(path: pathlib.Path, weight: np.ndarray, bias: np.ndarray, size: 
 
 
 def test_tflite_batched_matches_numpy_reference(tmp_path):
+    pytest.importorskip("ai_edge_litert")  # the optional extra facecf[tflite]
     from classifiers.tflite_model import TFLiteClassifier
 
     rng = np.random.default_rng(0)

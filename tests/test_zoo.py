@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+
 import numpy as np
 import pytest
 import torch
@@ -16,6 +18,11 @@ from engine.runner import BatchRunner
 from engine.types import CANONICAL_EMOTIONS
 
 SEVEN = set(CANONICAL_EMOTIONS) - {"contempt"}
+#: facex runs on the optional TFLite runtime (extra facecf[tflite]).
+needs_litert = pytest.mark.skipif(
+    importlib.util.find_spec("ai_edge_litert") is None,
+    reason="ai-edge-litert (facecf[tflite]) is not installed",
+)
 RUNNER = BatchRunner(device="cpu", progress="off")
 
 
@@ -78,6 +85,7 @@ def test_pyemotion_architecture_from_state_dict_and_raw_sigmoids(demo_faces):
     assert normalised.fingerprint() != raw.fingerprint()
 
 
+@needs_litert
 def test_facex_runs_the_batch_in_one_interpreter_call(demo_faces):
     clf = FacexMobileNetV2()
     images, boxes = _stack(demo_faces)
@@ -134,6 +142,7 @@ def test_zoo_config_builds_all_four_and_matches_the_single_configs():
     assert all(c.name == n for n, c in built.items())
 
 
+@needs_litert
 def test_generic_backend_configs_reproduce_the_zoo_models(demo_faces):
     """torch.yaml and tflite.yaml run the zoo's weights through the generic backends: same numbers."""
     from pathlib import Path
