@@ -275,7 +275,10 @@ class Pipeline:
                 probs = chunk.predictions[(name, cond.label)]
                 k = probs.shape[1]
                 labels = np.array(clf.labels, dtype=object)
-                top1 = labels[np.argmax(probs, axis=1)]
+                # A label only means something for class scores; "scores" outputs (e.g. blendshapes)
+                # get no top-1, so label-flip tests skip them.
+                top1 = (labels[np.argmax(np.nan_to_num(probs, nan=-np.inf), axis=1)]
+                        if clf.output_kind != "scores" else np.full(n, None, dtype=object))
                 parts.append(
                     pd.DataFrame(
                         {

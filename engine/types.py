@@ -188,8 +188,8 @@ class Classifier(ABC):
       * `labels` are in the canonical vocabulary (see `canonical_emotion`).
       * `preprocess(images, boxes)` does the model's own crop, resize, colour and normalisation
         on the tensors' device; `predict(inputs)` returns `(N, K)` outputs aligned with `labels`.
-      * `output_kind` is "softmax" (rows sum to 1), "sigmoid" (independent scores in [0, 1])
-        or "logits".
+      * `output_kind` is "softmax" (rows sum to 1), "sigmoid" (independent scores in [0, 1]),
+        "logits", or "scores" (not class evidence, e.g. blendshapes: no top-1 label is taken).
       * The runner decides device and batch size and calls `to(device)`.
     """
 
