@@ -91,6 +91,10 @@ def _cell(img: np.ndarray, chunk: Any, label: str, i: int, classifiers: dict[str
     bars = []
     for name, clf in classifiers.items():
         p = chunk.predictions[(name, label)][i]
+        if not np.isfinite(p).any():  # e.g. blendshapes when the face was not found on this image
+            bars.append(f"<div class='cname'>{html.escape(name)}</div><div class='pred'>no output</div>")
+            continue
+        p = np.nan_to_num(p, nan=0.0)
         order = np.argsort(-p)[: cfg.top_k]
         rows = "".join(
             f"<div class='pred'>{html.escape(clf.labels[k])[:10]:s} "
