@@ -175,8 +175,9 @@ REGISTRY: dict[str, Asset] = {
     ]
 }
 
-#: Assets the README's test command pulls before pytest runs offline.
-TEST_ASSETS = ("face_landmarker", "fer_minixception")
+#: Assets the README's test command pulls before pytest runs offline: every registered one (the
+#: tests exercise the whole zoo, the judges and LPIPS).
+TEST_ASSETS = tuple(REGISTRY)
 
 
 def cache_root() -> Path:
@@ -363,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m engine.assets", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
     sub.add_parser("list", help="list the registered assets and whether they are cached").set_defaults(fn=_cmd_list)
-    p = sub.add_parser("pull", help="fetch and verify assets (default: the ones the tests need)")
+    p = sub.add_parser("pull", help="fetch and verify assets (default: every asset the tests need)")
     p.add_argument("names", nargs="*", help="asset names")
     p.add_argument("--all", action="store_true", help="pull every registered asset")
     p.set_defaults(fn=_cmd_pull)
