@@ -60,7 +60,8 @@ class GenderEditor(Editor):
         stubble: largest multiplicative darkening of full-density beard shadow (toward male).
         stubble_grain: share of the beard shadow that is grain rather than even shadow, in [0, 1].
         grain_mm: softening of the stubble grain in millimetres of face (at least the photo's own blur).
-        brow_darkening: multiplicative darkening of the brows (toward male).
+        brow_density: how far brow pixels fill in toward the darkened brow hair tone (toward male).
+        brow_darkening: how much darker than the brow's own hair tone the filled-in tone is (toward male).
         brow_lightening: blend of the brows toward the surrounding skin (toward female).
         shadow_lift: brightening of the beard region toward the cheek tone (toward female).
         lash_darkening: darkening along the upper lash line (toward female; the lower line gets a third).
@@ -81,19 +82,20 @@ class GenderEditor(Editor):
         target: str = "female",
         metadata_key: str = "gender",
         shape_gain: float = 1.0,
-        stubble: float = 0.28,
-        stubble_grain: float = 0.35,
+        stubble: float = 0.4,
+        stubble_grain: float = 0.3,
         grain_mm: float = 0.3,
-        brow_darkening: float = 0.55,
+        brow_density: float = 1.0,
+        brow_darkening: float = 0.7,
         brow_lightening: float = 0.5,
-        shadow_lift: float = 0.1,
-        lash_darkening: float = 0.35,
-        eyeshadow: float = 0.15,
+        shadow_lift: float = 0.12,
+        lash_darkening: float = 0.4,
+        eyeshadow: float = 0.2,
         lip_darkening: float = 0.12,
         lip_redness: float = 0.15,
-        lip_to_skin: float = 0.3,
+        lip_to_skin: float = 0.1,
         skin_smoothing: float = 0.4,
-        skin_tone: float = 0.03,
+        skin_tone: float = 0.02,
         ring_scale: float = DEFAULT_RING_SCALE,
         proportions_path: str | None = None,
     ) -> None:
@@ -102,7 +104,8 @@ class GenderEditor(Editor):
         knobs = {
             "shape_gain": (shape_gain, 0.0, 5.0), "stubble": (stubble, 0.0, 0.9),
             "stubble_grain": (stubble_grain, 0.0, 1.0), "grain_mm": (grain_mm, 0.05, 5.0),
-            "brow_darkening": (brow_darkening, 0.0, 0.9), "brow_lightening": (brow_lightening, 0.0, 1.0),
+            "brow_density": (brow_density, 0.0, 1.0), "brow_darkening": (brow_darkening, 0.0, 0.9),
+            "brow_lightening": (brow_lightening, 0.0, 1.0),
             "shadow_lift": (shadow_lift, 0.0, 0.5), "lash_darkening": (lash_darkening, 0.0, 0.9),
             "eyeshadow": (eyeshadow, 0.0, 0.9),
             "lip_darkening": (lip_darkening, 0.0, 0.9), "lip_redness": (lip_redness, 0.0, 1.0),
@@ -119,6 +122,7 @@ class GenderEditor(Editor):
         self.stubble = float(stubble)
         self.stubble_grain = float(stubble_grain)
         self.grain_mm = float(grain_mm)
+        self.brow_density = float(brow_density)
         self.brow_darkening = float(brow_darkening)
         self.brow_lightening = float(brow_lightening)
         self.shadow_lift = float(shadow_lift)
@@ -234,12 +238,15 @@ class GenderEditor(Editor):
         deficit = (cheek_tone / local_tone.clamp(min=1e-3) - 1.0).clamp(0.0, 0.25)
         x = x * (1.0 + f * r.beard * (self.shadow_lift + 0.5 * deficit))
 
-        # Brows: denser and darker where there is brow hair (male) / thinner and lighter toward the skin
-        # around them (female). Hair-ness = how much darker than the surrounding skin a pixel is.
+        # Brows: denser and darker (male): brow pixels, and a little of the skin at the brow's edge, fill in
+        # toward the brow's own hair tone made `brow_darkening` darker; hair-ness = how much darker than the
+        # surrounding skin a pixel is. Female: thinner (warp) and lighter toward the surrounding skin.
         around = gt.skin_estimate(x, r.brows_wide, 0.06 * iod)
         lum, around_lum = gt.luminance(x), gt.luminance(around)
         hair = ((around_lum - lum) / around_lum.clamp(min=1e-3) / 0.25).clamp(0.0, 1.0)
-        x = x * (1.0 - m * self.brow_darkening * r.brows_wide * (0.35 + 0.65 * hair))
+        hair_tone = gt.masked_mean(x, r.brows * hair.pow(2)) * (1.0 - self.brow_darkening)
+        fill = m * self.brow_density * r.brows_wide * (0.3 + 0.7 * hair)
+        x = x + fill * (hair_tone - x).clamp(max=0.0)
         x = x + f * self.brow_lightening * r.brows * (around - x)
 
         # Lips: toward the surrounding skin (male) / redder and a little darker (female).

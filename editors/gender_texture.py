@@ -20,11 +20,12 @@ from editors.mesh import landmark_group
 
 LUMA = (0.299, 0.587, 0.114)
 #: Relative darkening per channel of beard shadow on skin (red most, blue least: a blue-grey cast).
-STUBBLE_TINT = (1.0, 0.97, 0.93)
+STUBBLE_TINT = (1.0, 0.98, 0.95)
 #: Gain per channel of lip colour (redder: more red, less green/blue), scaled by colourfulness.
 LIP_TINT = (1.0, -0.7, -0.4)
 _FOLLICLE_FRACTION = 0.3  # share of pixels that start a hair before softening
 _GRAIN_CLIP = 2.5
+_GRAIN_FLOOR = 0.35  # least grain spread (in units of the sharp grain's) left after the photo's blur
 
 
 @lru_cache(maxsize=1)
@@ -38,11 +39,13 @@ def beard_density() -> np.ndarray:
     ax, ay = np.abs(xy[:, 0]), xy[:, 1]
     # Beard line: level with the nostrils' base beside the moustache, then down and out to the jaw angle.
     line = np.where(ax < 0.45, 0.80, 0.80 + (ax - 0.45) * (0.2 / 0.7))
-    inside = 1.0 / (1.0 + np.exp(-(ay - line) / 0.04)) * (1.0 / (1.0 + np.exp(-(1.3 - ax) / 0.04)))
+    inside = 1.0 / (1.0 + np.exp(-(ay - line) / 0.07)) * (1.0 / (1.0 + np.exp(-(1.3 - ax) / 0.04)))
     moustache = np.exp(-0.5 * ((xy[:, 0] / 0.38) ** 2 + ((ay - 0.88) / 0.07) ** 2))
     chin = np.exp(-0.5 * ((xy[:, 0] / 0.42) ** 2 + ((ay - 1.65) / 0.3) ** 2))
     density = inside * (0.55 + 0.45 * np.maximum(moustache, chin))
-    density[list(landmark_group("lips"))] = 0.0
+    # Beard grows up to the vermilion border: the outer lip contour keeps its density, the lips' inner
+    # contour pins the field to 0 inside the mouth (the lip polygon itself is cut out by the caller).
+    density[list(landmark_group("lips_inner"))] = 0.0
     return density.astype(np.float32)
 
 
@@ -98,6 +101,7 @@ def region_masks(
     lips_outer = poly("lips_outer", 0.012)
     lips = (lips_outer - poly("lips_inner", 0.012)).clamp(0.0, 1.0)
     lips_zone = poly("lips_outer", 0.04)
+    lips_cut = poly("lips_outer", 0.01)
     brows = (poly(gm.RIGHT_BROW_LOOP, 0.015) + poly(gm.LEFT_BROW_LOOP, 0.015)).clamp(0.0, 1.0)
     brows_wide = (poly(gm.RIGHT_BROW_LOOP, 0.035) + poly(gm.LEFT_BROW_LOOP, 0.035)).clamp(0.0, 1.0)
     brows_wide = torch.maximum(
@@ -122,9 +126,7 @@ def region_masks(
     ).clamp(0.0, 1.0) * (1.0 - eyes_core)
     low = _subset(0.2, 3.0)
     density = torch.as_tensor(beard_density()[low], device=lm.device)
-    beard = (
-        gm.splat_field(lm[:, low], density, size, 0.06 * iod) * poly("face_oval", 0.05) * (1.0 - lips_zone)
-    )
+    beard = gm.splat_field(lm[:, low], density, size, 0.06 * iod) * poly("face_oval", 0.05) * (1.0 - lips_cut)
     cheeks = gm.splat_field(
         lm[:, mid], torch.as_tensor(cheek_weights()[mid], device=lm.device), size, 0.06 * iod
     )
@@ -256,8 +258,10 @@ def stubble_grain(
     soft = gm.gaussian_blur(follicles, grain_px)
     centred = soft - soft.mean(dim=(-2, -1), keepdim=True)
     scale = centred.pow(2).mean(dim=(-2, -1), keepdim=True).sqrt().clamp(min=1e-6)
-    grain = (centred / scale).clamp(-_GRAIN_CLIP, _GRAIN_CLIP)
-    return gm.gaussian_blur(grain, blur_px)
+    grain = gm.gaussian_blur((centred / scale).clamp(-_GRAIN_CLIP, _GRAIN_CLIP), blur_px)
+    # A blurry photo of stubble still shows a mottled shadow at its own resolution: keep some variance.
+    spread = grain.pow(2).mean(dim=(-2, -1), keepdim=True).sqrt().clamp(min=1e-6)
+    return grain * (spread.clamp(min=_GRAIN_FLOOR) / spread)
 
 
 def tint(values: tuple[float, ...], colour: torch.Tensor) -> torch.Tensor:
