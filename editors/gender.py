@@ -6,12 +6,17 @@ move the 478 mesh landmarks (`editors.gender_shape`) and `editors.warp` warps th
 
 Texture (`editors.gender_texture`), on the warped photo, in mesh-following soft regions:
 
-* toward male: beard shadow with a fine stubble grain over the moustache, chin, jaw and lower cheeks
-  (multiplicative darkening with a blue-grey cast, so it keeps the skin tone and lighting); denser,
-  darker brows; lips blended toward the surrounding skin; skin slightly darker;
-* toward female: the lower face's beard shadow lifted toward the cheek tone; brows thinned and lightened;
-  a subtle lash line; redder, slightly darker lips (colour only where the photo has colour); smoother
-  skin (fine detail damped) and slightly lighter skin, i.e. higher facial contrast (Russell 2009).
+* toward male: beard shadow with a stubble grain over the moustache, chin, jaw and lower cheeks, up to the
+  vermilion border (multiplicative darkening with a faint blue-grey cast, so it keeps the skin tone and
+  lighting; the grain is softened to the photo's own estimated blur, so a blurry photo gets a mottled
+  shadow, not sharp noise); denser, darker brows (brow pixels fill in toward the brow's own hair tone,
+  darkened); lips a little toward the surrounding skin; skin slightly darker;
+* toward female: the beard region's shadow lifted toward the cheek tone; brows thinned (warp) and
+  lightened toward the skin around them; a subtle lash line and upper-lid shadow; redder, slightly darker
+  lips (colour only where the photo has colour); smoother skin (fine detail damped) and slightly lighter
+  skin, i.e. higher facial contrast (Russell 2009, Perception 38:1211).
+
+Every region's edge is feathered by the photo's own blur as well, so nothing is sharper than the photo.
 
 `target` is "male" or "female": a fixed direction for every face. The editor never looks at who is in the
 photo, and never runs an age/gender estimator. `target="opposite"` reads each face's own dataset metadata
