@@ -187,15 +187,21 @@ class ManipulationChecks:
         df = pd.DataFrame(self._rows)
         # A dose-response edit at strength s is expected to move its property by about s times
         # the full-strength change, so the minimum target change scales with strength.
+        # A per-face direction (e.g. gender target "opposite" read from metadata) is judged per face,
+        # from the target the editor reports in its metadata.
+        per_face = self.direction == "opposite" and "edit_target" in df
+        keys = ["strength", "edit_target"] if per_face else ["strength"]
         parts = []
-        for s, g in df.groupby("strength", sort=True):
+        for key, g in df.groupby(keys, sort=True):
+            s = key[0] if isinstance(key, tuple) else key
+            direction = key[1] if per_face else self.direction
             scaled = dataclasses.replace(
                 self.cfg,
                 min_age_change=self.cfg.min_age_change * s,
                 min_p_target_change=self.cfg.min_p_target_change * s,
                 min_symmetry_change=max(1e-6, self.cfg.min_symmetry_change * s),
             )
-            parts.append(verdicts(g, self.prop, self.direction, scaled))
+            parts.append(verdicts(g, self.prop, direction, scaled))
         return _property_specific(pd.concat(parts).sort_index(), self.prop)
 
     def close(self) -> None:
