@@ -1,0 +1,182 @@
+"""Skin and image primitives for the age editor: colour spaces, filters, shading and soft region masks.
+
+Everything is batched tensor arithmetic on the images' device. Filters that depend on the face size take
+one parameter per image and run as grouped convolutions, so a row's result never depends on the other
+rows of the batch (batch equals one-by-one).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+#: Rec. 709 luminance weights (of linear RGB).
+LUMA = (0.2126, 0.7152, 0.0722)
+
+
+def srgb_to_linear(rgb: torch.Tensor) -> torch.Tensor:
+    """Decode sRGB values in [0, 1] to linear light."""
+    rgb = rgb.clamp(0.0, 1.0)
+    return torch.where(rgb <= 0.04045, rgb / 12.92, ((rgb + 0.055) / 1.055) ** 2.4)
+
+
+def linear_to_srgb(lin: torch.Tensor) -> torch.Tensor:
+    """Encode linear light in [0, 1] to sRGB."""
+    lin = lin.clamp(0.0, 1.0)
+    return torch.where(lin <= 0.0031308, lin * 12.92, 1.055 * lin.clamp(min=1e-12) ** (1 / 2.4) - 0.055)
+
+
+def luminance(rgb: torch.Tensor) -> torch.Tensor:
+    """`(N, 1, H, W)` weighted sum of the channels of `(N, 3, H, W)`."""
+    w = torch.tensor(LUMA, device=rgb.device, dtype=rgb.dtype).view(1, 3, 1, 1)
+    return (rgb * w).sum(dim=1, keepdim=True)
+
+
+def gaussian_blur(images: torch.Tensor, sigma: torch.Tensor | float) -> torch.Tensor:
+    """Separable Gaussian blur of `(N, C, H, W)` with one sigma (pixels) per image, reflect padding.
+
+    A sigma below 0.05 px leaves that image unchanged (a one-tap kernel). Each kernel is cut at its own
+    3 sigma (and at the image size), so a row's result does not depend on the rest of the batch.
+    """
+    n, c, h, w = images.shape
+    sig = torch.as_tensor(sigma, dtype=torch.float32, device=images.device).reshape(-1).expand(n)
+    radius = int(min(max(1, math.ceil(3.0 * float(sig.max()))), min(h, w) - 1))
+    offsets = torch.arange(-radius, radius + 1, device=images.device, dtype=torch.float32)
+    kernel = torch.exp(-0.5 * (offsets[None, :] / sig[:, None].clamp(min=0.05)) ** 2)
+    kernel = torch.where(sig[:, None] < 0.05, (offsets[None, :] == 0).float(), kernel)
+    # Each image's kernel ends at its own 3 sigma, so it does not depend on the other rows' sigmas.
+    kernel = torch.where(offsets[None, :].abs() <= torch.ceil(3.0 * sig[:, None]).clamp(min=1.0), kernel, 0.0)
+    kernel = (kernel / kernel.sum(dim=1, keepdim=True)).to(images.dtype)
+    weights = kernel.repeat_interleave(c, dim=0)
+    x = F.pad(images.reshape(1, n * c, h, w), (radius, radius, radius, radius), mode="reflect")
+    x = F.conv2d(x, weights.view(n * c, 1, 1, -1), groups=n * c)
+    x = F.conv2d(x, weights.view(n * c, 1, -1, 1), groups=n * c)
+    return x.view(n, c, h, w)
+
+
+def guided_smooth(
+    guide: torch.Tensor, source: torch.Tensor, sigma: torch.Tensor | float, eps: float
+) -> torch.Tensor:
+    """Edge-preserving smoothing of `source (N, C, H, W)` guided by `guide (N, 1, H, W)`.
+
+    A guided filter (He et al. 2010) with Gaussian instead of box windows: flat regions of the guide are
+    averaged over `sigma` pixels, while edges whose local variance exceeds `eps` pass through.
+    """
+    c = source.shape[1]
+    stack = torch.cat([guide, source, guide * guide, guide * source], dim=1)
+    means = gaussian_blur(stack, sigma)
+    mean_g, mean_s = means[:, :1], means[:, 1 : 1 + c]
+    var_g = means[:, 1 + c : 2 + c] - mean_g * mean_g
+    cov = means[:, 2 + c :] - mean_g * mean_s
+    a = cov / (var_g + eps)
+    b = mean_s - a * mean_g
+    coeffs = gaussian_blur(torch.cat([a, b], dim=1), sigma)
+    return coeffs[:, :c] * guide + coeffs[:, c:]
+
+
+#: Blur ladder (crop pixels) searched by `detail_scale`.
+DETAIL_LADDER = (0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0)
+
+
+def detail_scale(
+    lum: torch.Tensor, region: torch.Tensor, face_width: torch.Tensor, threshold: float = 0.05
+) -> torch.Tensor:
+    """Per image, the finest structure the photo resolves inside `region`, in pixels of the crop.
+
+    The smallest Gaussian blur that removes at least `threshold` of the image's detail energy (the
+    energy below 6 % of the face width), interpolated on `DETAIL_LADDER`: about 1-2 px for sharp
+    portraits, 4-5 px for faces upscaled from 25 px. Pixel noise and quantisation carry too little
+    energy to count, unlike in gradient-based sharpness measures.
+    """
+    n = lum.shape[0]
+    reference = (
+        ((lum - gaussian_blur(lum, 0.06 * face_width)) ** 2 * region).flatten(1).sum(1).clamp(min=1e-12)
+    )
+    fractions = (
+        torch.stack(
+            [
+                ((lum - gaussian_blur(lum, torch.full((n,), s, device=lum.device))) ** 2 * region)
+                .flatten(1)
+                .sum(1)
+                for s in DETAIL_LADDER
+            ],
+            dim=1,
+        )
+        / reference[:, None]
+    )
+    ladder = torch.tensor(DETAIL_LADDER, device=lum.device)
+    above = fractions >= threshold
+    k = torch.where(
+        above.any(dim=1),
+        above.float().argmax(dim=1),
+        torch.full((n,), len(DETAIL_LADDER) - 1, device=lum.device),
+    )
+    k_prev = (k - 1).clamp(min=0)
+    f0, f1 = fractions.gather(1, k_prev[:, None])[:, 0], fractions.gather(1, k[:, None])[:, 0]
+    s0, s1 = ladder[k_prev].log(), ladder[k].log()
+    t = ((threshold - f0) / (f1 - f0).clamp(min=1e-9)).clamp(0.0, 1.0)
+    return torch.where(k > 0, (s0 + t * (s1 - s0)).exp(), ladder[0])
+
+
+def shading_from_height(
+    height: torch.Tensor,
+    elevation_deg: float,
+    diffuse: float,
+    occlusion: torch.Tensor | float,
+    occlusion_sigma: torch.Tensor | float,
+) -> torch.Tensor:
+    """Multiplicative shading `(N, 1, H, W)` of a relief `height` (pixels, toward the viewer) on skin.
+
+    A key light from above at `elevation_deg` (90 = frontal) carries a fraction `diffuse` of the light
+    and shades by the Lambertian ratio against the flat surface; the rest is ambient light, dimmed in
+    cavities (relief below its blur over `occlusion_sigma` pixels) by `occlusion` (log units per pixel
+    of depth, a number or `(N, 1, 1, 1)`). Zero relief gives exactly 1; nothing goes black.
+    """
+    hx = torch.zeros_like(height)
+    hy = torch.zeros_like(height)
+    hx[..., 1:-1] = 0.5 * (height[..., 2:] - height[..., :-2])
+    hy[..., 1:-1, :] = 0.5 * (height[..., 2:, :] - height[..., :-2, :])
+    tilt = math.tan(math.radians(90.0 - elevation_deg))
+    lambert = (1.0 + hy * tilt) / torch.sqrt(1.0 + hx * hx + hy * hy)
+    cavity = (gaussian_blur(height, occlusion_sigma) - height).clamp(min=0.0)
+    return diffuse * lambert.clamp(min=0.0) + (1.0 - diffuse) * torch.exp(-occlusion * cavity)
+
+
+def grid_points(size: tuple[int, int], device: torch.device) -> torch.Tensor:
+    """`(H*W, 2)` pixel centres `(x, y)` of an image of `size`."""
+    height, width = size
+    ys = torch.arange(height, device=device, dtype=torch.float32) + 0.5
+    xs = torch.arange(width, device=device, dtype=torch.float32) + 0.5
+    yy, xx = torch.meshgrid(ys, xs, indexing="ij")
+    return torch.stack([xx, yy], dim=-1).view(-1, 2)
+
+
+def polygon_masks(polygons: torch.Tensor, size: tuple[int, int], cell: int = 2) -> torch.Tensor:
+    """Hard masks `(N, 1, H, W)` of closed polygons `(N, M, 2)` (even-odd rule).
+
+    Rasterised on a grid of `cell`-pixel cells and upsampled: these masks are feathered afterwards,
+    so the coarse grid loses nothing and keeps memory at `N * M * H * W / cell^2`.
+    """
+    height, width = size
+    gh, gw = max(1, height // cell), max(1, width // cell)
+    pts = grid_points((gh, gw), polygons.device) * torch.tensor(
+        [width / gw, height / gh], device=polygons.device
+    )
+    a = polygons[..., :2].float()
+    b = torch.roll(a, shifts=-1, dims=1)
+    px, py = pts[:, 0].view(1, 1, -1), pts[:, 1].view(1, 1, -1)
+    ax, ay, bx, by = (t.unsqueeze(-1) for t in (a[..., 0], a[..., 1], b[..., 0], b[..., 1]))
+    straddles = (ay > py) != (by > py)
+    dy = torch.where((by - ay).abs() < 1e-9, torch.full_like(by, 1e-9), by - ay)
+    crossings = (straddles & (px < ax + (py - ay) * (bx - ax) / dy)).sum(dim=1)
+    masks = (crossings % 2).float().view(-1, 1, gh, gw)
+    return F.interpolate(masks, size=size, mode="bilinear", align_corners=False)
+
+
+def feathered(masks: torch.Tensor, sigma: torch.Tensor, grow: torch.Tensor | None = None) -> torch.Tensor:
+    """Soft version of hard masks: optionally grown by `grow` px (per image), then blurred by `sigma`."""
+    if grow is not None:
+        masks = (gaussian_blur(masks, grow) > 0.15).float()
+    return gaussian_blur(masks, sigma).clamp(0.0, 1.0)

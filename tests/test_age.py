@@ -1,0 +1,150 @@
+"""Offline age editor: sham, determinism, batching, mask, validation and the direction of the change."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from editors.age import AgeEditor
+from editors.age_template import face_widths
+from editors.age_tone import region_masks
+from editors.skin import gaussian_blur, luminance
+from engine.data import DemoDataset
+from engine.faces import FaceAnalyzer
+from engine.pipeline import make_face_batch
+from engine.types import FaceBatch
+
+CROP = 192  # small crops keep the test fast; the editor sizes everything by the face width
+
+
+@pytest.fixture(scope="module")
+def faces() -> FaceBatch:
+    """The astronaut (sharp, colour) and two blurry grey LFW faces, cut like the engine cuts them."""
+    wanted = {"astronaut", "lfw_000", "lfw_003"}
+    analyzer = FaceAnalyzer(crop_size=CROP)
+    records, analyses, crops = [], [], []
+    for rec in DemoDataset(n_lfw=4).records:
+        if rec.image_id not in wanted:
+            continue
+        fa, crop = analyzer.analyse(rec.image_id, rec.load())
+        assert fa.ok, rec.image_id
+        records.append(rec)
+        analyses.append(fa)
+        crops.append(crop)
+    analyzer.close()
+    return make_face_batch(records, analyses, crops, torch.device("cpu"))
+
+
+@pytest.fixture(scope="module")
+def older() -> AgeEditor:
+    return AgeEditor(direction="older")
+
+
+def test_strength_zero_is_the_sham_and_equals_the_input(faces, older):
+    for editor in (older, AgeEditor(direction="younger")):
+        sham = editor.sham(faces, seed=3)
+        zero = editor.edit(faces, 0.0, seed=3)
+        assert torch.equal(sham.images, zero.images)
+        assert (sham.images - faces.images).abs().max() <= 1.0 / 255
+        assert sham.landmarks is not None and torch.allclose(sham.landmarks, faces.landmarks)
+
+
+def test_deterministic_given_seed(faces, older):
+    a = older.edit(faces, 1.0, seed=5).images
+    b = older.edit(faces, 1.0, seed=5).images
+    c = older.edit(faces, 1.0, seed=6).images
+    assert torch.equal(a, b)
+    assert (a - c).abs().max() > 1e-3  # the seed drives the fold variation, pores and spots
+
+
+@pytest.mark.parametrize("direction", ["older", "younger"])
+def test_batch_equals_one_by_one(faces, direction):
+    editor = AgeEditor(direction=direction)
+    batch = editor.edit(faces, 0.8, seed=1)
+    single = [editor.edit(faces.select([i]), 0.8, seed=1) for i in range(len(faces))]
+    stacked = torch.cat([s.images for s in single])
+    assert (batch.images - stacked).abs().max() < 1e-4
+    assert torch.allclose(batch.landmarks, torch.cat([s.landmarks for s in single]), atol=1e-4)
+    assert batch.metadata == [s.metadata[0] for s in single]
+
+
+@pytest.mark.parametrize("direction", ["older", "younger"])
+def test_mask_contains_every_changed_pixel(faces, direction):
+    editor = AgeEditor(direction=direction)
+    res = editor.edit(faces, 1.0, seed=0)
+    changed = (res.images - faces.images).abs().amax(dim=1, keepdim=True) > 0.5 / 255
+    assert changed.any()
+    assert not (changed & (res.mask <= 0)).any()
+    assert res.mask.shape == (len(faces), 1, CROP, CROP)
+    # The mask is the same for the sham, so sham and edit are compared over the same region.
+    assert torch.equal(editor.sham(faces).mask, res.mask)
+
+
+def test_invalid_settings_are_refused():
+    with pytest.raises(ValueError, match="direction='sideways'"):
+        AgeEditor(direction="sideways")
+    with pytest.raises(ValueError, match="folds key='chin'"):
+        AgeEditor(folds={"chin": 1.0})
+    with pytest.raises(ValueError, match="sag_parts.jowls"):
+        AgeEditor(sag_parts={"jowls": -1.0})
+    with pytest.raises(ValueError, match="hair_mask"):
+        AgeEditor(hair_mask="wig")
+
+
+def test_strength_out_of_range_is_refused(faces, older):
+    with pytest.raises(ValueError, match="strength=1.5"):
+        older.edit(faces, 1.5, seed=0)
+
+
+def _skin_detail_energy(images: torch.Tensor, batch: FaceBatch) -> torch.Tensor:
+    width = face_widths(batch.landmarks)
+    skin = region_masks(batch.landmarks, batch.size, width, torch.ones(len(batch)))["skin"]
+    lum = luminance(images)
+    detail = lum - gaussian_blur(lum, 0.02 * width)
+    return (detail**2 * skin).flatten(1).sum(1) / skin.flatten(1).sum(1)
+
+
+def test_younger_smooths_the_skin(faces):
+    editor = AgeEditor(direction="younger")
+    sham = editor.sham(faces).images
+    young = editor.edit(faces, 1.0, seed=0).images
+    ratio = _skin_detail_energy(young, faces) / _skin_detail_energy(sham, faces)
+    assert ratio[0] < 0.85, ratio  # the sharp portrait loses its freckles and pores (edges stay)
+    assert (ratio < 0.95).all(), ratio  # blurry, upscaled faces have little to lose, but lose some
+
+
+def test_older_darkens_the_folds_and_reports_what_it_did(faces, older):
+    res = older.edit(faces, 1.0, seed=0)
+    sham = older.sham(faces)
+    # Below the eyes and along the nasolabial folds the skin is shaded darker than in the sham.
+    lm = res.landmarks
+    points = lm[:, [119, 348, 206, 426], :2].round().long()
+    rows = torch.arange(len(faces))[:, None]
+    lum_edit = luminance(res.images)[rows, 0, points[..., 1], points[..., 0]]
+    lum_sham = luminance(sham.images)[rows, 0, points[..., 1], points[..., 0]]
+    assert (lum_edit.mean(1) < lum_sham.mean(1)).all()
+    for meta in res.metadata:
+        assert meta["direction"] == "older" and meta["strength"] == 1.0
+        assert meta["sag_max_px"] > 0.5 and meta["mean_abs_change"] > 0
+        assert {"photo_detail_px", "shading_blur_px", "fold_depth", "hair_fraction"} <= set(meta)
+    # Grey photos stay grey: no colour is introduced into the LFW faces.
+    grey = np.array([i for i, f in enumerate(faces.ids) if f.startswith("lfw")])
+    spread = res.images[grey].amax(dim=1) - res.images[grey].amin(dim=1)
+    assert spread.max() <= 2.0 / 255
+
+
+def test_hair_mask_stays_off_the_face_and_below_the_mouth(faces):
+    from editors.hair import PersonSegmenter, hair_masks
+
+    width = face_widths(faces.landmarks)
+    person = PersonSegmenter()(faces.images)
+    skin_colour = torch.full((len(faces), 3), 0.3)
+    hair = hair_masks(faces.images, faces.landmarks, person, width, skin_colour)
+    assert hair.shape == (len(faces), 1, CROP, CROP)
+    rows = torch.arange(CROP).view(1, 1, -1, 1) + 0.5
+    below_brows = rows > faces.landmarks[:, [105, 334], 1].mean(dim=1).view(-1, 1, 1, 1) + 0.02 * CROP
+    assert hair[(faces.face_mask > 0.99) & below_brows].max() < 0.05  # fringes may cover the forehead
+    mouth_row = int(faces.landmarks[0, [61, 291], 1].mean()) + int(0.1 * width[0])
+    assert hair[0, 0, mouth_row:].max() < 0.05
+    assert hair[0].mean() > 0.02  # the astronaut has plenty of hair
