@@ -1,7 +1,7 @@
 # Two commands do everything on a fresh machine:  `make demo`  and  `make test`.
 VENV ?= .venv
 PY := $(VENV)/bin/python
-EXPERIMENT ?= symmetry
+EXPERIMENT ?= age_shift
 
 .PHONY: install demo test lint bench
 
