@@ -175,14 +175,7 @@ def run(cfg: DictConfig, out: Path | None = None) -> RunSummary:
         n_records=len(records),
     )
     timings["report"] = time.perf_counter() - t0
-    timings["total"] = time.perf_counter() - t_start
-    (out / "timings.json").write_text(json.dumps(timings, indent=2))
-    (out / "run_stats.json").write_text(json.dumps({"cache": result.cache_summary,
-                                                     "processes": dist.world_size}, indent=2))
-    _set_state(out, status="finished", finished=time.strftime("%Y-%m-%d %H:%M:%S"))
-    dist.barrier()
-    n_images = int(measurements["image_id"].nunique()) if not measurements.empty else 0
-    return RunSummary(out, n_images, len(result.skipped), headline, timings, result.cache_summary)
+    return _finish(out, headline, timings, t_start, result, measurements, dist)
 
 
 def _in_dataset_order(df: pd.DataFrame, order: dict[str, int]) -> pd.DataFrame:
@@ -240,6 +233,12 @@ def _finish_observational(cfg, built, out, runner, result, measurements, judged,
                                           result.skipped)
     write_gallery(out, result.chunks_for_report, built["classifiers"], built["report"],
                   f"{cfg.experiment_name}: originals (observational)")
+    return _finish(out, headline, timings, t_start, result, measurements, dist)
+
+
+def _finish(out: Path, headline: str, timings: dict[str, float], t_start: float, result: Any,
+            measurements: pd.DataFrame, dist: Any) -> RunSummary:
+    """Write the run's timings and cache counts, mark it finished, and summarise it."""
     timings["total"] = time.perf_counter() - t_start
     (out / "timings.json").write_text(json.dumps(timings, indent=2))
     (out / "run_stats.json").write_text(json.dumps({"cache": result.cache_summary,
