@@ -94,9 +94,9 @@ def test_images_without_faces_are_skipped_with_reason(run_experiment, tmp_path):
 
 def test_observational_mode_on_an_annotated_manifest(run_experiment, tmp_path):
     """The source study's analysis on user data: properties and labels from manifest columns."""
-    from engine.data import DemoDataset
-
     from PIL import Image
+
+    from engine.data import DemoDataset
 
     rows = []
     for i, rec in enumerate(DemoDataset(limit=8)):
