@@ -112,12 +112,12 @@ def observational_frame(measurements: pd.DataFrame, obs: ObserveConfig, judged: 
 def write_observational_report(out: Path, experiment: str, obs: ObserveConfig, stats: Any, df: pd.DataFrame,
                                provenance: dict[str, Any], n_records: int, skipped: pd.DataFrame) -> str:
     """stats.csv, stats.json and report.md for an observational run; returns the headline."""
-    from engine.report import markdown_table, write_json
+    from engine.report import headline_numbers, markdown_table, write_json
 
     tests = stats.tests
     primary = stats.meta.get("primary", "ols_hc3")
     t = tests[tests["test"] == primary]
-    k, n = int(t["reject"].astype(bool).sum()), int(len(t))
+    k, n = headline_numbers(stats)
     pct = 100.0 * k / n if n else float("nan")
     headline = (f"{k} of {n} output-property dependencies significant ({pct:.1f} %) given the label, "
                 f"alpha={stats.meta['alpha']:g}, {stats.meta['correction']}-corrected per {stats.meta['family']}")

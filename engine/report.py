@@ -113,12 +113,13 @@ def markdown_table(df: pd.DataFrame, floatfmt: str = ".3g", max_rows: int = 40) 
     return "\n".join(lines) + "\n"
 
 
-def headline_numbers(tests: pd.DataFrame, primary: str) -> tuple[int, int]:
-    """k significant of n output shifts for the primary test after correction (artefact rows excluded)."""
-    if tests is None or tests.empty:
+def headline_numbers(stats: Any) -> tuple[int, int]:
+    """k significant of n output shifts: the "overall" row of the analysis's own headline table."""
+    head = stats.headline if stats is not None else None
+    if head is None or head.empty:
         return 0, 0
-    t = tests[tests["test"] == primary] if "test" in tests else tests
-    return int(t["reject"].astype(bool).sum()), int(len(t))
+    overall = head[head["scope"] == "overall"].iloc[0]
+    return int(overall["k"]), int(overall["n"])
 
 
 def write_outputs(
@@ -152,9 +153,8 @@ def write_outputs(
 
     frames: dict[str, pd.DataFrame] = stats.to_frames() if stats is not None else {}
     tests = frames.get("tests", pd.DataFrame())
-    primary = stats.meta.get("primary", "wilcoxon") if stats is not None else "wilcoxon"
     alpha = stats.meta.get("alpha", 0.05) if stats is not None else 0.05
-    k, n = headline_numbers(tests, primary)
+    k, n = headline_numbers(stats)
     pct = 100.0 * k / n if n else float("nan")
     headline = (f"{k} of {n} output shifts significant ({pct:.1f} %) at alpha={alpha:g}, "
                 f"{stats.meta.get('correction', '?')}-corrected within each "
@@ -224,8 +224,8 @@ def _markdown(experiment, editor, editor_name, strengths, classifiers, result, m
         primary = stats.meta.get("primary", "wilcoxon")
         if not tests.empty:
             t = tests[tests["test"] == primary].sort_values("p_adj") if "test" in tests else tests
-            cols = [c for c in ("classifier", "output", "strength", "n", "median_diff", "median_diff_lo",
-                                "median_diff_hi", "rank_biserial", "cohen_dz", "p_raw", "p_adj", "reject")
+            cols = [c for c in ("classifier", "output", "strength", "n", "median_diff", "median_ci_low",
+                                "median_ci_high", "rank_biserial", "cohen_dz", "p_raw", "p_adj", "reject")
                     if c in t.columns]
             lines += [f"## Output shifts ({primary}, edit − {ref})", "", markdown_table(t[cols]), ""]
         artefact = frames.get("artefact", pd.DataFrame())
