@@ -41,7 +41,8 @@ class ManipulationChecks:
     def __init__(self, cfg: Any, prop: str, direction: str | None, cache: WorkCache, device: torch.device,
                  symmetry_measure: Callable[[np.ndarray], np.ndarray] | None = None, perceptual: bool = True,
                  lpips_net: str = "alex",
-                 image_symmetry_measure: Callable[[torch.Tensor, np.ndarray], np.ndarray] | None = None) -> None:
+                 image_symmetry_measure: Callable[[torch.Tensor, np.ndarray], np.ndarray] | None = None,
+                 landmarker: FaceLandmarker | None = None) -> None:
         self.cfg = cfg
         self.prop = prop
         self.direction = direction
@@ -52,7 +53,8 @@ class ManipulationChecks:
         self.image_symmetry_measure = image_symmetry_measure if prop == "symmetry" else None
         self.perceptual = perceptual
         self.lpips_net = lpips_net
-        self._landmarker: FaceLandmarker | None = None
+        self._landmarker = landmarker  # shared with the face analyser when given (one model load)
+        self._owns_landmarker = landmarker is None
         self._estimator: Any = None
         self._lpips: Any = None
         self._rows: list[dict[str, Any]] = []
@@ -205,7 +207,7 @@ class ManipulationChecks:
         return _property_specific(pd.concat(parts).sort_index(), self.prop)
 
     def close(self) -> None:
-        if self._landmarker is not None:
+        if self._landmarker is not None and self._owns_landmarker:
             self._landmarker.close()
 
 
