@@ -68,12 +68,35 @@ def demo_crops(crops: Path | None, save: Path | None) -> tuple[torch.Tensor, tor
     return out
 
 
-def unique_copies(images: torch.Tensor, boxes: torch.Tensor, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """`n` HWC crops cycling through `images`; copy k of a crop has pixel (0, 0) set to k."""
+def demo_photos() -> tuple[list[np.ndarray], np.ndarray]:
+    """The demo set's photos at their own resolution (HWC uint8) and each face's box in photo pixels."""
+    from engine.data import DemoDataset
+    from engine.faces import FaceAnalyzer, landmark_box
+
+    analyzer = FaceAnalyzer()
+    photos, boxes = [], []
+    for rec in DemoDataset():
+        rgb = rec.load()
+        fa, _ = analyzer.analyse(rec.image_id, rgb)
+        if fa.ok:
+            # Crop landmarks back to photo pixels through the inverse of the alignment.
+            m = np.vstack([fa.crop_from_source.astype(np.float64), [0.0, 0.0, 1.0]])
+            xy1 = np.c_[fa.landmarks[:, :2], np.ones(len(fa.landmarks))] @ np.linalg.inv(m).T
+            photos.append(rgb)
+            boxes.append(landmark_box(xy1[:, :2].astype(np.float32)))
+    analyzer.close()
+    return photos, np.stack(boxes)
+
+
+def unique_copies(images: list[np.ndarray], boxes: np.ndarray, n: int) -> tuple[list[np.ndarray], np.ndarray]:
+    """`n` HWC images cycling through `images`; copy k of an image has pixel (0, 0) set to k."""
     idx = np.arange(n) % len(images)
-    out = images.permute(0, 2, 3, 1).numpy()[idx].copy()
-    out[:, 0, 0, 0] = (np.arange(n) // len(images)).astype(np.uint8)
-    return out, boxes.numpy()[idx]
+    out = []
+    for k, i in enumerate(idx):
+        img = images[i].copy()
+        img[0, 0, 0] = k // len(images)
+        out.append(img)
+    return out, boxes[idx]
 
 
 def decode(path: Path) -> np.ndarray:
@@ -203,12 +226,21 @@ def cpu_benchmark(args: argparse.Namespace) -> None:
     if args.cpus:
         os.sched_setaffinity(0, range(args.cpus))  # threads started from here on inherit it
     torch.set_num_threads(args.threads)
-    images, boxes = demo_crops(args.crops, args.save_crops)
-    crops, crop_boxes = unique_copies(images, boxes, args.n)
+    if args.source == "lfw":
+        photos, boxes = demo_photos()
+        keep = [i for i, p in enumerate(photos) if p.shape[:2] == (128, 128)]  # the LFW faces
+        images, boxes = [photos[i] for i in keep], boxes[keep]
+        what = "the demo set's LFW face photos at their 128 px"
+    else:
+        aligned, aligned_boxes = demo_crops(args.crops, args.save_crops)
+        images, boxes = list(aligned.permute(0, 2, 3, 1).numpy()), aligned_boxes.numpy()
+        what = f"the pipeline's aligned {aligned.shape[-1]} px crops of the demo set"
+    copies, crop_boxes = unique_copies(images, boxes, args.n)
+    crops = np.stack(copies)
     runner = BatchRunner(device="cpu", progress="off")
     pool = ThreadPoolExecutor(max_workers=args.workers, thread_name_prefix="decode")
     print(
-        f"{args.n} crops ({len(images)} distinct demo faces, {crops.shape[1]} px), torch threads={args.threads}, "
+        f"{args.n} files cycling through {len(images)} faces ({what}), torch threads={args.threads}, "
         f"decode workers={args.workers}, CPUs={len(os.sched_getaffinity(0))}, torch {torch.__version__}\n"
     )
     with tempfile.TemporaryDirectory(prefix="bench-runner-") as tmp:
@@ -318,7 +350,7 @@ def gpu_check(args: argparse.Namespace) -> int:
         print("FAIL: no CUDA device")
         return 1
     print(f"device: {torch.cuda.get_device_name()}, torch {torch.__version__}")
-    images, boxes = demo_crops(args.crops, None)
+    images, boxes = demo_crops(args.crops, None)  # the aligned crops: what the pipeline feeds
     failures = []
     cpu = BatchRunner(device="cpu", progress="off")
     fp32 = BatchRunner(device="cuda", amp="off", progress="off")
@@ -404,6 +436,12 @@ def main() -> int:
     )
     parser.add_argument(
         "--pipeline-images", type=int, default=128, help="files for the whole-Pipeline re-run (0: skip)"
+    )
+    parser.add_argument(
+        "--source",
+        choices=("lfw", "aligned"),
+        default="lfw",
+        help="files to score: the demo's LFW face photos (128 px) or the pipeline's aligned 384 px crops",
     )
     parser.add_argument("--crops", type=Path, default=None, help="load aligned crops from this .npz")
     parser.add_argument(

@@ -92,7 +92,11 @@ class MediaPipeBlendshapes(Classifier):
     def preprocess(self, images: torch.Tensor, boxes: torch.Tensor) -> np.ndarray:
         """Whole crops as `(N, H, W, 3)` uint8 RGB on the host (MediaPipe finds the face itself)."""
         self.landmarker  # noqa: B018 - resolve the asset early
-        pixels = images.detach().float().clamp(0, 1).mul(255).round().to(torch.uint8)
+        pixels = (
+            images
+            if images.dtype == torch.uint8
+            else images.detach().float().clamp(0, 1).mul(255).round().to(torch.uint8)
+        )
         return pixels.permute(0, 2, 3, 1).contiguous().cpu().numpy()
 
     def _scores(self, rgb: np.ndarray) -> np.ndarray:

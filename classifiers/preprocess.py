@@ -2,9 +2,9 @@
 
 Every backend declares its input in config as a `Preprocessing` (crop, size, colour, normalisation,
 layout), so a swap of backends never hides a preprocessing difference in code. `Preprocessing.apply`
-turns engine crops `(N, 3, H, W)` in [0, 1] plus face boxes into model inputs in one batched pass on
-the images' device: grey conversion, then crop and resize together through
-`torchvision.ops.roi_align`, then normalisation and layout.
+turns engine crops `(N, 3, H, W)` (uint8, or float in [0, 1]) plus face boxes into model inputs on the
+images' device: a whole-pixel crop square resized with PIL's antialiased bilinear filter, grey
+conversion, normalisation and layout (see `Preprocessing.apply`).
 
 Outputs are turned into probabilities with `to_probabilities`; `normalise_sigmoid` is the
 documented, opt-in way to make independent sigmoid scores sum to 1.
@@ -14,15 +14,18 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
-from torchvision.ops import roi_align
+import torch.nn.functional as F
 
 CROPS = ("face_box", "full")
 COLOURS = ("grey", "rgb", "grey3")
 LAYOUTS = ("nchw", "nhwc")
 OUTPUT_KINDS = ("softmax", "sigmoid", "logits")
+
+#: Names the resize `Preprocessing.apply` does; part of every classifier's cache fingerprint.
+RESAMPLER = "pil-bilinear-antialias/whole-pixel-box"
 
 #: ITU-R BT.601 luma weights for R, G, B (what OpenCV and PIL use for grey).
 LUMA_601 = (0.299, 0.587, 0.114)
@@ -61,6 +64,9 @@ class Preprocessing:
     std: float | tuple[float, ...] = 1.0
     layout: str = "nchw"
     box_scale: float = 1.2
+
+    #: Not config: "per_image" or "matmul" forces one resize route of `apply` (tests compare them).
+    resize_route: ClassVar[str | None] = None
 
     def __post_init__(self) -> None:
         if self.crop not in CROPS:
@@ -105,6 +111,7 @@ class Preprocessing:
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form, for fingerprints."""
         out = asdict(self)
+        out["resampler"] = RESAMPLER  # a changed resize must invalidate cached predictions
         for name in ("mean", "std"):
             if isinstance(out[name], tuple):
                 out[name] = list(out[name])
@@ -122,46 +129,58 @@ class Preprocessing:
         boxes = boxes.float()
         centre = (boxes[:, :2] + boxes[:, 2:]) / 2
         extent = (boxes[:, 2:] - boxes[:, :2]).amax(dim=1, keepdim=True)
-        # A degenerate box must not give a zero-area roi; one pixel keeps roi_align defined.
+        # A degenerate box must not give an empty crop; one pixel keeps the resize defined.
         half = (extent * self.box_scale).clamp_min(1.0) / 2
         return torch.cat([centre - half, centre + half], dim=1)
+
+    def pixel_regions(self, boxes: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        """`crop_boxes` rounded to whole pixels: `(N, 4)` int64 x0, y0, x1, y1, at least 1 px wide."""
+        region = self.crop_boxes(boxes, height, width).round().long()
+        return torch.cat([region[:, :2], torch.maximum(region[:, 2:], region[:, :2] + 1)], dim=1)
 
     def apply(self, images: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
         """Crop, resize, convert colour, normalise and lay out a batch, on the images' device.
 
         Args:
-            images: `(N, 3, H, W)` float RGB in [0, 1].
+            images: `(N, 3, H, W)` RGB, uint8 in 0..255 (what the pipeline caches and feeds) or
+                float in [0, 1].
             boxes: `(N, 4)` face boxes x0, y0, x1, y1 in pixel units of `images`; ignored for crop="full".
 
         Returns:
             float32 `(N, C, size, size)` (or `(N, size, size, C)` for layout="nhwc").
 
-        Pixels are squares [i, i+1), so a box edge at 0 is the image border (roi_align aligned=True).
-        Each output pixel averages ceil(box side / size)^2 bilinear samples of its own box
-        (sampling_ratio=0 is roi_align's per-box adaptive rate), which anti-aliases downscaling and
-        keeps every image independent of the rest of the batch. Regions outside the image read as
-        black, like zero padding.
+        The crop square is rounded to whole pixels and resized with the antialiased bilinear
+        (triangle) filter of PIL's `Image.resize(..., BILINEAR)`, which torch's
+        `interpolate(antialias=True)` reproduces. That is the resize most FER training code used, so
+        the engine feeds a model what a researcher's PIL loop would. Parts of the square outside the
+        image read as black. Every image is resized on its own, so a result never depends on the
+        rest of the batch. Two routes give the same filter:
+
+        * uint8 on the CPU: one `interpolate` call per image on its uint8 crop, torch's vectorised
+          fixed-point kernel. Only the crop is read, and no float copy of the whole image is made,
+          which on a CPU costs more than the model's forward pass.
+        * otherwise (CUDA, or float input): the filter as two per-image weight matrices applied with
+          batched matmuls, one launch for the whole batch.
+
+        The routes differ only in the uint8 route's rounding of the resized pixels (at most one
+        grey level); `resize_route` forces one, for tests.
         """
         if images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"images must be (N, 3, H, W), got shape {tuple(images.shape)}")
         if boxes.ndim != 2 or boxes.shape != (images.shape[0], 4):
             raise ValueError(f"boxes must be (N, 4) with N={images.shape[0]}, got shape {tuple(boxes.shape)}")
-        images = images.float()
-        if self.colour != "rgb":
-            # Luma is linear, so converting before resampling equals converting after, at a third of the cost.
-            weights = torch.tensor(LUMA_601, device=images.device, dtype=images.dtype).view(1, 3, 1, 1)
-            images = (images * weights).sum(dim=1, keepdim=True)
         height, width = images.shape[-2:]
-        region = self.crop_boxes(boxes.to(images.device), height, width)
-        index = torch.arange(images.shape[0], device=images.device, dtype=region.dtype).unsqueeze(1)
-        out = roi_align(
-            images,
-            torch.cat([index, region], dim=1),
-            output_size=(self.size, self.size),
-            spatial_scale=1.0,
-            sampling_ratio=0,
-            aligned=True,
-        )
+        region = self.pixel_regions(boxes.to(images.device), height, width)
+        route = self.resize_route or ("per_image" if images.dtype == torch.uint8 and images.device.type == "cpu"
+                                      else "matmul")
+        if route == "per_image":
+            out = _resize_per_image(images, region, self.size)
+            out = out.float().div_(255.0) if out.dtype == torch.uint8 else out.float()
+            out = self._colour(out)
+        else:
+            x = images.float().div(255.0) if images.dtype == torch.uint8 else images.float()
+            # Luma is linear, so converting before resampling equals converting after, at a third of the cost.
+            out = _resize_matmul(self._colour(x), region, self.size)
         if self.colour == "grey3":
             out = out.expand(-1, 3, -1, -1)
         out = (out - self._per_channel(self.mean, out)) / self._per_channel(self.std, out)
@@ -171,11 +190,80 @@ class Preprocessing:
 
     __call__ = apply
 
+    def _colour(self, x: torch.Tensor) -> torch.Tensor:
+        """RGB `(N, 3, h, w)` float -> one luma channel for grey and grey3, unchanged for rgb."""
+        if self.colour == "rgb":
+            return x
+        # Element-wise, not a reduction kernel: the result must not depend on the batch it is in.
+        r, g, b = LUMA_601
+        return (x[:, 0:1] * r).add_(x[:, 1:2], alpha=g).add_(x[:, 2:3], alpha=b)
+
     @staticmethod
     def _per_channel(value: float | tuple[float, ...], like: torch.Tensor) -> torch.Tensor | float:
         if isinstance(value, tuple):
             return torch.tensor(value, device=like.device, dtype=like.dtype).view(1, -1, 1, 1)
         return value
+
+
+def _resize_per_image(images: torch.Tensor, region: torch.Tensor, size: int) -> torch.Tensor:
+    """Each image's `region` (whole pixels, may reach outside: zero padding) resized to `size` x `size`.
+
+    Keeps the input dtype: on uint8 this is torch's vectorised antialiased kernel, which matches PIL.
+    """
+    n, c, height, width = images.shape
+    out = torch.zeros((n, c, size, size), dtype=images.dtype, device=images.device)
+    for i, (x0, y0, x1, y1) in enumerate(region.tolist()):
+        cx0, cy0, cx1, cy1 = max(x0, 0), max(y0, 0), min(x1, width), min(y1, height)
+        if cx1 <= cx0 or cy1 <= cy0:
+            continue  # the square lies wholly outside the image: all black
+        crop = images[i : i + 1, :, cy0:cy1, cx0:cx1]
+        if (cx0, cy0, cx1, cy1) != (x0, y0, x1, y1):
+            crop = F.pad(crop, (cx0 - x0, x1 - cx1, cy0 - y0, y1 - cy1))
+        out[i] = F.interpolate(crop, size=(size, size), mode="bilinear", align_corners=False, antialias=True)[0]
+    return out
+
+
+def filter_matrix(start: torch.Tensor, length: torch.Tensor, size: int, lo: int, hi: int) -> torch.Tensor:
+    """Weights `(N, size, hi - lo)` of the antialiased bilinear resize along one axis.
+
+    Output pixel `i` of image `n` is `sum_p W[n, i, p] * x[p + lo]` for the crop that starts at image
+    pixel `start[n]` and is `length[n]` pixels long. The weights are PIL's: a triangle whose half-width
+    is one input pixel, widened to the scale factor when shrinking, centred on the output pixel's
+    centre, normalised over the taps inside the crop. Taps inside the crop but outside the image are
+    black pixels: they count in the normalisation and add nothing.
+    """
+    dev = start.device
+    scale = (length.float() / size).view(-1, 1, 1)
+    support = scale.clamp_min(1.0)
+    centre = (torch.arange(size, device=dev, dtype=torch.float32).view(1, -1, 1) + 0.5) * scale
+
+    def triangle(tap: torch.Tensor) -> torch.Tensor:
+        inside = (tap >= 0) & (tap < length.view(-1, 1, 1))
+        return (1 - (tap + 0.5 - centre).abs() / support).clamp_min(0) * inside
+
+    # Normalise over the taps a support window can reach (crop coordinates), computed separately so
+    # the image-sized matrix below never needs the crop's off-image part.
+    first = (centre - support + 0.5).floor()
+    reach = int(torch.ceil(2 * support.max()).item()) + 2
+    taps = first + torch.arange(reach, device=dev, dtype=torch.float32).view(1, 1, -1)
+    total = triangle(taps).sum(dim=2, keepdim=True).clamp_min(1e-12)
+    pixels = torch.arange(lo, hi, device=dev, dtype=torch.float32).view(1, 1, -1) - start.view(-1, 1, 1).float()
+    return triangle(pixels) / total
+
+
+def _resize_matmul(images: torch.Tensor, region: torch.Tensor, size: int) -> torch.Tensor:
+    """`_resize_per_image` for a whole float batch at once: `W_y @ image @ W_x^T` per image and channel."""
+    height, width = images.shape[-2:]
+    x0, y0, x1, y1 = region.unbind(dim=1)
+    # Only the rows and columns some crop covers are read.
+    ylo, yhi = max(int(y0.min()), 0), min(int(y1.max()), height)
+    xlo, xhi = max(int(x0.min()), 0), min(int(x1.max()), width)
+    if yhi <= ylo or xhi <= xlo:
+        return images.new_zeros((images.shape[0], images.shape[1], size, size))
+    wy = filter_matrix(y0, y1 - y0, size, ylo, yhi).to(images.dtype)
+    wx = filter_matrix(x0, x1 - x0, size, xlo, xhi).to(images.dtype)
+    window = images[:, :, ylo:yhi, xlo:xhi]
+    return wy.unsqueeze(1) @ window @ wx.transpose(1, 2).unsqueeze(1)
 
 
 def normalise_sigmoid(scores: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:

@@ -205,7 +205,12 @@ class Classifier(ABC):
 
     @abstractmethod
     def preprocess(self, images: torch.Tensor, boxes: torch.Tensor) -> Any:
-        """Turn `(N, 3, H, W)` crops in [0, 1] plus face boxes into model inputs."""
+        """Turn `(N, 3, H, W)` RGB crops plus face boxes into model inputs.
+
+        Crops come as uint8 in 0..255 (what the pipeline caches and the runner passes) or float in
+        [0, 1]; `as_unit_float` converts either. `classifiers.preprocess.Preprocessing` takes both and
+        crops before it converts, which is what keeps preprocessing cheap.
+        """
 
     @abstractmethod
     def predict(self, inputs: Any) -> torch.Tensor:
@@ -215,6 +220,11 @@ class Classifier(ABC):
         """Everything that determines the output, for content-addressed caching."""
         params = {k: v for k, v in vars(self).items() if not k.startswith("_")}
         return {"class": f"{type(self).__module__}.{type(self).__qualname__}", **params}
+
+
+def as_unit_float(images: torch.Tensor) -> torch.Tensor:
+    """uint8 0..255 or float [0, 1] images -> float32 in [0, 1]."""
+    return images.float().div(255.0) if images.dtype == torch.uint8 else images.float()
 
 
 class ConfigError(ValueError):

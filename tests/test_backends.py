@@ -45,7 +45,7 @@ def tiny_net(classes: int = len(RAW)) -> nn.Module:
 
 
 def reference(net: nn.Module, images: torch.Tensor, boxes: torch.Tensor, prep: dict = PREP) -> torch.Tensor:
-    x = Preprocessing.from_config(prep).apply(images.float() / 255, boxes)
+    x = Preprocessing.from_config(prep).apply(images, boxes)  # uint8, as the runner passes it
     with torch.no_grad():
         return net(x)
 
@@ -413,7 +413,7 @@ def test_tflite_batched_matches_numpy_reference(tmp_path):
     )
     images, boxes = faces()
     got = RUNNER.predict(clf, images, boxes)
-    x = Preprocessing.from_config(prep).apply(images.float() / 255, boxes).numpy()
+    x = Preprocessing.from_config(prep).apply(images, boxes).numpy()
     z = x.mean(axis=(1, 2)) @ weight.T + bias
     want = np.exp(z) / np.exp(z).sum(1, keepdims=True)
     np.testing.assert_allclose(got, want, atol=1e-5)

@@ -237,26 +237,49 @@ def _grey_numpy(image: torch.Tensor) -> np.ndarray:
     return (image.numpy() * np.array([0.299, 0.587, 0.114])[:, None, None]).sum(0).astype(np.float32)
 
 
-def _pil_reference(image: torch.Tensor, region, size: int, resample) -> np.ndarray:
-    """Slow reference: PIL crop+resize of the float grey image."""
-    grey = Image.fromarray(_grey_numpy(image), mode="F")
-    return np.asarray(grey.resize((size, size), resample, box=tuple(region)))
+def _pil_reference(image: np.ndarray, region, size: int) -> np.ndarray:
+    """What a researcher's PIL loop does: crop the whole-pixel square, resize bilinear (antialiased)."""
+    pil = Image.fromarray(image, mode="F" if image.dtype == np.float32 else None)
+    return np.asarray(pil.crop(tuple(region)).resize((size, size), Image.BILINEAR), dtype=np.float32)
 
 
+@pytest.mark.parametrize("route", ["per_image", "matmul"])
+@pytest.mark.parametrize("size", [300, 64, 48])  # up-scaling and 2-6x down-scaling
 @pytest.mark.parametrize("name", list(PORTRAITS))
-def test_preprocessing_matches_pil(portraits, name):
+def test_preprocessing_matches_pil(portraits, name, size, route, monkeypatch):
+    monkeypatch.setattr(Preprocessing, "resize_route", route)
     image, box = portraits[f"{name}/source"]
-    # Upscaling: one bilinear sample per output pixel, which is PIL's bilinear exactly.
-    prep = Preprocessing(size=300, colour="grey", box_scale=1.2)
-    region = prep.crop_boxes(box[None], *image.shape[-2:])[0].tolist()
-    ours = prep.apply(image[None], box[None])[0, 0].numpy()
-    assert np.abs(ours - _pil_reference(image, region, 300, Image.BILINEAR)).max() < 1e-4
-    # Downscaling 2-3x to the model size: area averaging, close to PIL's box filter.
-    prep = Preprocessing(size=64, colour="grey", box_scale=1.2)
-    diff = np.abs(
-        prep.apply(image[None], box[None])[0, 0].numpy() - _pil_reference(image, region, 64, Image.BOX)
-    )
-    assert diff.mean() < 0.012 and np.quantile(diff, 0.99) < 0.07
+    prep = Preprocessing(size=size, colour="rgb", box_scale=1.2)
+    region = prep.pixel_regions(box[None], *image.shape[-2:])[0].tolist()
+    u8 = image.mul(255).round().to(torch.uint8)
+    ours = prep.apply(u8[None], box[None])[0].permute(1, 2, 0).numpy() * 255
+    reference = _pil_reference(u8.permute(1, 2, 0).numpy(), region, size)
+    # PIL and the uint8 route round each resized pixel to a grey level; the matmul route does not.
+    assert np.abs(ours - reference).max() <= 1.0 + 1e-3
+    assert np.abs(ours - reference).mean() < (0.05 if route == "per_image" else 0.3)
+    # Float input: PIL's float ("F") resize of the grey image, to float precision.
+    grey = Preprocessing(size=size, colour="grey", box_scale=1.2).apply(image[None], box[None])[0, 0].numpy()
+    assert np.abs(grey - _pil_reference(_grey_numpy(image), region, size)).max() < 1e-4
+
+
+def test_preprocessing_routes_agree_at_the_edges(monkeypatch):
+    # Squares reaching outside the image on every side read black there, by either route.
+    gen = torch.Generator().manual_seed(1)
+    images = torch.randint(0, 256, (4, 3, 50, 40), dtype=torch.uint8, generator=gen)
+    boxes = torch.tensor([[-10.0, -5.0, 20.0, 30.0], [25.0, 30.0, 60.0, 70.0], [-30.0, -30.0, -5.0, -5.0],
+                          [0.0, 0.0, 40.0, 50.0]])
+    prep = Preprocessing(colour="rgb", size=24, box_scale=1.0)
+    out = {}
+    for route in ("per_image", "matmul"):
+        monkeypatch.setattr(Preprocessing, "resize_route", route)
+        out[route] = prep.apply(images, boxes)
+    assert (out["per_image"] - out["matmul"]).abs().max() <= 1.0 / 255 + 1e-5
+    assert out["matmul"][2].abs().max() == 0  # wholly outside: black
+    region = prep.pixel_regions(boxes[:1], 50, 40)[0].tolist()
+    padded = np.zeros((region[3] - region[1], region[2] - region[0], 3), dtype=np.uint8)
+    padded[-region[1]:, -region[0]:] = images[0, :, : region[3], : region[2]].permute(1, 2, 0).numpy()
+    ref = _pil_reference(padded, (0, 0, padded.shape[1], padded.shape[0]), 24)
+    assert np.abs(out["matmul"][0].permute(1, 2, 0).numpy() * 255 - ref).max() <= 1.0 + 1e-3
 
 
 def test_preprocessing_antialiases_downscaling():
@@ -264,7 +287,9 @@ def test_preprocessing_antialiases_downscaling():
     checker = ((torch.arange(256)[:, None] + torch.arange(256)[None, :]) % 2).float()
     image = checker.expand(1, 3, 256, 256)
     out = Preprocessing(crop="full", size=64, colour="grey").apply(image, torch.zeros(1, 4))
-    assert (out - 0.5).abs().max() < 1e-5
+    # Interior exact; the border row and column renormalise a truncated triangle (as PIL does).
+    assert (out[..., 1:-1, 1:-1] - 0.5).abs().max() < 1e-5
+    assert (out - 0.5).abs().max() < 3e-3
 
 
 def test_preprocessing_colour_layout_and_normalisation():
@@ -284,7 +309,7 @@ def test_preprocessing_colour_layout_and_normalisation():
     torch.testing.assert_close(
         norm, (rgb - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
     )
-    # Batched equals one-by-one (the adaptive sampling rate is per box, not per batch).
+    # Batched equals one-by-one: each image is resized on its own.
     prep = Preprocessing(colour="rgb", size=16, box_scale=1.5)
     single = torch.cat([prep.apply(images[i : i + 1], boxes[i : i + 1]) for i in range(3)])
     torch.testing.assert_close(prep.apply(images, boxes), single, atol=1e-6, rtol=0)
