@@ -130,7 +130,7 @@ def run(cfg: DictConfig, out: Path | None = None) -> RunSummary:
                                          landmarker=analyzer.landmarker)
     pipe = Pipeline(analyzer, editor, built["strengths"], classifiers, runner, cache, int(cfg.seed),
                     keep_for_report=built["report"].gallery_max_images if dist.is_main else 0,
-                    audit_hook=audit_stage.observe if audit_stage else None, paired=not obs.enabled)
+                    audit_hook=audit_stage, paired=not obs.enabled)
     result = pipe.run(dist.shard(records))
     analyzer.close()
     audit_df = audit_stage.table() if audit_stage else pd.DataFrame()
@@ -145,6 +145,8 @@ def run(cfg: DictConfig, out: Path | None = None) -> RunSummary:
 
     measurements = _in_dataset_order(result.measurements, order)
     audit_df = _in_dataset_order(audit_df, order)
+    # Replayed and freshly computed images of one chunk come out in two groups: dataset order again.
+    result.edit_metadata = _in_dataset_order(result.edit_metadata, order)
     if obs.enabled:
         return _finish_observational(cfg, built, out, runner, result, measurements, audit_df, timings, t_start,
                                      len(records), dist)

@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
+import struct
 import threading
+import zlib
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -31,6 +34,61 @@ def pixels_hash(rgb: np.ndarray) -> str:
     h.update(str(rgb.shape).encode())
     h.update(np.ascontiguousarray(rgb).tobytes())
     return h.hexdigest()[:32]
+
+
+#: Array entries: a small container that reads about six times faster than .npz (a re-run of a
+#: finished experiment is mostly these reads). Layout: magic, header length (u32 LE), JSON header
+#: {name: [dtype, shape, offset, nbytes]} with the payload's codec and CRC32, then the payload.
+ARRAYS_EXT = "arr"
+_MAGIC = b"FCFA1\n"
+_COMPRESS_ABOVE = 4096  # bytes; masks and landmarks shrink a lot, a probability row is not worth it
+
+
+def encode_arrays(arrays: dict[str, Any]) -> bytes:
+    """Serialise named arrays (numeric, bool or fixed-width unicode; no objects) to bytes."""
+    header: dict[str, Any] = {}
+    parts: list[bytes] = []
+    offset = 0
+    for name, value in arrays.items():
+        a = np.asarray(value)  # tobytes() is C order whatever the strides; 0-d stays 0-d
+        if a.dtype.hasobject:
+            raise TypeError(f"cache entry {name!r}: object arrays cannot be cached")
+        raw = a.tobytes()
+        header[name] = [a.dtype.str, list(a.shape), offset, len(raw)]
+        parts.append(raw)
+        offset += len(raw)
+    payload = b"".join(parts)
+    codec = "zlib" if len(payload) > _COMPRESS_ABOVE else "raw"
+    body = zlib.compress(payload, 1) if codec == "zlib" else payload
+    meta = json.dumps({"arrays": header, "codec": codec, "crc32": zlib.crc32(payload)}).encode()
+    return _MAGIC + struct.pack("<I", len(meta)) + meta + body
+
+
+def decode_arrays(data: bytes) -> dict[str, np.ndarray] | None:
+    """Inverse of `encode_arrays`; None for anything truncated, corrupt or of another format."""
+    try:
+        if not data.startswith(_MAGIC):
+            return None
+        start = len(_MAGIC) + 4
+        (n,) = struct.unpack("<I", data[len(_MAGIC) : start])
+        meta = json.loads(data[start : start + n])
+        body = data[start + n :]
+        payload = zlib.decompress(body) if meta["codec"] == "zlib" else body
+        if zlib.crc32(payload) != meta["crc32"]:
+            return None
+        out = {}
+        for name, (dtype, dims, offset, nbytes) in meta["arrays"].items():
+            shape = tuple(dims)
+            dt = np.dtype(dtype)
+            if dt.itemsize == 0 or nbytes != dt.itemsize * int(np.prod(shape, dtype=np.int64)):
+                out[name] = np.zeros(shape, dtype=dt)  # empty arrays and empty strings
+                if nbytes:
+                    return None
+                continue
+            out[name] = np.frombuffer(payload, dtype=dt, count=nbytes // dt.itemsize, offset=offset).reshape(shape)
+        return out
+    except (ValueError, KeyError, TypeError, struct.error, zlib.error, json.JSONDecodeError):
+        return None
 
 
 def key_of(*parts: Any) -> str:
@@ -78,23 +136,21 @@ class WorkCache:
 
     # -- arrays -------------------------------------------------------------------------------
     def get_arrays(self, kind: str, key: str) -> dict[str, np.ndarray] | None:
+        """The arrays stored under `key`, or None when absent or unreadable (then it is recomputed)."""
         if not self.enabled:
             return None
-        path = self._path(kind, key, "npz")
         try:
-            with np.load(path, allow_pickle=False) as z:
-                return {k: z[k] for k in z.files}
+            data = self._path(kind, key, ARRAYS_EXT).read_bytes()
         except FileNotFoundError:
             return None
-        except (OSError, ValueError, EOFError):
-            return None  # unreadable entry: recompute and overwrite it
+        except OSError:
+            return None
+        return decode_arrays(data)
 
     def put_arrays(self, kind: str, key: str, **arrays: np.ndarray) -> None:
         if not self.enabled:
             return
-        buf = io.BytesIO()
-        np.savez_compressed(buf, **arrays)
-        self._write_atomic(self._path(kind, key, "npz"), buf.getvalue())
+        self._write_atomic(self._path(kind, key, ARRAYS_EXT), encode_arrays(arrays))
 
     # -- images -------------------------------------------------------------------------------
     def get_image(self, kind: str, key: str) -> np.ndarray | None:

@@ -20,6 +20,7 @@ import torch
 from engine.audit import outside_mask_change, verdicts
 from engine.cache import WorkCache, key_of
 from engine.faces import FaceLandmarker
+from engine.finished import callable_identity
 from engine.types import stable_hash
 
 log = logging.getLogger(__name__)
@@ -137,8 +138,27 @@ class ManipulationChecks:
             res["lpips_in"], res["lpips_out"] = np.asarray(l_in), np.asarray(l_out)
         return res
 
-    # -- pipeline hook ---------------------------------------------------------------------------
-    def observe(self, chunk: Any) -> None:
+    # -- pipeline hook (engine.pipeline.AuditHook) ------------------------------------------------
+    def fingerprint(self) -> dict[str, Any]:
+        """What the rows depend on. Thresholds are not in it: they apply in `table`, after replay."""
+        return {
+            "judges": self._fp,
+            "prop": self.prop,
+            "perceptual": self.perceptual,
+            "lpips_net": self.lpips_net if self.perceptual else None,
+            "symmetry_measure": callable_identity(self.symmetry_measure),
+            "image_symmetry_measure": callable_identity(self.image_symmetry_measure),
+        }
+
+    def restore(self, rows: list[dict[str, Any]]) -> None:
+        self._rows.extend(rows)
+
+    def observe(self, chunk: Any) -> list[dict[str, Any]]:
+        start = len(self._rows)
+        self._observe(chunk)
+        return self._rows[start:]
+
+    def _observe(self, chunk: Any) -> None:
         sham = next(c for c in chunk.conditions if c.name == "sham")
         ref = self._measure(sham.images, sham.hashes)
         ids = [r.image_id for r in chunk.records]

@@ -39,6 +39,9 @@ class ImageRecord:
     label: str | None = None
     subject: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    #: The file the pixels are decoded from, when there is one: a re-run keys its cached work by the
+    #: file's bytes and need not decode it again (see `engine.pipeline`).
+    file: str | None = None
 
     def load(self) -> np.ndarray:
         return self.loader()
@@ -236,7 +239,8 @@ class ImageFolderDataset(Dataset):
         for p in files:
             rel = p.relative_to(self.root)
             label = rel.parts[0] if self.labels_from_subfolders and len(rel.parts) > 1 else None
-            recs.append(ImageRecord(rel.with_suffix("").as_posix(), str(p), lambda p=p: load_image_file(p), label))
+            recs.append(ImageRecord(rel.with_suffix("").as_posix(), str(p), lambda p=p: load_image_file(p), label,
+                                    file=str(p)))
         return recs
 
 
@@ -294,6 +298,7 @@ class ManifestDataset(Dataset):
                     label=_opt_str(row, self.label_column),
                     subject=_opt_str(row, self.subject_column),
                     metadata=meta,
+                    file=str(p),
                 )
             )
         return recs

@@ -61,7 +61,13 @@ class JudgeAnnotator:
         self._estimator: Any = None
         self.rows: list[dict[str, Any]] = []
 
-    def observe(self, chunk: Any) -> None:
+    def fingerprint(self) -> dict[str, Any]:
+        return {"judge": "age_v1+gender_v1", "v": 1}
+
+    def restore(self, rows: list[dict[str, Any]]) -> None:
+        self.rows.extend(rows)
+
+    def observe(self, chunk: Any) -> list[dict[str, Any]]:
         if self._estimator is None:
             from engine.judges import AgeGenderEstimator
 
@@ -69,8 +75,10 @@ class JudgeAnnotator:
         original = chunk.conditions[0]
         lms = np.stack([a.landmarks for a in chunk.analyses])
         out = self._estimator.estimate(original.images.float().div(255.0).cpu(), lms)
-        self.rows += [{"image_id": r.image_id, "est_age": float(a), "est_p_male": float(m)}
-                      for r, a, m in zip(chunk.records, out["age"], out["p_male"])]
+        rows = [{"image_id": r.image_id, "est_age": float(a), "est_p_male": float(m)}
+                for r, a, m in zip(chunk.records, out["age"], out["p_male"])]
+        self.rows.extend(rows)
+        return rows
 
     def table(self) -> pd.DataFrame:
         return pd.DataFrame(self.rows, columns=["image_id", *JUDGE_PROPERTIES])

@@ -14,7 +14,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -23,6 +23,14 @@ import torch
 from engine.cache import WorkCache, key_of, pixels_hash
 from engine.data import ImageLoadError, ImageRecord
 from engine.faces import FaceAnalyzer, face_masks
+from engine.finished import (
+    DECODER_VERSION,
+    FinishedImage,
+    file_digest,
+    finished_fingerprint,
+    from_json_array,
+    to_json_array,
+)
 from engine.runner import BatchRunner
 from engine.types import Classifier, Editor, FaceAnalysis, FaceBatch, stable_hash
 
@@ -35,7 +43,7 @@ class Condition:
 
     name: str  # "original" | "sham" | "edit"
     strength: float  # NaN for the original
-    images: torch.Tensor  # (N, 3, H, W) uint8 on the runner's device
+    images: torch.Tensor | None  # (N, 3, H, W) uint8 on the runner's device; None when replayed
     hashes: list[str]
     metadata: list[dict[str, Any]] = field(default_factory=list)
     mask: torch.Tensor | None = None  # (N, 1, H, W) float, the edit mask
@@ -47,11 +55,36 @@ class Condition:
 
 @dataclass
 class ChunkOutput:
+    """A chunk's images and results. A replayed chunk (every image finished earlier) has no
+    `batch` and no condition images, only hashes, metadata, predictions and the audit rows."""
+
     records: list[ImageRecord]
     analyses: list[FaceAnalysis]
-    batch: FaceBatch
+    batch: FaceBatch | None
     conditions: list[Condition]
     predictions: dict[tuple[str, str], np.ndarray]  # (classifier, condition label) -> (N, K)
+    audit_rows: list[dict[str, Any]] = field(default_factory=list)
+    keys: list[str] = field(default_factory=list)  # analysis keys, for the finished entries
+
+
+class AuditHook(Protocol):
+    """A stage that measures each computed chunk (e.g. `engine.checks.ManipulationChecks`).
+
+    `observe` returns the rows it recorded (each with "image_id"); they are stored with the image's
+    finished entry, and `restore` hands them back on a re-run that replays the image instead.
+    `fingerprint` names everything the rows depend on; a hook without one disables replay.
+    """
+
+    def observe(self, chunk: ChunkOutput) -> list[dict[str, Any]]: ...
+
+    def restore(self, rows: list[dict[str, Any]]) -> None: ...
+
+    def fingerprint(self) -> Any: ...
+
+
+#: What a worker hands the main thread per record: analysis, aligned crop (None when not loaded),
+#: analysis key, and the image's finished entry when it has one.
+Loaded = tuple[FaceAnalysis, "np.ndarray | None", str, "FinishedImage | None"]
 
 
 @dataclass
@@ -77,7 +110,7 @@ class Pipeline:
         cache: WorkCache,
         seed: int,
         keep_for_report: int = 24,
-        audit_hook: Any = None,
+        audit_hook: AuditHook | None = None,
         paired: bool = True,
     ) -> None:
         self.analyzer = analyzer
@@ -94,38 +127,72 @@ class Pipeline:
         self._analyzer_fp = stable_hash(analyzer.fingerprint(), 32)
         self._editor_fp = stable_hash(editor.fingerprint(), 32)
         self._clf_fp = {n: stable_hash(c.fingerprint(), 32) for n, c in classifiers.items()}
+        self._finished_fp = finished_fingerprint(self._editor_fp, self.strengths, seed, paired, classifiers,
+                                                 self._clf_fp, audit_hook)
 
     # -- stage 1: load and analyse (runs in worker threads) -------------------------------------
-    def _load_and_analyse(self, rec: ImageRecord) -> tuple[FaceAnalysis, np.ndarray | None, str]:
-        t0 = time.perf_counter()
+    def _decode(self, rec: ImageRecord) -> tuple[np.ndarray | None, FaceAnalysis | None]:
         try:
-            rgb = rec.load()
+            return rec.load(), None
         except ImageLoadError as exc:
-            return FaceAnalysis(rec.image_id, ok=False, reason=f"load: {exc}"), None, ""
+            return None, FaceAnalysis(rec.image_id, ok=False, reason=f"load: {exc}")
         except Exception as exc:  # noqa: BLE001 - a user's loader must not end the run
-            return FaceAnalysis(rec.image_id, ok=False, reason=f"load: {type(exc).__name__}: {exc}"), None, ""
+            return None, FaceAnalysis(rec.image_id, ok=False, reason=f"load: {type(exc).__name__}: {exc}")
+
+    def _pixels_key(self, rec: ImageRecord) -> tuple[str | None, np.ndarray | None, FaceAnalysis | None]:
+        """The hash of the record's decoded pixels, decoding only when the file's bytes are new.
+
+        Keys stay those of the pixels (a re-encoded copy of an image shares its work); the file's
+        bytes only index them, so a re-run of a file dataset decodes nothing it already decoded.
+        """
+        skey = None
+        if rec.file is not None and (digest := file_digest(rec.file)) is not None:
+            skey = key_of("source", digest, DECODER_VERSION)
+            got = self.cache.get_arrays("source", skey)
+            if got is not None:
+                return str(got["pixels"]), None, None
+        rgb, failure = self._decode(rec)
+        if rgb is None:
+            return None, None, failure
+        pixels = pixels_hash(rgb)
+        if skey is not None:
+            self.cache.put_arrays("source", skey, pixels=np.array(pixels))
+        return pixels, rgb, None
+
+    def _load_and_analyse(self, rec: ImageRecord, replay: bool = True) -> Loaded:
+        t0 = time.perf_counter()
+        pixels, rgb, failure = self._pixels_key(rec)
+        if pixels is None:
+            assert failure is not None
+            return failure, None, "", None
         t1 = time.perf_counter()
-        akey = key_of("analysis", pixels_hash(rgb), self._analyzer_fp)
+        akey = key_of("analysis", pixels, self._analyzer_fp)
         cached = self.cache.get_arrays("analysis", akey)
         if cached is not None:
             if not bool(cached["ok"]):
                 self.cache.count("analysis", hit=True)
-                return FaceAnalysis(rec.image_id, ok=False, reason=str(cached["reason"])), None, akey
-            crop = self.cache.get_image("crop", akey)
-            if crop is not None:
+                return FaceAnalysis(rec.image_id, ok=False, reason=str(cached["reason"])), None, akey, None
+            fa = FaceAnalysis(
+                rec.image_id, ok=True, reason=str(cached["reason"]), landmarks=cached["landmarks"],
+                blendshapes=cached["blendshapes"], box=cached["box"], pose=cached["pose"],
+                crop_from_source=cached["crop_from_source"],
+            )
+            finished = self._get_finished(akey) if replay else None
+            crop = None if finished is not None else self.cache.get_image("crop", akey)
+            if finished is not None or crop is not None:
                 self.cache.count("analysis", hit=True)
-                fa = FaceAnalysis(
-                    rec.image_id, ok=True, reason=str(cached["reason"]), landmarks=cached["landmarks"],
-                    blendshapes=cached["blendshapes"], box=cached["box"], pose=cached["pose"],
-                    crop_from_source=cached["crop_from_source"],
-                )
                 self._time("load", t1 - t0)
-                return fa, crop, akey
+                return fa, crop, akey, finished
+        if rgb is None:
+            rgb, failure = self._decode(rec)
+            if rgb is None:
+                assert failure is not None
+                return failure, None, "", None
         fa, crop = self.analyzer.analyse(rec.image_id, rgb)
         self.cache.count("analysis", hit=False)
         if fa.ok:
             assert crop is not None
-            self.cache.put_image("crop", akey, crop)  # image first: the npz marks the entry complete
+            self.cache.put_image("crop", akey, crop)  # image first: the array entry marks it complete
             self.cache.put_arrays(
                 "analysis", akey, ok=np.array(True), reason=np.array(fa.reason), landmarks=fa.landmarks,
                 blendshapes=fa.blendshapes, box=fa.box, pose=fa.pose, crop_from_source=fa.crop_from_source,
@@ -134,7 +201,62 @@ class Pipeline:
             self.cache.put_arrays("analysis", akey, ok=np.array(False), reason=np.array(fa.reason))
         self._time("load", t1 - t0)
         self._time("landmarks", time.perf_counter() - t1)
-        return fa, crop, akey
+        return fa, crop, akey, None
+
+    # -- finished images -------------------------------------------------------------------------
+    def _finished_key(self, akey: str) -> str | None:
+        return None if self._finished_fp is None else key_of("finished", akey, self._finished_fp)
+
+    def _get_finished(self, akey: str) -> FinishedImage | None:
+        key = self._finished_key(akey)
+        got = self.cache.get_arrays("finished", key) if key is not None else None
+        return FinishedImage.from_arrays(got) if got is not None else None
+
+    def _put_finished(self, chunk: ChunkOutput) -> None:
+        for i, (rec, akey) in enumerate(zip(chunk.records, chunk.keys, strict=True)):
+            key = self._finished_key(akey)
+            if key is None:
+                return
+            entry = FinishedImage(
+                conditions=[
+                    {"name": c.name, "strength": c.strength, "hash": c.hashes[i],
+                     "meta": c.metadata[i] if c.metadata else None}
+                    for c in chunk.conditions
+                ],
+                predictions={k: v[i] for k, v in chunk.predictions.items()},
+                audit_rows=[r for r in chunk.audit_rows if r.get("image_id") == rec.image_id],
+            )
+            self.cache.put_arrays("finished", key, **entry.to_arrays())
+            self.cache.count("finished", hit=False)
+
+    def _replay(self, items: list[tuple[ImageRecord, FaceAnalysis, str, FinishedImage]]) -> ChunkOutput:
+        """A chunk rebuilt from finished entries: no image is opened, no number recomputed."""
+        done = [f for *_, f in items]
+        conditions = [
+            Condition(c["name"], float(c["strength"]), None, [f.conditions[j]["hash"] for f in done],
+                      [f.conditions[j]["meta"] for f in done] if c["meta"] is not None else [])
+            for j, c in enumerate(done[0].conditions)
+        ]
+        predictions = {k: np.stack([f.predictions[k] for f in done]) for k in done[0].predictions}
+        n_edits = sum(c.name != "original" for c in conditions)
+        self.cache.count("finished", hit=True, n=len(items))
+        self.cache.count("edit", hit=True, n=n_edits * len(items))
+        self.cache.count("pred", hit=True, n=len(predictions) * len(items))
+        return ChunkOutput([r for r, *_ in items], [a for _, a, *_ in items], None, conditions, predictions,
+                           [row for f in done for row in f.audit_rows], keys=[k for _, _, k, _ in items])
+
+    def _attach_images(self, chunk: ChunkOutput) -> bool:
+        """Load a replayed chunk's crops and edited images from the cache (for the gallery)."""
+        for cond in chunk.conditions:
+            if cond.name == "original":
+                images = [self.cache.get_image("crop", a) for a in chunk.keys]
+            else:
+                images = [self.cache.get_image("edit", key_of("edit", a, self._editor_fp, cond.strength, self.seed))
+                          for a in chunk.keys]
+            if any(im is None for im in images):
+                return False
+            cond.images = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()  # type: ignore[arg-type]
+        return True
 
     def _time(self, stage: str, seconds: float) -> None:
         self.timings[stage] += seconds
@@ -162,7 +284,8 @@ class Pipeline:
             mask_u8 = res.mask.detach().clamp(0, 1).mul(255).round().to(torch.uint8)[:, 0].cpu().numpy()
             for j, i in enumerate(todo):
                 images[i] = out[j]
-                meta = dict(res.metadata[j]) if res.metadata else {}
+                # Through JSON, as the cache stores it: a fresh run and a re-run report identical values.
+                meta = _meta_from_arrays(_meta_to_arrays(dict(res.metadata[j]) if res.metadata else {}))
                 metas[i] = meta
                 masks[i] = mask_u8[j]
                 self.cache.put_image("edit", keys[i], out[j])
@@ -210,20 +333,32 @@ class Pipeline:
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="analyse") as pool:
             pending: list[Future] | None = [pool.submit(self._load_and_analyse, r) for r in chunks[0]] if chunks else None
             for ci in self.runner.progress(range(len(chunks)), total=len(chunks), desc="chunks"):
-                results = [f.result() for f in pending or []]
+                results: list[Loaded] = [f.result() for f in pending or []]
                 # Prefetch: the next chunk decodes and analyses while this one is edited and classified.
                 pending = [pool.submit(self._load_and_analyse, r) for r in chunks[ci + 1]] if ci + 1 < len(chunks) else None
-                chunk = self._process_chunk(chunks[ci], results, skipped, edit_meta)
-                if chunk is None:
-                    continue
-                frames.append(self._rows(chunk))
-                if self.audit_hook is not None:
-                    t0 = time.perf_counter()
-                    self.audit_hook(chunk)
-                    self._time("audit", time.perf_counter() - t0)
+                fresh, replayed = self._process_chunk(chunks[ci], results, skipped)
+                if replayed is not None and n_kept < self.keep_for_report and not self._attach_images(replayed):
+                    # Cached pixels the report needs are gone: compute those images again.
+                    again = [self._load_and_analyse(r, replay=False) if x[3] is not None else x
+                             for r, x in zip(chunks[ci], results)]
+                    fresh, replayed = self._process_chunk(chunks[ci], again, [])
+                for part in (fresh, replayed):
+                    if part is not None:
+                        frames.append(self._rows(part))
+                        edit_meta.extend(_edit_rows(part))
+                if replayed is not None and self.audit_hook is not None:
+                    self.audit_hook.restore(replayed.audit_rows)
+                if fresh is not None:
+                    if self.audit_hook is not None:
+                        t0 = time.perf_counter()
+                        fresh.audit_rows = list(self.audit_hook.observe(fresh) or [])
+                        self._time("audit", time.perf_counter() - t0)
+                    self._put_finished(fresh)
                 if n_kept < self.keep_for_report:
-                    kept.append(_trim(chunk, self.keep_for_report - n_kept))
-                    n_kept += len(kept[-1].records)
+                    parts = [p for p in (fresh, replayed) if p is not None]
+                    if parts:
+                        kept.append(_trim(_in_record_order(parts, chunks[ci]), self.keep_for_report - n_kept))
+                        n_kept += len(kept[-1].records)
         measurements = pd.concat(frames, ignore_index=True) if frames else _empty_measurements()
         return PipelineResult(
             measurements=measurements,
@@ -234,21 +369,29 @@ class Pipeline:
             cache_summary=self.cache.summary(),
         )
 
-    def _process_chunk(self, recs, results, skipped, edit_meta) -> ChunkOutput | None:
+    def _process_chunk(
+        self, recs: list[ImageRecord], results: list[Loaded], skipped: list[dict[str, Any]]
+    ) -> tuple[ChunkOutput | None, ChunkOutput | None]:
+        """(images computed now through the step caches, images replayed from finished entries)."""
         ok_recs, analyses, crops, akeys = [], [], [], []
-        for rec, (fa, crop, akey) in zip(recs, results):
+        finished: list[tuple[ImageRecord, FaceAnalysis, str, FinishedImage]] = []
+        for rec, (fa, crop, akey, done) in zip(recs, results):
             if not fa.ok:
                 stage = "load" if fa.reason.startswith("load:") else "face"
                 reason = fa.reason.removeprefix("load: ")
                 skipped.append({"image_id": rec.image_id, "source": rec.source, "stage": stage, "reason": reason})
                 log.info("skipped image=%s stage=%s reason=%s", rec.image_id, stage, reason)
-                continue
-            ok_recs.append(rec)
-            analyses.append(fa)
-            crops.append(crop)
-            akeys.append(akey)
+            elif crop is None:
+                assert done is not None
+                finished.append((rec, fa, akey, done))
+            else:
+                ok_recs.append(rec)
+                analyses.append(fa)
+                crops.append(crop)
+                akeys.append(akey)
+        replayed = self._replay(finished) if finished else None
         if not ok_recs:
-            return None
+            return None, replayed
         batch = make_face_batch(ok_recs, analyses, crops, self.runner.device)
         orig = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).contiguous().to(batch.device)
         conditions = [Condition("original", float("nan"), orig, [pixels_hash(c) for c in crops])]
@@ -256,14 +399,11 @@ class Pipeline:
             conditions.append(self._edit_condition(batch, akeys, 0.0))
             for s in self.strengths:
                 conditions.append(self._edit_condition(batch, akeys, s))
-        for cond in conditions[1:]:
-            for rec, meta in zip(ok_recs, cond.metadata):
-                edit_meta.append({"image_id": rec.image_id, "condition": cond.name, "strength": cond.strength, **meta})
         predictions: dict[tuple[str, str], np.ndarray] = {}
         for cond in conditions:
             for name, probs in self._classify(cond, batch.boxes).items():
                 predictions[(name, cond.label)] = probs
-        return ChunkOutput(ok_recs, analyses, batch, conditions, predictions)
+        return ChunkOutput(ok_recs, analyses, batch, conditions, predictions, keys=akeys), replayed
 
     def _rows(self, chunk: ChunkOutput) -> pd.DataFrame:
         """Tidy rows: one per image x condition x classifier x output, built with array ops."""
@@ -343,23 +483,20 @@ def _to_uint8(images: torch.Tensor) -> np.ndarray:
 
 
 def _meta_to_arrays(meta: dict[str, Any]) -> dict[str, np.ndarray]:
-    import json
-
-    return {"json": np.array(json.dumps(meta, default=_json_default, sort_keys=True))}
+    return {"json": to_json_array(meta)}
 
 
 def _meta_from_arrays(arrays: dict[str, np.ndarray]) -> dict[str, Any]:
-    import json
-
-    return json.loads(str(arrays["json"]))
+    return from_json_array(arrays["json"])
 
 
-def _json_default(o: Any) -> Any:
-    if isinstance(o, (np.generic,)):
-        return o.item()
-    if isinstance(o, (np.ndarray, torch.Tensor)):
-        return np.asarray(o.tolist() if isinstance(o, torch.Tensor) else o).tolist()
-    return str(o)
+def _edit_rows(chunk: ChunkOutput) -> list[dict[str, Any]]:
+    """edits.csv rows: one per image x sham/edit condition, with the editor's metadata."""
+    return [
+        {"image_id": rec.image_id, "condition": cond.name, "strength": cond.strength, **meta}
+        for cond in chunk.conditions[1:]
+        for rec, meta in zip(chunk.records, cond.metadata)
+    ]
 
 
 def _trim(chunk: ChunkOutput, n: int) -> ChunkOutput:
@@ -369,14 +506,38 @@ def _trim(chunk: ChunkOutput, n: int) -> ChunkOutput:
     return ChunkOutput(
         chunk.records[:n],
         chunk.analyses[:n],
-        chunk.batch.select(idx),
+        chunk.batch.select(idx) if chunk.batch is not None else None,
         [
-            Condition(c.name, c.strength, c.images[:n], c.hashes[:n], c.metadata[:n],
-                      None if c.mask is None else c.mask[:n])
+            Condition(c.name, c.strength, c.images[:n] if c.images is not None else None, c.hashes[:n],
+                      c.metadata[:n], None if c.mask is None else c.mask[:n])
             for c in chunk.conditions
         ],
         {k: v[:n] for k, v in chunk.predictions.items()},
+        keys=chunk.keys[:n],
     )
+
+
+def _in_record_order(parts: list[ChunkOutput], records: list[ImageRecord]) -> ChunkOutput:
+    """Computed and replayed parts of one chunk as one, in dataset order (what the report shows)."""
+    if len(parts) == 1:
+        return parts[0]
+    position = {id(r): i for i, r in enumerate(records)}
+    recs = [r for p in parts for r in p.records]
+    order = sorted(range(len(recs)), key=lambda i: position[id(recs[i])])
+    index = torch.as_tensor(order)
+    conditions = []
+    for j, cond in enumerate(parts[0].conditions):
+        same = [p.conditions[j] for p in parts]
+        images = torch.cat([c.images.cpu() for c in same])[index]  # type: ignore[union-attr]
+        hashes = [h for c in same for h in c.hashes]
+        metadata = [m for c in same for m in c.metadata]
+        conditions.append(Condition(cond.name, cond.strength, images, [hashes[i] for i in order],
+                                    [metadata[i] for i in order] if metadata else []))
+    predictions = {k: np.concatenate([p.predictions[k] for p in parts])[order] for k in parts[0].predictions}
+    analyses = [a for p in parts for a in p.analyses]
+    keys = [k for p in parts for k in p.keys]
+    return ChunkOutput([recs[i] for i in order], [analyses[i] for i in order], None, conditions, predictions,
+                       keys=[keys[i] for i in order])
 
 
 def _empty_measurements() -> pd.DataFrame:

@@ -26,7 +26,7 @@ def _engine(args: list[str], run_dir: Path, cache: Path, **popen) -> subprocess.
 
 def _entries(cache: Path, kind: str) -> int:
     d = cache / kind
-    return sum(1 for _ in d.rglob("*.npz")) if d.exists() else 0
+    return sum(1 for _ in d.rglob("*.arr")) if d.exists() else 0
 
 
 def test_sigkill_then_resume_recomputes_nothing_and_matches(tmp_path):

@@ -1,0 +1,87 @@
+"""A re-run of a finished experiment replays each image's stored results instead of recomputing.
+
+It must open no image it already processed (file datasets are keyed by their bytes), give tables
+identical to the first run, and fall back to the step caches when anything the numbers depend on
+changes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+
+@pytest.fixture()
+def face_folder(tmp_path):
+    from engine.data import DemoDataset
+
+    d = tmp_path / "faces"
+    d.mkdir()
+    for rec in DemoDataset(limit=5):
+        Image.fromarray(rec.load()).save(d / f"{rec.image_id}.png")
+    Image.fromarray(np.full((120, 120, 3), 90, np.uint8)).save(d / "blank.png")  # no face: skipped
+    return d
+
+
+def _tables(out):
+    return {
+        "measurements": pd.read_parquet(out / "measurements.parquet"),
+        "audit": pd.read_csv(out / "audit.csv"),
+        "edits": pd.read_csv(out / "edits.csv"),
+        "stats": pd.read_csv(out / "stats.csv"),
+        "skipped": pd.read_csv(out / "skipped.csv"),
+    }
+
+
+def test_rerun_replays_without_decoding_and_matches(run_experiment, face_folder, monkeypatch):
+    import engine.data
+
+    args = ("experiment=symmetry", "dataset=folder", f"dataset.root={face_folder}",
+            "dataset.labels_from_subfolders=false", "report.gallery_max_images=2", "runner.chunk_size=3")
+    first, out1 = run_experiment(*args, out_name="first")
+    assert first.cache["finished"] == {"cached": 0, "computed": 5}
+
+    decoded: list[str] = []
+    real = engine.data.load_image_file
+    monkeypatch.setattr(engine.data, "load_image_file", lambda p: decoded.append(str(p)) or real(p))
+    second, out2 = run_experiment(*args, out_name="second")
+    assert decoded == [], "a finished image's file must not be decoded again"
+    assert second.cache["finished"] == {"cached": 5, "computed": 0}
+    assert all(v["computed"] == 0 for v in second.cache.values()), second.cache
+    a, b = _tables(out1), _tables(out2)
+    for name in a:
+        pd.testing.assert_frame_equal(a[name], b[name], obj=name)
+    # The gallery still shows pixels: its images come from the cached crops and edits.
+    html = (out2 / "gallery" / "index.html").read_text()
+    assert html.count("data:image/png;base64,") >= 2 * 4
+
+    # A stricter audit threshold applies to the replayed measures: still nothing recomputed.
+    third, out3 = run_experiment(*args, "audit.max_outside_change=0.0", out_name="third")
+    assert third.cache["finished"]["cached"] == 5
+    assert all(v["computed"] == 0 for v in third.cache.values()), third.cache
+    pd.testing.assert_frame_equal(_tables(out3)["measurements"], a["measurements"])
+    measures = ["outside_change", "ssim_in", "lpips_in"]
+    pd.testing.assert_frame_equal(_tables(out3)["audit"][measures], a["audit"][measures])
+
+    # A different classifier misses the finished entries; analyses and edits still come from the cache.
+    fourth, _ = run_experiment(*args, "classifier=dummy", out_name="fourth")
+    assert fourth.cache["finished"] == {"cached": 0, "computed": 5}
+    assert fourth.cache["analysis"]["computed"] == 0 and fourth.cache["edit"]["computed"] == 0
+
+
+def test_a_changed_file_is_decoded_again(run_experiment, face_folder, monkeypatch):
+    import engine.data
+
+    args = ("experiment=placebo", "dataset=folder", f"dataset.root={face_folder}",
+            "dataset.labels_from_subfolders=false", "audit.enabled=false")
+    run_experiment(*args, out_name="a")
+    target = next(face_folder.glob("lfw_*.png"))
+    Image.open(target).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(target)
+    decoded: list[str] = []
+    real = engine.data.load_image_file
+    monkeypatch.setattr(engine.data, "load_image_file", lambda p: decoded.append(str(p)) or real(p))
+    summary, _ = run_experiment(*args, out_name="b")
+    assert decoded == [str(target)]
+    assert summary.cache["analysis"]["computed"] == 1 and summary.cache["finished"]["cached"] == 4
