@@ -1,9 +1,11 @@
 """The per-chunk work of an experiment: load -> analyse -> edit -> classify, every step cached.
 
-The pipeline streams the dataset in chunks. While one chunk is edited and classified on the
+The pipeline streams the dataset in chunks (`engine.chunks` says what a chunk holds). While one chunk is edited and classified on the
 device, worker threads already decode and analyse the next one. Each image's analysis, each edited
 image and each prediction is stored in the content-addressed `WorkCache`, so an interrupted run that
-is started again only computes what is missing, and gets bit-identical numbers.
+is started again only computes what is missing, and gets bit-identical numbers. Once a chunk is
+classified and audited, each image's results are also stored whole (`engine.finished`), so a re-run
+of finished work replays them without opening an image.
 """
 
 from __future__ import annotations
@@ -13,16 +15,28 @@ import time
 from collections import defaultdict
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 
 from engine.cache import WorkCache, key_of, pixels_hash
+from engine.chunks import (
+    AuditHook,
+    ChunkOutput,
+    Condition,
+    edit_rows,
+    empty_measurements,
+    in_record_order,
+    make_face_batch,
+    tidy_rows,
+    to_uint8,
+    trim,
+)
 from engine.data import ImageLoadError, ImageRecord
-from engine.faces import FaceAnalyzer, face_masks
+from engine.faces import FaceAnalyzer
 from engine.finished import (
     DECODER_VERSION,
     FinishedImage,
@@ -35,51 +49,6 @@ from engine.runner import BatchRunner
 from engine.types import Classifier, Editor, FaceAnalysis, FaceBatch, stable_hash
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Condition:
-    """One version of every image in a chunk: the original, the sham, or an edit at a strength."""
-
-    name: str  # "original" | "sham" | "edit"
-    strength: float  # NaN for the original
-    images: torch.Tensor | None  # (N, 3, H, W) uint8 on the runner's device; None when replayed
-    hashes: list[str]
-    metadata: list[dict[str, Any]] = field(default_factory=list)
-    mask: torch.Tensor | None = None  # (N, 1, H, W) float, the edit mask
-
-    @property
-    def label(self) -> str:
-        return self.name if self.name != "edit" else f"edit@{self.strength:g}"
-
-
-@dataclass
-class ChunkOutput:
-    """A chunk's images and results. A replayed chunk (every image finished earlier) has no
-    `batch` and no condition images, only hashes, metadata, predictions and the audit rows."""
-
-    records: list[ImageRecord]
-    analyses: list[FaceAnalysis]
-    batch: FaceBatch | None
-    conditions: list[Condition]
-    predictions: dict[tuple[str, str], np.ndarray]  # (classifier, condition label) -> (N, K)
-    audit_rows: list[dict[str, Any]] = field(default_factory=list)
-    keys: list[str] = field(default_factory=list)  # analysis keys, for the finished entries
-
-
-class AuditHook(Protocol):
-    """A stage that measures each computed chunk (e.g. `engine.checks.ManipulationChecks`).
-
-    `observe` returns the rows it recorded (each with "image_id"); they are stored with the image's
-    finished entry, and `restore` hands them back on a re-run that replays the image instead.
-    `fingerprint` names everything the rows depend on; a hook without one disables replay.
-    """
-
-    def observe(self, chunk: ChunkOutput) -> list[dict[str, Any]]: ...
-
-    def restore(self, rows: list[dict[str, Any]]) -> None: ...
-
-    def fingerprint(self) -> Any: ...
 
 
 #: What a worker hands the main thread per record: analysis, aligned crop (None when not loaded),
@@ -278,7 +247,7 @@ class Pipeline:
             t0 = time.perf_counter()
             sub = batch.select(todo)
             res = self.editor.sham(sub, self.seed) if strength == 0 else self.editor.edit(sub, strength, self.seed)
-            out = _to_uint8(res.images)
+            out = to_uint8(res.images)
             self._time("edit", time.perf_counter() - t0)
             # Masks are stored at 8 bits: enough to tell inside from outside, small on disk.
             mask_u8 = res.mask.detach().clamp(0, 1).mul(255).round().to(torch.uint8)[:, 0].cpu().numpy()
@@ -344,8 +313,8 @@ class Pipeline:
                     fresh, replayed = self._process_chunk(chunks[ci], again, [])
                 for part in (fresh, replayed):
                     if part is not None:
-                        frames.append(self._rows(part))
-                        edit_meta.extend(_edit_rows(part))
+                        frames.append(tidy_rows(part, self.classifiers, self.editor))
+                        edit_meta.extend(edit_rows(part))
                 if replayed is not None and self.audit_hook is not None:
                     self.audit_hook.restore(replayed.audit_rows)
                 if fresh is not None:
@@ -357,9 +326,9 @@ class Pipeline:
                 if n_kept < self.keep_for_report:
                     parts = [p for p in (fresh, replayed) if p is not None]
                     if parts:
-                        kept.append(_trim(_in_record_order(parts, chunks[ci]), self.keep_for_report - n_kept))
+                        kept.append(trim(in_record_order(parts, chunks[ci]), self.keep_for_report - n_kept))
                         n_kept += len(kept[-1].records)
-        measurements = pd.concat(frames, ignore_index=True) if frames else _empty_measurements()
+        measurements = pd.concat(frames, ignore_index=True) if frames else empty_measurements()
         return PipelineResult(
             measurements=measurements,
             skipped=pd.DataFrame(skipped, columns=["image_id", "source", "stage", "reason"]),
@@ -405,83 +374,6 @@ class Pipeline:
                 predictions[(name, cond.label)] = probs
         return ChunkOutput(ok_recs, analyses, batch, conditions, predictions, keys=akeys), replayed
 
-    def _rows(self, chunk: ChunkOutput) -> pd.DataFrame:
-        """Tidy rows: one per image x condition x classifier x output, built with array ops."""
-        n = len(chunk.records)
-        ids = np.array([r.image_id for r in chunk.records], dtype=object)
-        parts = []
-        for cond in chunk.conditions:
-            for name, clf in self.classifiers.items():
-                probs = chunk.predictions[(name, cond.label)]
-                k = probs.shape[1]
-                labels = np.array(clf.labels, dtype=object)
-                # A label only means something for class scores; "scores" outputs (e.g. blendshapes)
-                # get no top-1, so label-flip tests skip them.
-                top1 = (labels[np.argmax(np.nan_to_num(probs, nan=-np.inf), axis=1)]
-                        if clf.output_kind != "scores" else np.full(n, None, dtype=object))
-                parts.append(
-                    pd.DataFrame(
-                        {
-                            "image_id": np.repeat(ids, k),
-                            "condition": cond.name,
-                            "strength": cond.strength if cond.name != "original" else np.nan,
-                            "classifier": name,
-                            "output": np.tile(labels, n),
-                            "value": probs.reshape(-1),
-                            "top1": np.repeat(top1, k),
-                        }
-                    )
-                )
-        df = pd.concat(parts, ignore_index=True)
-        info = pd.DataFrame(
-            {
-                "image_id": ids,
-                "subject": [r.subject for r in chunk.records],
-                "label": [r.label for r in chunk.records],
-                **_metadata_columns(chunk.records),
-            }
-        )
-        df = df.merge(info, on="image_id", how="left")
-        df["editor"] = self.editor.name
-        df["property"] = self.editor.property
-        return df
-
-
-RESERVED_COLUMNS = {"image_id", "condition", "strength", "classifier", "output", "value", "top1",
-                    "subject", "label", "editor", "property", "valid"}
-
-
-def _metadata_columns(records: Sequence[ImageRecord]) -> dict[str, list[Any]]:
-    keys: list[str] = []
-    for r in records:
-        keys.extend(k for k in r.metadata if k not in keys)
-    return {(f"meta_{k}" if k in RESERVED_COLUMNS else k): [r.metadata.get(k) for r in records] for k in keys}
-
-
-def make_face_batch(
-    records: Sequence[ImageRecord], analyses: Sequence[FaceAnalysis], crops: Sequence[np.ndarray], device: torch.device
-) -> FaceBatch:
-    """Stack aligned crops and their analyses into a `FaceBatch` on `device`."""
-    images = torch.from_numpy(np.stack(crops)).to(device).permute(0, 3, 1, 2).float().div_(255.0)
-    landmarks = torch.from_numpy(np.stack([a.landmarks for a in analyses])).to(device)
-    return FaceBatch(
-        ids=[r.image_id for r in records],
-        images=images,
-        landmarks=landmarks,
-        blendshapes=torch.from_numpy(np.stack([a.blendshapes for a in analyses])).to(device),
-        boxes=torch.from_numpy(np.stack([a.box for a in analyses])).to(device),
-        face_mask=face_masks(landmarks, images.shape[-2:]),
-        pose=torch.from_numpy(np.stack([a.pose for a in analyses])).to(device),
-        metadata=[dict(r.metadata) for r in records],
-    )
-
-
-def _to_uint8(images: torch.Tensor) -> np.ndarray:
-    """Quantise (N, 3, H, W) [0, 1] to uint8 (N, H, W, 3): what is cached is what classifiers see."""
-    x = images.detach().clamp(0, 1).mul(255.0).round_().to(torch.uint8)
-    return x.permute(0, 2, 3, 1).contiguous().cpu().numpy()
-
-
 def _meta_to_arrays(meta: dict[str, Any]) -> dict[str, np.ndarray]:
     return {"json": to_json_array(meta)}
 
@@ -490,58 +382,3 @@ def _meta_from_arrays(arrays: dict[str, np.ndarray]) -> dict[str, Any]:
     return from_json_array(arrays["json"])
 
 
-def _edit_rows(chunk: ChunkOutput) -> list[dict[str, Any]]:
-    """edits.csv rows: one per image x sham/edit condition, with the editor's metadata."""
-    return [
-        {"image_id": rec.image_id, "condition": cond.name, "strength": cond.strength, **meta}
-        for cond in chunk.conditions[1:]
-        for rec, meta in zip(chunk.records, cond.metadata)
-    ]
-
-
-def _trim(chunk: ChunkOutput, n: int) -> ChunkOutput:
-    if len(chunk.records) <= n:
-        return chunk
-    idx = list(range(n))
-    return ChunkOutput(
-        chunk.records[:n],
-        chunk.analyses[:n],
-        chunk.batch.select(idx) if chunk.batch is not None else None,
-        [
-            Condition(c.name, c.strength, c.images[:n] if c.images is not None else None, c.hashes[:n],
-                      c.metadata[:n], None if c.mask is None else c.mask[:n])
-            for c in chunk.conditions
-        ],
-        {k: v[:n] for k, v in chunk.predictions.items()},
-        keys=chunk.keys[:n],
-    )
-
-
-def _in_record_order(parts: list[ChunkOutput], records: list[ImageRecord]) -> ChunkOutput:
-    """Computed and replayed parts of one chunk as one, in dataset order (what the report shows)."""
-    if len(parts) == 1:
-        return parts[0]
-    position = {id(r): i for i, r in enumerate(records)}
-    recs = [r for p in parts for r in p.records]
-    order = sorted(range(len(recs)), key=lambda i: position[id(recs[i])])
-    index = torch.as_tensor(order)
-    conditions = []
-    for j, cond in enumerate(parts[0].conditions):
-        same = [p.conditions[j] for p in parts]
-        images = torch.cat([c.images.cpu() for c in same])[index]  # type: ignore[union-attr]
-        hashes = [h for c in same for h in c.hashes]
-        metadata = [m for c in same for m in c.metadata]
-        conditions.append(Condition(cond.name, cond.strength, images, [hashes[i] for i in order],
-                                    [metadata[i] for i in order] if metadata else []))
-    predictions = {k: np.concatenate([p.predictions[k] for p in parts])[order] for k in parts[0].predictions}
-    analyses = [a for p in parts for a in p.analyses]
-    keys = [k for p in parts for k in p.keys]
-    return ChunkOutput([recs[i] for i in order], [analyses[i] for i in order], None, conditions, predictions,
-                       keys=[keys[i] for i in order])
-
-
-def _empty_measurements() -> pd.DataFrame:
-    return pd.DataFrame(
-        columns=["image_id", "condition", "strength", "classifier", "output", "value", "top1",
-                 "subject", "label", "editor", "property"]
-    )

@@ -18,9 +18,9 @@ CONF = Path(__file__).resolve().parents[1] / "conf" / "editor" / "gender.yaml"
 @pytest.fixture(scope="module")
 def batch():
     """Astronaut, Grace Hopper and two blurry LFW faces, aligned (at 192 px, for speed) as the engine does."""
+    from engine.chunks import make_face_batch
     from engine.data import DemoDataset
     from engine.faces import FaceAnalyzer
-    from engine.pipeline import make_face_batch
 
     torch.set_num_threads(2)
     analyzer = FaceAnalyzer(crop_size=192)
