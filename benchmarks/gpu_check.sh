@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # CUDA checks of the classifier runner, in one go (well under 5 minutes on an H200); the output is
 # recorded to a log file. What it checks (benchmarks/bench_runner.py --gpu-check):
-#   * fer_minixception and pyemotion_netv2 on CUDA give the CPU's outputs: FP32 within 1e-4, AMP bf16
+#   * fer_minixception and pyemotion_netv2 on CUDA give the CPU's outputs (same resize route; the CPU's
+#     uint8 route is reported beside it): FP32 within 1e-4, AMP bf16
 #     within 5e-2 with >= 95% top-1 agreement;
 #   * runner throughput on CUDA with AMP (bf16) against FP32, crops already on the device;
 #   * CUDA out-of-memory back-off: a fake classifier with ~270 MB of activations per image asked for

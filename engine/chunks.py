@@ -154,21 +154,27 @@ def edit_rows(chunk: ChunkOutput) -> list[dict[str, Any]]:
     ]
 
 
-def trim(chunk: ChunkOutput, n: int) -> ChunkOutput:
-    if len(chunk.records) <= n:
+def select(chunk: ChunkOutput, idx: list[int]) -> ChunkOutput:
+    """The chunk restricted to the images at positions `idx` (in that order)."""
+    if idx == list(range(len(chunk.records))):
         return chunk
-    idx = list(range(n))
+    index = torch.as_tensor(idx, dtype=torch.long)
+
+    def rows(t: torch.Tensor | None) -> torch.Tensor | None:
+        return None if t is None else t.index_select(0, index.to(t.device))
+
     return ChunkOutput(
-        chunk.records[:n],
-        chunk.analyses[:n],
+        [chunk.records[i] for i in idx],
+        [chunk.analyses[i] for i in idx],
         chunk.batch.select(idx) if chunk.batch is not None else None,
         [
-            Condition(c.name, c.strength, c.images[:n] if c.images is not None else None, c.hashes[:n],
-                      c.metadata[:n], None if c.mask is None else c.mask[:n])
+            Condition(c.name, c.strength, rows(c.images), [c.hashes[i] for i in idx],
+                      [c.metadata[i] for i in idx] if c.metadata else [], rows(c.mask))
             for c in chunk.conditions
         ],
-        {k: v[:n] for k, v in chunk.predictions.items()},
-        keys=chunk.keys[:n],
+        {k: v[idx] for k, v in chunk.predictions.items()},
+        [r for r in chunk.audit_rows if r.get("image_id") in {chunk.records[i].image_id for i in idx}],
+        keys=[chunk.keys[i] for i in idx] if chunk.keys else [],
     )
 
 

@@ -31,9 +31,9 @@ from engine.chunks import (
     empty_measurements,
     in_record_order,
     make_face_batch,
+    select,
     tidy_rows,
     to_uint8,
-    trim,
 )
 from engine.data import ImageLoadError, ImageRecord
 from engine.faces import FaceAnalyzer
@@ -214,8 +214,26 @@ class Pipeline:
         return ChunkOutput([r for r, *_ in items], [a for _, a, *_ in items], None, conditions, predictions,
                            [row for f in done for row in f.audit_rows], keys=[k for _, _, k, _ in items])
 
+    def _for_report(self, records: list[ImageRecord], fresh: ChunkOutput | None, replayed: ChunkOutput | None,
+                    n: int) -> ChunkOutput | None:
+        """The chunk's first `n` faces in dataset order, with pixels; None if cached pixels are missing.
+
+        Replayed faces get their crops and edited images from the cache; only these few are opened.
+        """
+        position = {id(r): i for i, r in enumerate(records)}
+        firsts = sorted(position[id(r)] for p in (fresh, replayed) if p is not None for r in p.records)[:n]
+        parts = []
+        for part in (fresh, replayed):
+            if part is None:
+                continue
+            part = select(part, [i for i, r in enumerate(part.records) if position[id(r)] in firsts])
+            if part.conditions[0].images is None and not self._attach_images(part):
+                return None
+            parts.append(part)
+        return in_record_order([p for p in parts if p.records], records) if any(p.records for p in parts) else None
+
     def _attach_images(self, chunk: ChunkOutput) -> bool:
-        """Load a replayed chunk's crops and edited images from the cache (for the gallery)."""
+        """Load a replayed chunk's crops and edited images from the cache."""
         for cond in chunk.conditions:
             if cond.name == "original":
                 images = [self.cache.get_image("crop", a) for a in chunk.keys]
@@ -224,7 +242,8 @@ class Pipeline:
                           for a in chunk.keys]
             if any(im is None for im in images):
                 return False
-            cond.images = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()  # type: ignore[arg-type]
+            cond.images = (torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
+                           if images else torch.zeros((0, 3, 1, 1), dtype=torch.uint8))
         return True
 
     def _time(self, stage: str, seconds: float) -> None:
@@ -306,11 +325,14 @@ class Pipeline:
                 # Prefetch: the next chunk decodes and analyses while this one is edited and classified.
                 pending = [pool.submit(self._load_and_analyse, r) for r in chunks[ci + 1]] if ci + 1 < len(chunks) else None
                 fresh, replayed = self._process_chunk(chunks[ci], results, skipped)
-                if replayed is not None and n_kept < self.keep_for_report and not self._attach_images(replayed):
-                    # Cached pixels the report needs are gone: compute those images again.
-                    again = [self._load_and_analyse(r, replay=False) if x[3] is not None else x
-                             for r, x in zip(chunks[ci], results)]
-                    fresh, replayed = self._process_chunk(chunks[ci], again, [])
+                shown = None
+                if n_kept < self.keep_for_report:
+                    shown = self._for_report(chunks[ci], fresh, replayed, self.keep_for_report - n_kept)
+                    if shown is None:
+                        # Cached pixels the report needs are gone: compute this chunk's images again.
+                        again = [self._load_and_analyse(r, replay=False) if x[3] is not None else x
+                                 for r, x in zip(chunks[ci], results)]
+                        fresh, replayed = self._process_chunk(chunks[ci], again, [])
                 for part in (fresh, replayed):
                     if part is not None:
                         frames.append(tidy_rows(part, self.classifiers, self.editor))
@@ -324,10 +346,10 @@ class Pipeline:
                         self._time("audit", time.perf_counter() - t0)
                     self._put_finished(fresh)
                 if n_kept < self.keep_for_report:
-                    parts = [p for p in (fresh, replayed) if p is not None]
-                    if parts:
-                        kept.append(trim(in_record_order(parts, chunks[ci]), self.keep_for_report - n_kept))
-                        n_kept += len(kept[-1].records)
+                    shown = shown or self._for_report(chunks[ci], fresh, replayed, self.keep_for_report - n_kept)
+                    if shown is not None and shown.records:
+                        kept.append(shown)
+                        n_kept += len(shown.records)
         measurements = pd.concat(frames, ignore_index=True) if frames else empty_measurements()
         return PipelineResult(
             measurements=measurements,
