@@ -215,7 +215,7 @@ class Pipeline:
                            [row for f in done for row in f.audit_rows], keys=[k for _, _, k, _ in items])
 
     def _for_report(self, records: list[ImageRecord], fresh: ChunkOutput | None, replayed: ChunkOutput | None,
-                    n: int) -> ChunkOutput | None:
+                    n: int, pool: ThreadPoolExecutor) -> ChunkOutput | None:
         """The chunk's first `n` faces in dataset order, with pixels; None if cached pixels are missing.
 
         Replayed faces get their crops and edited images from the cache; only these few are opened.
@@ -227,19 +227,19 @@ class Pipeline:
             if part is None:
                 continue
             part = select(part, [i for i, r in enumerate(part.records) if position[id(r)] in firsts])
-            if part.conditions[0].images is None and not self._attach_images(part):
+            if part.conditions[0].images is None and not self._attach_images(part, pool):
                 return None
             parts.append(part)
         return in_record_order([p for p in parts if p.records], records) if any(p.records for p in parts) else None
 
-    def _attach_images(self, chunk: ChunkOutput) -> bool:
-        """Load a replayed chunk's crops and edited images from the cache."""
+    def _attach_images(self, chunk: ChunkOutput, pool: ThreadPoolExecutor) -> bool:
+        """Load a replayed chunk's crops and edited images from the cache (decoded in `pool`)."""
         for cond in chunk.conditions:
             if cond.name == "original":
-                images = [self.cache.get_image("crop", a) for a in chunk.keys]
+                wanted = [("crop", a) for a in chunk.keys]
             else:
-                images = [self.cache.get_image("edit", key_of("edit", a, self._editor_fp, cond.strength, self.seed))
-                          for a in chunk.keys]
+                wanted = [("edit", key_of("edit", a, self._editor_fp, cond.strength, self.seed)) for a in chunk.keys]
+            images = list(pool.map(lambda kind_key: self.cache.get_image(*kind_key), wanted))
             if any(im is None for im in images):
                 return False
             cond.images = (torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
@@ -327,7 +327,7 @@ class Pipeline:
                 fresh, replayed = self._process_chunk(chunks[ci], results, skipped)
                 shown = None
                 if n_kept < self.keep_for_report:
-                    shown = self._for_report(chunks[ci], fresh, replayed, self.keep_for_report - n_kept)
+                    shown = self._for_report(chunks[ci], fresh, replayed, self.keep_for_report - n_kept, pool)
                     if shown is None:
                         # Cached pixels the report needs are gone: compute this chunk's images again.
                         again = [self._load_and_analyse(r, replay=False) if x[3] is not None else x
@@ -346,7 +346,7 @@ class Pipeline:
                         self._time("audit", time.perf_counter() - t0)
                     self._put_finished(fresh)
                 if n_kept < self.keep_for_report:
-                    shown = shown or self._for_report(chunks[ci], fresh, replayed, self.keep_for_report - n_kept)
+                    shown = shown or self._for_report(chunks[ci], fresh, replayed, self.keep_for_report - n_kept, pool)
                     if shown is not None and shown.records:
                         kept.append(shown)
                         n_kept += len(shown.records)
