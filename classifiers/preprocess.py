@@ -162,8 +162,9 @@ class Preprocessing:
         * otherwise (CUDA, or float input): the filter as two per-image weight matrices applied with
           batched matmuls, one launch for the whole batch.
 
-        The routes differ only in the uint8 route's rounding of the resized pixels (at most one
-        grey level); `resize_route` forces one, for tests.
+        Both round a uint8 input's resized pixels to grey levels, as PIL does; they can still differ
+        by one level where torch's fixed-point weights round the other way (rare). Float input is
+        resized in float. `resize_route` forces a route, for tests.
         """
         if images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"images must be (N, 3, H, W), got shape {tuple(images.shape)}")
@@ -177,10 +178,14 @@ class Preprocessing:
             out = _resize_per_image(images, region, self.size)
             out = out.float().div_(255.0) if out.dtype == torch.uint8 else out.float()
             out = self._colour(out)
+        elif images.dtype == torch.uint8:
+            # An 8-bit resized crop, as PIL and the uint8 route make: rounding each channel to a grey
+            # level before the luma matters (sensitive models flip labels on sub-level differences).
+            out = _resize_matmul(images.float(), region, self.size, levels=True).div_(255.0)
+            out = self._colour(out)
         else:
-            x = images.float().div(255.0) if images.dtype == torch.uint8 else images.float()
             # Luma is linear, so converting before resampling equals converting after, at a third of the cost.
-            out = _resize_matmul(self._colour(x), region, self.size)
+            out = _resize_matmul(self._colour(images.float()), region, self.size)
         if self.colour == "grey3":
             out = out.expand(-1, 3, -1, -1)
         out = (out - self._per_channel(self.mean, out)) / self._per_channel(self.std, out)
@@ -251,8 +256,12 @@ def filter_matrix(start: torch.Tensor, length: torch.Tensor, size: int, lo: int,
     return triangle(pixels) / total
 
 
-def _resize_matmul(images: torch.Tensor, region: torch.Tensor, size: int) -> torch.Tensor:
-    """`_resize_per_image` for a whole float batch at once: `W_y @ image @ W_x^T` per image and channel."""
+def _resize_matmul(images: torch.Tensor, region: torch.Tensor, size: int, levels: bool = False) -> torch.Tensor:
+    """`_resize_per_image` for a whole float batch at once: `W_y @ (image @ W_x^T)` per image and channel.
+
+    With `levels`, `images` hold 0..255 values and each pass rounds to whole levels, as PIL's (and
+    torch's uint8) resize does: horizontal pass, round, vertical pass, round.
+    """
     height, width = images.shape[-2:]
     x0, y0, x1, y1 = region.unbind(dim=1)
     # Only the rows and columns some crop covers are read.
@@ -262,8 +271,11 @@ def _resize_matmul(images: torch.Tensor, region: torch.Tensor, size: int) -> tor
         return images.new_zeros((images.shape[0], images.shape[1], size, size))
     wy = filter_matrix(y0, y1 - y0, size, ylo, yhi).to(images.dtype)
     wx = filter_matrix(x0, x1 - x0, size, xlo, xhi).to(images.dtype)
-    window = images[:, :, ylo:yhi, xlo:xhi]
-    return wy.unsqueeze(1) @ window @ wx.transpose(1, 2).unsqueeze(1)
+    rows = images[:, :, ylo:yhi, xlo:xhi] @ wx.transpose(1, 2).unsqueeze(1)
+    if levels:
+        rows = rows.round_()
+    out = wy.unsqueeze(1) @ rows
+    return out.round_().clamp_(0, 255) if levels else out
 
 
 def normalise_sigmoid(scores: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:

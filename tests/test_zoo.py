@@ -161,3 +161,19 @@ def test_generic_backend_configs_reproduce_the_zoo_models(demo_faces):
         np.testing.assert_allclose(
             RUNNER.predict(generic, images, boxes), RUNNER.predict(zoo_model, images, boxes), atol=1e-6
         )
+
+
+@pytest.mark.parametrize("make", [FerMiniXception, PyEmotionNetV2], ids=lambda c: c.__name__)
+def test_cpu_uint8_route_matches_the_batched_route_cuda_uses(make, demo_faces, monkeypatch):
+    # The CPU resizes uint8 crops with torch's per-image uint8 kernel; CUDA uses the batched matmul
+    # route. Both round each pass to grey levels as PIL does; torch's fixed-point weights still round
+    # about 0.2 % of resized pixels the other way (one level), which moves outputs by < 2e-2.
+    from classifiers.preprocess import Preprocessing
+
+    images, boxes = _stack(demo_faces)
+    clf = make()
+    uint8_route = RUNNER.predict(clf, images, boxes)
+    monkeypatch.setattr(Preprocessing, "resize_route", "matmul")
+    matmul_route = RUNNER.predict(clf, images, boxes)
+    assert (uint8_route.argmax(1) == matmul_route.argmax(1)).all()
+    assert np.abs(uint8_route - matmul_route).max() < 2e-2
