@@ -272,7 +272,8 @@ class FerMiniXception(Classifier):
     @property
     def model(self) -> MiniXception:
         if self._model is None:
-            self._model = load_minixception().to(self._device)
+            # NHWC memory order: oneDNN's convolutions run this network ~2x faster in it on a CPU.
+            self._model = load_minixception().to(self._device, memory_format=torch.channels_last)
         return self._model
 
     def to(self, device: torch.device | str) -> FerMiniXception:
@@ -289,8 +290,8 @@ class FerMiniXception(Classifier):
         """Softmax probabilities `(N, 7)` in `labels` order for preprocessed `(N, 1, 64, 64)` inputs."""
         model = self.model
         with torch.inference_mode(), _cudnn_tf32(self.allow_tf32):
-            logits = model(inputs.to(self._device, torch.float32))
-            return torch.softmax(logits, dim=1)
+            x = inputs.to(self._device, torch.float32).contiguous(memory_format=torch.channels_last)
+            return torch.softmax(model(x), dim=1)
 
     def fingerprint(self) -> dict[str, Any]:
         # batch_size does not change the output, so it stays out of the cache key.
@@ -300,6 +301,7 @@ class FerMiniXception(Classifier):
             "class": f"{type(self).__module__}.{type(self).__qualname__}",
             "box_scale": self.box_scale,
             "allow_tf32": self.allow_tf32,
+            "channels_last": True,
             "preprocessing": self._preprocessing.to_dict(),
             "weights_sha256": get_asset(ASSET).sha256,
             "conversion": CONVERSION_VERSION,
