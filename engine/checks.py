@@ -188,7 +188,7 @@ class ManipulationChecks:
                     "age_edit": float(edit[i]["age"]),
                     "p_male_ref": float(ref[i]["p_male"]),
                     "p_male_edit": float(edit[i]["p_male"]),
-                    "blendshape_change": float(np.nanmean(np.abs(edit[i]["blendshapes"] - ref[i]["blendshapes"]))),
+                    "blendshape_change": _mean_abs_change(edit[i]["blendshapes"], ref[i]["blendshapes"]),
                     "outside_change": float(out_change[i]),
                     **{k: float(v[i]) for k, v in extra.items()},
                 }
@@ -229,6 +229,12 @@ class ManipulationChecks:
     def close(self) -> None:
         if self._landmarker is not None and self._owns_landmarker:
             self._landmarker.close()
+
+
+def _mean_abs_change(after: np.ndarray, before: np.ndarray) -> float:
+    """Mean |after - before| over the scores both have; NaN (no warning) when a face was not found."""
+    diff = np.abs(np.asarray(after, dtype=np.float64) - np.asarray(before, dtype=np.float64))
+    return float(diff[~np.isnan(diff)].mean()) if not np.isnan(diff).all() else float("nan")
 
 
 def _drop_reason(df: pd.DataFrame, rows: pd.Series, reason: str) -> None:
