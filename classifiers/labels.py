@@ -280,7 +280,12 @@ class BackendClassifier(Classifier):
         applied_in_model: the network already ends with `activation`.
         normalise_sigmoid: divide sigmoid scores by their row sum (`output_kind` is then "softmax").
         batch_size: largest batch the runner should try first.
+
+    A backend whose model file cannot say how to prepare its input sets `needs_preprocessing`, so a
+    missing `preprocessing` fails when the config is built rather than at the first prediction.
     """
+
+    needs_preprocessing: bool = False
 
     def __init__(
         self,
@@ -309,6 +314,10 @@ class BackendClassifier(Classifier):
         self._raw_labels: tuple[str, ...] | None = None
         if labels is not None:
             self._labels, self._raw_labels = resolve_labels(labels, self.label_map, owner)
+        if preprocessing is None and self.needs_preprocessing:
+            raise ValueError(
+                f"{owner}.preprocessing is required (crop, size, colour, mean, std, layout, box_scale)"
+            )
         self._preprocessing = None if preprocessing is None else Preprocessing.from_config(preprocessing)
         self._device = torch.device("cpu")
         self._model: Any = None

@@ -74,6 +74,8 @@ class ONNXClassifier(BackendClassifier):
         batch_size: largest batch the runner should try first.
     """
 
+    needs_preprocessing = True
+
     def __init__(
         self,
         path: str | None = None,
@@ -102,10 +104,6 @@ class ONNXClassifier(BackendClassifier):
             normalise_sigmoid,
             batch_size,
         )
-        if preprocessing is None:
-            raise ValueError(
-                f"{owner}.preprocessing is required (crop, size, colour, mean, std, layout, box_scale)"
-            )
         if isinstance(threads, bool) or not isinstance(threads, int) or threads < 0:
             raise ValueError(f"{owner}.threads must be an int >= 0, got {threads!r}")
         check_path(owner, "path", path)

@@ -111,6 +111,8 @@ class TFLiteClassifier(BackendClassifier):
         batch_size: largest batch the runner should try first.
     """
 
+    needs_preprocessing = True
+
     def __init__(
         self,
         path: str | None = None,
@@ -138,10 +140,6 @@ class TFLiteClassifier(BackendClassifier):
             normalise_sigmoid,
             batch_size,
         )
-        if preprocessing is None:
-            raise ValueError(
-                f"{owner}.preprocessing is required (crop, size, colour, mean, std, layout, box_scale)"
-            )
         if num_threads is not None and (isinstance(num_threads, bool) or num_threads < 1):
             raise ValueError(f"{owner}.num_threads must be a positive int or null, got {num_threads!r}")
         check_path(owner, "path", path)

@@ -173,6 +173,8 @@ class TorchClassifier(BackendClassifier):
             are faster in it: 1.3-2.4x for the zoo's CNNs on a CPU; outputs agree to ~1e-6).
     """
 
+    needs_preprocessing = True
+
     def __init__(
         self,
         labels: Sequence[str] | str,
