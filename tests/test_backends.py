@@ -435,3 +435,18 @@ def test_tflite_missing_runtime_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "ai_edge_litert.interpreter", None)
     with pytest.raises(ImportError, match="pip install ai-edge-litert"):
         load_interpreter(tmp_path / "x.tflite", None)
+
+
+@pytest.mark.parametrize("backend", ["onnx", "torch"])
+def test_a_backend_without_preprocessing_fails_when_built(backend, tmp_path):
+    # The model file cannot say how its input was prepared: the config must, and a missing block is
+    # an error at build time (before any run folder exists), not at the first prediction.
+    if backend == "onnx":
+        from classifiers.onnx_model import ONNXClassifier as cls
+
+        kwargs = {"path": None, "labels": list(RAW)}
+    else:
+        cls = TorchClassifier
+        kwargs = {"labels": list(RAW), "model": tiny_net()}
+    with pytest.raises(ValueError, match=r"\.preprocessing is required"):
+        cls(preprocessing=None, **kwargs)
