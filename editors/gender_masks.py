@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from editors.mesh import canonical_vertices, landmark_group
+from editors.skin import polygon_grid_masks as polygon_masks
 
 #: Subject's right / left eyebrow outlines (upper contour outer -> inner, then lower contour back).
 RIGHT_BROW_LOOP: tuple[int, ...] = (70, 63, 105, 66, 107, 55, 65, 52, 53, 46)
@@ -42,29 +43,6 @@ def _grid_points(size: tuple[int, int], out_hw: tuple[int, int], device: torch.d
     xs = (torch.arange(gw, device=device, dtype=torch.float32) + 0.5) * (width / gw)
     yy, xx = torch.meshgrid(ys, xs, indexing="ij")
     return torch.stack([xx, yy], dim=-1).view(-1, 2)
-
-
-def polygon_masks(polygons: torch.Tensor, size: tuple[int, int], grid: tuple[int, int]) -> torch.Tensor:
-    """Hard inside/outside masks `(N, 1, gh, gw)` of closed polygons `(N, M, 2)` on a coarse grid.
-
-    Even-odd rule, one scanline per grid row: the x positions where the polygon's edges cross the row are
-    sorted, and a cell centre is inside when an odd number of crossings lie to its left (`searchsorted`).
-    """
-    (height, width), (gh, gw) = size, grid
-    device = polygons.device
-    ys = (torch.arange(gh, device=device, dtype=torch.float32) + 0.5) * (height / gh)
-    xs = (torch.arange(gw, device=device, dtype=torch.float32) + 0.5) * (width / gw)
-    a = polygons[..., :2].float()
-    b = torch.roll(a, shifts=-1, dims=1)
-    ay, by = a[..., 1, None], b[..., 1, None]  # (N, M, 1)
-    straddles = (ay > ys) != (by > ys)  # (N, M, gh)
-    dy = torch.where((by - ay).abs() < 1e-9, torch.full_like(by, 1e-9), by - ay)
-    cross = a[..., 0, None] + (ys - ay) * (b[..., 0, None] - a[..., 0, None]) / dy
-    cross = torch.where(straddles, cross, torch.full_like(cross, float("inf")))
-    rows = cross.permute(0, 2, 1).sort(dim=-1).values.contiguous()  # (N, gh, M)
-    n = rows.shape[0]
-    left = torch.searchsorted(rows.view(n * gh, -1), xs.expand(n * gh, gw).contiguous(), right=True)
-    return (left % 2).float().view(n, 1, gh, gw)
 
 
 def gaussian_blur(images: torch.Tensor, sigma: torch.Tensor | float) -> torch.Tensor:
