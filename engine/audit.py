@@ -13,6 +13,7 @@ and `verdicts` adds `valid` and `reasons` to such a table according to an `Audit
 * ``nontarget_moved``   a property the edit should keep (age, gender) moved too much;
 * ``expression_moved``  the blendshapes moved too much;
 * ``leak_outside_mask`` pixels (or LPIPS) changed outside the edit mask;
+* ``identity_changed``  the face no longer reads as the same person (dlib descriptor distance);
 * ``face_not_found``    the judges could not measure the reference or the edit;
 * ``target_not_measured`` the table has no judge for the edited property (e.g. no symmetry measure).
 """
@@ -38,6 +39,7 @@ REASONS = (
     "nontarget_moved",
     "expression_moved",
     "leak_outside_mask",
+    "identity_changed",
     "face_not_found",
 )
 # Column aliases: the audit stage (engine/checks.py) names some columns without the "est_"/"_index".
@@ -63,6 +65,9 @@ class AuditConfig:
             (a reduction for "more", an increase for "less").
         max_age_change_nontarget: largest |age change| in years for edits of other properties.
         max_p_male_change_nontarget: largest |P(male) change| for edits of other properties.
+        max_identity_distance: largest dlib face-descriptor distance between sham and edit (0.6 is
+            dlib's same-person threshold); None: not checked. Applies to every property: an edit
+            should leave the same person, older or of the other gender.
     """
 
     max_blendshape_change: float = 0.05
@@ -73,11 +78,12 @@ class AuditConfig:
     min_symmetry_change: float = 0.2
     max_age_change_nontarget: float = 7.0
     max_p_male_change_nontarget: float = 0.15
+    max_identity_distance: float | None = 0.6
 
     def __post_init__(self) -> None:
         for f in fields(self):
             value = getattr(self, f.name)
-            if value is None and f.name == "max_lpips_outside":
+            if value is None and f.name in ("max_lpips_outside", "max_identity_distance"):
                 continue
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
                 raise ValueError(f"{f.name}={value!r}: expected a finite number")
@@ -288,6 +294,12 @@ def verdicts(df: pd.DataFrame, prop: str, direction: str | None, cfg: AuditConfi
         kept &= ~(np.abs(d_pm) > cfg.max_p_male_change_nontarget)
     flag(~kept, "nontarget_moved")
     out["check_nontarget"] = kept
+
+    if cfg.max_identity_distance is not None and "identity_distance" in out:
+        distance = out["identity_distance"].astype(float).to_numpy()
+        same_person = ~(distance > cfg.max_identity_distance)  # NaN (no face) is face_not_found's job
+        flag(~same_person, "identity_changed")
+        out["check_identity"] = same_person
 
     if "blendshape_change" in out:
         expression_ok = ~(out["blendshape_change"].astype(float).to_numpy() > cfg.max_blendshape_change)

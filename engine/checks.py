@@ -21,6 +21,7 @@ from engine.audit import outside_mask_change, verdicts
 from engine.cache import WorkCache, key_of
 from engine.faces import FaceLandmarker
 from engine.finished import callable_identity
+from engine.identity import IdentityJudge, identity_distance
 from engine.types import stable_hash
 
 log = logging.getLogger(__name__)
@@ -43,7 +44,7 @@ class ManipulationChecks:
                  symmetry_measure: Callable[[np.ndarray], np.ndarray] | None = None, perceptual: bool = True,
                  lpips_net: str = "alex",
                  image_symmetry_measure: Callable[[torch.Tensor, np.ndarray], np.ndarray] | None = None,
-                 landmarker: FaceLandmarker | None = None) -> None:
+                 landmarker: FaceLandmarker | None = None, identity: bool = False) -> None:
         self.cfg = cfg
         self.prop = prop
         self.direction = direction
@@ -59,7 +60,9 @@ class ManipulationChecks:
         self._estimator: Any = None
         self._lpips: Any = None
         self._rows: list[dict[str, Any]] = []
-        self._fp = stable_hash({"landmarker": "face_landmarker", "judge": "age_v1+gender_v1", "v": 1}, 32)
+        self._identity: IdentityJudge | None = IdentityJudge() if identity else None
+        judges = "age_v1+gender_v1" + ("+dlib_face_recognition" if identity else "")
+        self._fp = stable_hash({"landmarker": "face_landmarker", "judge": judges, "v": 1}, 32)
 
     # -- judges (lazy: an audit-free run never loads them) ---------------------------------------
     @property
@@ -102,12 +105,15 @@ class ManipulationChecks:
             usable = [j for j, a in enumerate(align) if a is not None and np.isfinite(a).all()]
             ages = np.full(len(todo), np.nan)
             p_male = np.full(len(todo), np.nan)
+            descriptors = np.full((len(todo), 128), np.nan)
             if usable:
                 lms = np.stack([align[j] for j in usable])
                 imgs = images[[todo[j] for j in usable]].float().div(255.0)
                 est = self.estimator.estimate(imgs.cpu(), lms)
                 ages[usable] = est["age"]
                 p_male[usable] = est["p_male"]
+                if self._identity is not None:
+                    descriptors[usable] = self._identity.descriptors(imgs.cpu(), lms)
             for j, i in enumerate(todo):
                 d = dets[j]
                 entry = {
@@ -117,6 +123,8 @@ class ManipulationChecks:
                     "age": np.array(ages[j]),
                     "p_male": np.array(p_male[j]),
                 }
+                if self._identity is not None:
+                    entry["identity"] = descriptors[j]
                 self.cache.put_arrays("judge", keys[i], **entry)
                 out[i] = entry
             self.cache.count("judge", hit=False, n=len(todo))
@@ -146,6 +154,7 @@ class ManipulationChecks:
             "prop": self.prop,
             "perceptual": self.perceptual,
             "lpips_net": self.lpips_net if self.perceptual else None,
+            "identity": self._identity is not None,
             "symmetry_measure": callable_identity(self.symmetry_measure),
             "image_symmetry_measure": callable_identity(self.image_symmetry_measure),
         }
@@ -190,6 +199,8 @@ class ManipulationChecks:
                     "p_male_edit": float(edit[i]["p_male"]),
                     "blendshape_change": _mean_abs_change(edit[i]["blendshapes"], ref[i]["blendshapes"]),
                     "outside_change": float(out_change[i]),
+                    **({"identity_distance": float(identity_distance(edit[i]["identity"], ref[i]["identity"]))}
+                       if self._identity is not None else {}),
                     **{k: float(v[i]) for k, v in extra.items()},
                 }
                 if sym_ref is not None:

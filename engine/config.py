@@ -12,6 +12,7 @@ from __future__ import annotations
 import difflib
 import importlib
 import inspect
+import logging
 import os
 import re
 import types
@@ -24,11 +25,13 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from engine.types import ConfigError
 
+log = logging.getLogger(__name__)
+
 EXPERIMENTS_ENV = "FACECF_EXPERIMENTS"
 #: Keys of the editor config that the engine consumes; the rest go to the editor's constructor.
 EDITOR_ENGINE_KEYS = ("strength", "strengths")
 #: Keys of the audit config that wire the audit stage; the rest are `AuditConfig` thresholds.
-AUDIT_STAGE_KEYS = ("enabled", "symmetry_measure", "image_symmetry_measure", "perceptual", "lpips_net")
+AUDIT_STAGE_KEYS = ("enabled", "symmetry_measure", "image_symmetry_measure", "perceptual", "lpips_net", "identity")
 ROOT_KEYS = ("experiment_name", "seed", "resume", "dataset", "editor", "classifiers", "faces", "runner",
              "stats", "report", "audit", "observe", "cache", "hydra")
 
@@ -229,6 +232,7 @@ def _audit_stage_options(node: dict[str, Any]) -> dict[str, Any]:
             "lpips_net": node.get("lpips_net", "alex"), "symmetry_measure": None, "image_symmetry_measure": None}
     if opts["lpips_net"] not in (None, "alex", "vgg"):
         raise ConfigError(f"audit.lpips_net={opts['lpips_net']!r}: allowed: alex, vgg, null")
+    opts["identity"] = _identity_option(node.get("identity", "auto"))
     for key in ("symmetry_measure", "image_symmetry_measure"):
         if node.get(key):
             try:
@@ -236,6 +240,21 @@ def _audit_stage_options(node: dict[str, Any]) -> dict[str, Any]:
             except Exception as exc:  # noqa: BLE001
                 raise ConfigError(f"audit.{key}: {exc}") from None
     return opts
+
+
+def _identity_option(value: Any) -> bool:
+    """audit.identity: auto (on when dlib is installed), true (dlib required) or false."""
+    from engine.identity import dlib_available
+
+    if value == "auto":
+        if not dlib_available():
+            log.warning("audit: no identity check (dlib is not installed; pip install -e '.[identity]')")
+        return dlib_available()
+    if value is True and not dlib_available():
+        raise ConfigError("audit.identity=true needs dlib: pip install -e '.[identity]' (or audit.identity=auto)")
+    if isinstance(value, bool):
+        return value
+    raise ConfigError(f"audit.identity={value!r}: allowed: auto, true, false")
 
 
 # -- turning Hydra's composition errors into one line --------------------------------------------

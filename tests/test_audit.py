@@ -258,3 +258,15 @@ def test_real_judges_on_an_identity_and_a_leaking_edit():
         out["lpips_out"][1] > 0.05 > out["lpips_out"][0] and out["ssim_out"][1] < 0.99 <= out["ssim_out"][0]
     )
     assert out["lpips_in"][1] < out["lpips_out"][1]
+
+
+def test_identity_distance_check():
+    table = _age_table().iloc[:1].copy()
+    table = pd.concat([table] * 3, ignore_index=True)
+    table["identity_distance"] = [0.3, 0.75, np.nan]
+    out = verdicts(table, "age", "older", AuditConfig())
+    assert out["reasons"].tolist() == ["", "identity_changed", ""]  # NaN: no verdict from this judge
+    assert out["check_identity"].tolist() == [True, False, True]
+    assert verdicts(table, "age", "older", AuditConfig(max_identity_distance=0.8))["valid"].all()
+    unchecked = verdicts(table, "age", "older", AuditConfig(max_identity_distance=None))
+    assert unchecked["valid"].all() and "check_identity" not in unchecked
