@@ -29,6 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from editors.filters import max_filter
 from editors.mesh import NUM_LANDMARKS, canonical_vertices, landmark_group
 from editors.symmetry import (
     inter_ocular_distance,
@@ -287,7 +288,7 @@ class AsymmetryEditor(Editor):
         k = self.mask_dilation_px
         fold_mask = (moved_fold > 0).float()
         if k:
-            fold_mask = F.max_pool2d(fold_mask, 2 * k + 1, stride=1, padding=k)
+            fold_mask = max_filter(fold_mask, k, k)
         return EditResult(
             images=edited,
             mask=torch.maximum(mask, fold_mask),

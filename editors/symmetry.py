@@ -26,6 +26,7 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 
+from editors.filters import max_filter
 from editors.mesh import canonical_vertices, face_triangles, landmark_group, mirror_index
 from editors.warp import apply_backward_map, backward_map, identity_coords, moved_region, warp_masks
 from engine.types import Editor, EditResult, FaceBatch
@@ -235,8 +236,7 @@ def fade_beyond(masks: torch.Tensor, width_px: torch.Tensor) -> torch.Tensor:
         scale = 2 if width >= 12 else 1
         grown = F.max_pool2d(mask[None], scale, ceil_mode=True) if scale > 1 else mask[None]
         k = max(1, int(round(width / scale / 4)))
-        for kernel, pad in (((1, 4 * k + 1), (0, 2 * k)), ((4 * k + 1, 1), (2 * k, 0))):
-            grown = F.max_pool2d(grown, kernel, stride=1, padding=pad)
+        grown = max_filter(grown, 2 * k, 2 * k)
         for _ in range(2):
             for kernel, pad in (((1, 2 * k + 1), (0, k)), ((2 * k + 1, 1), (k, 0))):
                 grown = F.avg_pool2d(grown, kernel, stride=1, padding=pad, count_include_pad=False)
@@ -394,7 +394,7 @@ class SymmetryEditor(Editor):
             changed = (weight > 0).float()
             if self.mask_dilation_px:
                 k = self.mask_dilation_px
-                changed = F.max_pool2d(changed, 2 * k + 1, stride=1, padding=k)
+                changed = max_filter(changed, k, k)
             mask = torch.maximum(mask, changed)
         edited = edited.clamp(0.0, 1.0)
         metadata = self._metadata(landmarks, target, strength)

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from editors.filters import max_filter
 from editors.mesh import NUM_LANDMARKS, face_triangles, landmark_group
 
 #: Default size of the anchor ring, as a multiple of the face oval's distance from its centroid.
@@ -325,7 +326,7 @@ def moved_region(coords: torch.Tensor, *, threshold_px: float = 0.0, dilation_px
     shift = (coords - identity_coords(coords.shape[0], tuple(coords.shape[1:3]), coords.device)).norm(dim=-1)
     mask = (shift > threshold_px).float().unsqueeze(1)
     if dilation_px > 0:
-        mask = F.max_pool2d(mask, kernel_size=2 * dilation_px + 1, stride=1, padding=dilation_px)
+        mask = max_filter(mask, dilation_px, dilation_px)
     return mask
 
 

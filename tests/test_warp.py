@@ -241,3 +241,19 @@ def test_cuda_matches_cpu(faces) -> None:
     gpu = warp_images(images.cuda(), landmarks.cuda(), target.cuda())
     assert gpu.device.type == "cuda"
     assert (gpu.cpu() - cpu).abs().max() < 1e-3
+
+
+@pytest.mark.parametrize("ry, rx", [(0, 0), (1, 3), (5, 5), (20, 7), (33, 64)])
+def test_max_filter_equals_max_pool(ry, rx):
+    from editors.filters import max_filter
+
+    gen = torch.Generator().manual_seed(ry * 100 + rx)
+    x = (torch.rand(2, 3, 50, 70, generator=gen) > 0.97).float() * torch.rand(2, 3, 50, 70, generator=gen)
+    want = torch.nn.functional.max_pool2d(x, (2 * ry + 1, 2 * rx + 1), stride=1, padding=(ry, rx)) \
+        if max(ry, rx) <= min(x.shape[-2:]) // 2 else None
+    got = max_filter(x, ry, rx)
+    assert got.shape == x.shape
+    if want is not None:
+        assert torch.equal(got, want)
+    else:  # max_pool2d refuses padding beyond half the kernel: check one pixel by hand
+        assert got[0, 0, 10, 10] == x[0, 0, max(0, 10 - ry) : 11 + ry, max(0, 10 - rx) : 11 + rx].max()
