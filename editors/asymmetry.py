@@ -191,6 +191,9 @@ class AsymmetryEditor(Editor):
     property: ClassVar[str] = "symmetry"
     direction: str | None = "less"
 
+    #: Bumped when the output changes without a config change (2: running-sum box filters).
+    version = 2
+
     def __init__(
         self,
         side: str = "left",

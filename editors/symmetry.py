@@ -26,7 +26,7 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 
-from editors.filters import max_filter
+from editors.filters import box_mean_1d, max_filter
 from editors.mesh import canonical_vertices, face_triangles, landmark_group, mirror_index
 from editors.warp import apply_backward_map, backward_map, identity_coords, moved_region, warp_masks
 from engine.types import Editor, EditResult, FaceBatch
@@ -228,7 +228,7 @@ def fade_beyond(masks: torch.Tensor, width_px: torch.Tensor) -> torch.Tensor:
     """`(N, 1, H, W)` masks in [0, 1] kept exact where they are 1, fading to 0 `width_px (N,)` beyond.
 
     A max filter over half the width, then a triangle filter (two box filters) over the other half, all
-    separable; fades wider than 12 px are made at half resolution (max-pooled, so still exact where the
+    separable and O(1) per pixel (`editors.filters`); fades wider than 12 px are made at half resolution (max-pooled, so still exact where the
     mask is 1) and scaled back up. The width is per image, so this loops over the (few) images.
     """
     out = []
@@ -238,8 +238,7 @@ def fade_beyond(masks: torch.Tensor, width_px: torch.Tensor) -> torch.Tensor:
         k = max(1, int(round(width / scale / 4)))
         grown = max_filter(grown, 2 * k, 2 * k)
         for _ in range(2):
-            for kernel, pad in (((1, 2 * k + 1), (0, k)), ((2 * k + 1, 1), (k, 0))):
-                grown = F.avg_pool2d(grown, kernel, stride=1, padding=pad, count_include_pad=False)
+            grown = box_mean_1d(box_mean_1d(grown, k, -1, count_padding=False), k, -2, count_padding=False)
         if scale > 1:
             grown = F.interpolate(grown, scale_factor=scale, mode="bilinear", align_corners=False)
             grown = grown[..., : mask.shape[-2], : mask.shape[-1]]
@@ -257,8 +256,7 @@ def smooth_within(values: torch.Tensor, weight: torch.Tensor, radius_px: torch.T
         k = max(1, int(round(radius)))
         both = torch.cat([value, mass])[None]
         for _ in range(3):
-            for kernel, pad in (((1, 2 * k + 1), (0, k)), ((2 * k + 1, 1), (k, 0))):
-                both = F.avg_pool2d(both, kernel, stride=1, padding=pad, count_include_pad=True)
+            both = box_mean_1d(box_mean_1d(both, k, -1, count_padding=True), k, -2, count_padding=True)
         out.append(both[0, :-1] / both[0, -1:].clamp(min=1e-4))
     return torch.stack(out)
 
@@ -316,6 +314,9 @@ class SymmetryEditor(Editor):
 
     property: ClassVar[str] = "symmetry"
     direction: str | None = "more"
+
+    #: Bumped when the output changes without a config change (2: running-sum box filters).
+    version = 2
 
     def __init__(
         self,

@@ -173,7 +173,11 @@ class Editor(ABC):
     def fingerprint(self) -> dict[str, Any]:
         """Everything that determines the output, for content-addressed caching."""
         params = {k: v for k, v in vars(self).items() if not k.startswith("_")}
-        return {"class": f"{type(self).__module__}.{type(self).__qualname__}", **params}
+        # A class-level `version` marks output changes that no config value shows (cached edits
+        # made by the older code must not be reused).
+        version = getattr(type(self), "version", None)
+        return {"class": f"{type(self).__module__}.{type(self).__qualname__}", **params,
+                **({"version": version} if version is not None else {})}
 
     # `property` is shadowed by the class attribute above, hence builtins.property.
     @builtins.property

@@ -257,3 +257,14 @@ def test_max_filter_equals_max_pool(ry, rx):
         assert torch.equal(got, want)
     else:  # max_pool2d refuses padding beyond half the kernel: check one pixel by hand
         assert got[0, 0, 10, 10] == x[0, 0, max(0, 10 - ry) : 11 + ry, max(0, 10 - rx) : 11 + rx].max()
+
+
+@pytest.mark.parametrize("radius", [1, 4, 25])
+@pytest.mark.parametrize("count_padding", [True, False])
+def test_box_mean_equals_avg_pool(radius, count_padding):
+    from editors.filters import box_mean_1d
+
+    x = torch.rand(2, 3, 60, 80, generator=torch.Generator().manual_seed(radius))
+    for dim, kernel, pad in ((-1, (1, 2 * radius + 1), (0, radius)), (-2, (2 * radius + 1, 1), (radius, 0))):
+        want = torch.nn.functional.avg_pool2d(x, kernel, stride=1, padding=pad, count_include_pad=count_padding)
+        torch.testing.assert_close(box_mean_1d(x, radius, dim, count_padding), want, atol=1e-6, rtol=0)
