@@ -211,8 +211,10 @@ class Pipeline:
         self.cache.count("finished", hit=True, n=len(items))
         self.cache.count("edit", hit=True, n=n_edits * len(items))
         self.cache.count("pred", hit=True, n=len(predictions) * len(items))
+        # The entry is keyed by content: the same photo under another name replays under its own name.
+        audit_rows = [{**row, "image_id": rec.image_id} for rec, _, _, f in items for row in f.audit_rows]
         return ChunkOutput([r for r, *_ in items], [a for _, a, *_ in items], None, conditions, predictions,
-                           [row for f in done for row in f.audit_rows], keys=[k for _, _, k, _ in items])
+                           audit_rows, keys=[k for _, _, k, _ in items])
 
     def _for_report(self, records: list[ImageRecord], fresh: ChunkOutput | None, replayed: ChunkOutput | None,
                     n: int, pool: ThreadPoolExecutor) -> ChunkOutput | None:

@@ -85,3 +85,20 @@ def test_a_changed_file_is_decoded_again(run_experiment, face_folder, monkeypatc
     summary, _ = run_experiment(*args, out_name="b")
     assert decoded == [str(target)]
     assert summary.cache["analysis"]["computed"] == 1 and summary.cache["finished"]["cached"] == 4
+
+
+def test_a_copy_under_another_name_replays_under_its_own_name(run_experiment, face_folder):
+    import shutil
+
+    args = ("experiment=symmetry", "dataset=folder", f"dataset.root={face_folder}",
+            "dataset.labels_from_subfolders=false", "report.gallery_max_images=0")
+    run_experiment(*args, out_name="a")
+    original = next(face_folder.glob("lfw_*.png"))
+    shutil.copy(original, face_folder / "zz_copy.png")
+    summary, out = run_experiment(*args, out_name="b")
+    assert summary.cache["finished"]["computed"] == 0  # the copy's work is the original's
+    audit = pd.read_csv(out / "audit.csv").set_index("image_id")
+    assert "zz_copy" in audit.index
+    measures = ["outside_change", "ssim_in", "symmetry_ref", "symmetry_edit"]
+    pd.testing.assert_series_equal(audit.loc["zz_copy", measures], audit.loc[original.stem, measures],
+                                   check_names=False)
