@@ -51,6 +51,11 @@ from engine.types import Classifier, Editor, FaceAnalysis, FaceBatch, stable_has
 log = logging.getLogger(__name__)
 
 
+def record_tag(rec: ImageRecord) -> str:
+    """What of a record, beyond its pixels, an edit may depend on: its id and metadata."""
+    return stable_hash([rec.image_id, rec.metadata], 16)
+
+
 #: What a worker hands the main thread per record: analysis, aligned crop (None when not loaded),
 #: analysis key, and the image's finished entry when it has one.
 Loaded = tuple[FaceAnalysis, "np.ndarray | None", str, "FinishedImage | None"]
@@ -146,7 +151,7 @@ class Pipeline:
                 blendshapes=cached["blendshapes"], box=cached["box"], pose=cached["pose"],
                 crop_from_source=cached["crop_from_source"],
             )
-            finished = self._get_finished(akey) if replay else None
+            finished = self._get_finished(akey, rec) if replay else None
             crop = None if finished is not None else self.cache.get_image("crop", akey)
             if finished is not None or crop is not None:
                 self.cache.count("analysis", hit=True)
@@ -173,17 +178,24 @@ class Pipeline:
         return fa, crop, akey, None
 
     # -- finished images -------------------------------------------------------------------------
-    def _finished_key(self, akey: str) -> str | None:
-        return None if self._finished_fp is None else key_of("finished", akey, self._finished_fp)
+    def _finished_key(self, akey: str, rec: ImageRecord) -> str | None:
+        if self._finished_fp is None:
+            return None
+        return key_of("finished", akey, self._finished_fp, record_tag(rec))
 
-    def _get_finished(self, akey: str) -> FinishedImage | None:
-        key = self._finished_key(akey)
+    def _edit_key(self, akey: str, rec: ImageRecord, strength: float) -> str:
+        # Editors draw per-image noise seeded by the image id and may read the record's metadata
+        # (a per-face gender target), so both are part of an edit's identity, beside its pixels.
+        return key_of("edit", akey, self._editor_fp, strength, self.seed, record_tag(rec))
+
+    def _get_finished(self, akey: str, rec: ImageRecord) -> FinishedImage | None:
+        key = self._finished_key(akey, rec)
         got = self.cache.get_arrays("finished", key) if key is not None else None
         return FinishedImage.from_arrays(got) if got is not None else None
 
     def _put_finished(self, chunk: ChunkOutput) -> None:
         for i, (rec, akey) in enumerate(zip(chunk.records, chunk.keys, strict=True)):
-            key = self._finished_key(akey)
+            key = self._finished_key(akey, rec)
             if key is None:
                 return
             entry = FinishedImage(
@@ -211,7 +223,7 @@ class Pipeline:
         self.cache.count("finished", hit=True, n=len(items))
         self.cache.count("edit", hit=True, n=n_edits * len(items))
         self.cache.count("pred", hit=True, n=len(predictions) * len(items))
-        # The entry is keyed by content: the same photo under another name replays under its own name.
+        # Entries are keyed by record as well as pixels; the id still comes from the record, not the entry.
         audit_rows = [{**row, "image_id": rec.image_id} for rec, _, _, f in items for row in f.audit_rows]
         return ChunkOutput([r for r, *_ in items], [a for _, a, *_ in items], None, conditions, predictions,
                            audit_rows, keys=[k for _, _, k, _ in items])
@@ -240,7 +252,7 @@ class Pipeline:
             if cond.name == "original":
                 wanted = [("crop", a) for a in chunk.keys]
             else:
-                wanted = [("edit", key_of("edit", a, self._editor_fp, cond.strength, self.seed)) for a in chunk.keys]
+                wanted = [("edit", self._edit_key(a, r, cond.strength)) for a, r in zip(chunk.keys, chunk.records)]
             images = list(pool.map(lambda kind_key: self.cache.get_image(*kind_key), wanted))
             if any(im is None for im in images):
                 return False
@@ -252,9 +264,9 @@ class Pipeline:
         self.timings[stage] += seconds
 
     # -- stage 2: edit ---------------------------------------------------------------------------
-    def _edit_condition(self, batch: FaceBatch, akeys: list[str], strength: float) -> Condition:
+    def _edit_condition(self, batch: FaceBatch, akeys: list[str], recs: list[ImageRecord], strength: float) -> Condition:
         """Edited images for every face, from the cache where possible, computing only the rest."""
-        keys = [key_of("edit", a, self._editor_fp, strength, self.seed) for a in akeys]
+        keys = [self._edit_key(a, r, strength) for a, r in zip(akeys, recs)]
         images: list[np.ndarray | None] = [self.cache.get_image("edit", k) for k in keys]
         metas: list[dict[str, Any] | None] = []
         masks: list[np.ndarray | None] = []
@@ -389,9 +401,9 @@ class Pipeline:
         orig = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).contiguous().to(batch.device)
         conditions = [Condition("original", float("nan"), orig, [pixels_hash(c) for c in crops])]
         if self.paired:
-            conditions.append(self._edit_condition(batch, akeys, 0.0))
+            conditions.append(self._edit_condition(batch, akeys, ok_recs, 0.0))
             for s in self.strengths:
-                conditions.append(self._edit_condition(batch, akeys, s))
+                conditions.append(self._edit_condition(batch, akeys, ok_recs, s))
         predictions: dict[tuple[str, str], np.ndarray] = {}
         for cond in conditions:
             for name, probs in self._classify(cond, batch.boxes).items():

@@ -87,7 +87,9 @@ def test_a_changed_file_is_decoded_again(run_experiment, face_folder, monkeypatc
     assert summary.cache["analysis"]["computed"] == 1 and summary.cache["finished"]["cached"] == 4
 
 
-def test_a_copy_under_another_name_replays_under_its_own_name(run_experiment, face_folder):
+def test_a_copy_under_another_name_is_its_own_record(run_experiment, face_folder):
+    # Editors seed their noise by image id and may read record metadata, so a copy of a photo under
+    # another name shares the face analysis (pixels) but gets its own edits and its own audit rows.
     import shutil
 
     args = ("experiment=symmetry", "dataset=folder", f"dataset.root={face_folder}",
@@ -96,9 +98,7 @@ def test_a_copy_under_another_name_replays_under_its_own_name(run_experiment, fa
     original = next(face_folder.glob("lfw_*.png"))
     shutil.copy(original, face_folder / "zz_copy.png")
     summary, out = run_experiment(*args, out_name="b")
-    assert summary.cache["finished"]["computed"] == 0  # the copy's work is the original's
+    assert summary.cache["finished"] == {"cached": 5, "computed": 1}
+    assert summary.cache["analysis"]["computed"] == 0  # the copy's pixels were analysed before
     audit = pd.read_csv(out / "audit.csv").set_index("image_id")
-    assert "zz_copy" in audit.index
-    measures = ["outside_change", "ssim_in", "symmetry_ref", "symmetry_edit"]
-    pd.testing.assert_series_equal(audit.loc["zz_copy", measures], audit.loc[original.stem, measures],
-                                   check_names=False)
+    assert {"zz_copy", original.stem} <= set(audit.index)
