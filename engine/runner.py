@@ -68,6 +68,9 @@ class BatchRunner:
         self.chunk_size = chunk_size
         self.workers = workers
         self.progress_mode = progress
+        # The largest batch that fit each classifier after a CUDA OOM, so later chunks start there
+        # instead of running out of memory again (keyed by object: two configs of one class differ).
+        self._fitted: dict[int, int] = {}
 
     # -- precision -------------------------------------------------------------------------------
     @property
@@ -106,12 +109,13 @@ class BatchRunner:
     def predict(self, classifier: Classifier, images: torch.Tensor, boxes: torch.Tensor) -> np.ndarray:
         """Score `images` (N, 3, H, W) uint8 or float [0, 1] with `classifier`; returns (N, K) float64.
 
-        Halves the batch on CUDA out-of-memory until one image fits, then gives up loudly.
+        Halves the batch on CUDA out-of-memory until one image fits, then gives up loudly; later
+        calls for the same classifier start from the batch that fitted.
         """
         n = images.shape[0]
         if n == 0:
             return np.zeros((0, len(classifier.labels)))
-        bs = min(self.batch_size or classifier.batch_size, n)
+        bs = min(self.batch_size or classifier.batch_size, self._fitted.get(id(classifier), n), n)
         out: list[np.ndarray] = []
         i = 0
         while i < n:
@@ -124,6 +128,7 @@ class BatchRunner:
                     raise
                 torch.cuda.empty_cache()
                 bs = max(1, bs // 2)
+                self._fitted[id(classifier)] = bs
                 log.warning("classifier=%s CUDA out of memory; batch size -> %d", classifier.name, bs)
         return np.concatenate(out, axis=0)
 

@@ -450,3 +450,34 @@ def test_a_backend_without_preprocessing_fails_when_built(backend, tmp_path):
         kwargs = {"labels": list(RAW), "model": tiny_net()}
     with pytest.raises(ValueError, match=r"\.preprocessing is required"):
         cls(preprocessing=None, **kwargs)
+
+
+def test_runner_backs_off_on_out_of_memory_and_remembers():
+    # A classifier that "runs out of CUDA memory" above 3 images per batch (the exception class
+    # exists without a GPU): the runner halves until it fits, and the next call starts there.
+    from engine.types import Classifier
+
+    class Hungry(Classifier):
+        name, labels, batch_size = "hungry", ("happiness", "sadness"), 16
+
+        def __init__(self):
+            self.seen: list[int] = []
+
+        def preprocess(self, images, boxes):
+            return images.float().mean(dim=(1, 2, 3))
+
+        def predict(self, inputs):
+            self.seen.append(len(inputs))
+            if len(inputs) > 3:
+                raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+            return torch.stack([inputs / 255, 1 - inputs / 255], dim=1)
+
+    runner = BatchRunner(device="cpu", progress="off")
+    clf = Hungry()
+    images, boxes = faces(n=10)
+    out = runner.predict(clf, images, boxes)
+    assert out.shape == (10, 2) and clf.seen[:3] == [10, 5, 2]  # 10 -> 5 -> 2 fits
+    np.testing.assert_allclose(out[:, 0], images.float().mean(dim=(1, 2, 3)).numpy() / 255, rtol=1e-6)
+    clf.seen.clear()
+    runner.predict(clf, images, boxes)
+    assert max(clf.seen) == 2, "a later call must not run out of memory again"
