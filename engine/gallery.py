@@ -70,7 +70,8 @@ def write_gallery(out_dir: Path, chunks: list[Any], classifiers: dict[str, Any],
                 img = c.images[i].permute(1, 2, 0).cpu().numpy()
                 why = invalid.get((rec.image_id, c.strength))
                 flag = f"<br><span class='flag'>audit: {html.escape(why or 'invalid')}</span>" if why is not None else ""
-                heads.append(f"<th>{html.escape(c.label)}{flag}</th>")
+                # As wide as the image: a long audit reason wraps instead of widening its column.
+                heads.append(f"<th style='max-width:{cfg.thumb_size}px'>{html.escape(c.label)}{flag}</th>")
                 cells.append(_cell(img, chunk, c.label, i, classifiers, cfg))
             last = conds[-1]
             if last is not sham:
