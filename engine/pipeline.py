@@ -223,28 +223,29 @@ class Pipeline:
         self.cache.count("finished", hit=True, n=len(items))
         self.cache.count("edit", hit=True, n=n_edits * len(items))
         self.cache.count("pred", hit=True, n=len(predictions) * len(items))
-        # Entries are keyed by record as well as pixels; the id still comes from the record, not the entry.
-        audit_rows = [{**row, "image_id": rec.image_id} for rec, _, _, f in items for row in f.audit_rows]
         return ChunkOutput([r for r, *_ in items], [a for _, a, *_ in items], None, conditions, predictions,
-                           audit_rows, keys=[k for _, _, k, _ in items])
+                           [row for f in done for row in f.audit_rows], keys=[k for _, _, k, _ in items])
 
     def _for_report(self, records: list[ImageRecord], fresh: ChunkOutput | None, replayed: ChunkOutput | None,
-                    n: int, pool: ThreadPoolExecutor) -> ChunkOutput | None:
-        """The chunk's first `n` faces in dataset order, with pixels; None if cached pixels are missing.
+                    n: int, pool: ThreadPoolExecutor) -> tuple[ChunkOutput | None, bool]:
+        """(The chunk's first `n` faces in dataset order with pixels, or None if it has no face;
+        whether every cached pixel they need was found).
 
         Replayed faces get their crops and edited images from the cache; only these few are opened.
         """
         position = {id(r): i for i, r in enumerate(records)}
-        firsts = sorted(position[id(r)] for p in (fresh, replayed) if p is not None for r in p.records)[:n]
+        firsts = set(sorted(position[id(r)] for p in (fresh, replayed) if p is not None for r in p.records)[:n])
         parts = []
         for part in (fresh, replayed):
             if part is None:
                 continue
             part = select(part, [i for i, r in enumerate(part.records) if position[id(r)] in firsts])
+            if not part.records:
+                continue
             if part.conditions[0].images is None and not self._attach_images(part, pool):
-                return None
+                return None, False
             parts.append(part)
-        return in_record_order([p for p in parts if p.records], records) if any(p.records for p in parts) else None
+        return (in_record_order(parts, records) if parts else None), True
 
     def _attach_images(self, chunk: ChunkOutput, pool: ThreadPoolExecutor) -> bool:
         """Load a replayed chunk's crops and edited images from the cache (decoded in `pool`)."""
@@ -341,12 +342,13 @@ class Pipeline:
                 fresh, replayed = self._process_chunk(chunks[ci], results, skipped)
                 shown = None
                 if n_kept < self.keep_for_report:
-                    shown = self._for_report(chunks[ci], fresh, replayed, self.keep_for_report - n_kept, pool)
-                    if shown is None:
+                    shown, complete = self._for_report(chunks[ci], fresh, replayed, self.keep_for_report - n_kept, pool)
+                    if not complete:
                         # Cached pixels the report needs are gone: compute this chunk's images again.
                         again = [self._load_and_analyse(r, replay=False) if x[3] is not None else x
                                  for r, x in zip(chunks[ci], results)]
                         fresh, replayed = self._process_chunk(chunks[ci], again, [])
+                        shown, _ = self._for_report(chunks[ci], fresh, replayed, self.keep_for_report - n_kept, pool)
                 for part in (fresh, replayed):
                     if part is not None:
                         frames.append(tidy_rows(part, self.classifiers, self.editor))
@@ -359,11 +361,9 @@ class Pipeline:
                         fresh.audit_rows = list(self.audit_hook.observe(fresh) or [])
                         self._time("audit", time.perf_counter() - t0)
                     self._put_finished(fresh)
-                if n_kept < self.keep_for_report:
-                    shown = shown or self._for_report(chunks[ci], fresh, replayed, self.keep_for_report - n_kept, pool)
-                    if shown is not None and shown.records:
-                        kept.append(shown)
-                        n_kept += len(shown.records)
+                if shown is not None:
+                    kept.append(shown)
+                    n_kept += len(shown.records)
         measurements = pd.concat(frames, ignore_index=True) if frames else empty_measurements()
         return PipelineResult(
             measurements=measurements,
