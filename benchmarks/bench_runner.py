@@ -104,19 +104,14 @@ def unique_copies(images: list[np.ndarray], boxes: np.ndarray, n: int) -> tuple[
     return out, boxes[idx]
 
 
-def decode(path: Path) -> np.ndarray:
-    """The engine's loader: checks, EXIF orientation, any mode to RGB uint8."""
-    return load_image_file(path)
-
-
 def decoded_chunks(files: list[Path], chunk: int, pool: ThreadPoolExecutor):
     """Yield (start, stacked HWC uint8) chunks; the next chunk decodes while the caller works."""
     starts = list(range(0, len(files), chunk))
-    pending = [pool.submit(decode, f) for f in files[:chunk]]
+    pending = [pool.submit(load_image_file, f) for f in files[:chunk]]
     for k, start in enumerate(starts):
         done = [f.result() for f in pending]
         nxt = starts[k + 1] if k + 1 < len(starts) else None
-        pending = [pool.submit(decode, f) for f in files[nxt : nxt + chunk]] if nxt is not None else []
+        pending = [pool.submit(load_image_file, f) for f in files[nxt : nxt + chunk]] if nxt is not None else []
         yield start, np.stack(done)
 
 
@@ -240,7 +235,7 @@ def cpu_benchmark(args: argparse.Namespace) -> None:
         crops = np.stack([load_image_file(f) for f in files])  # what the files decode to (JPEG is lossy)
         n_naive = min(args.naive_images or args.n, args.n)
         t0 = time.perf_counter()
-        list(pool.map(decode, files))
+        list(pool.map(load_image_file, files))
         t_decode = time.perf_counter() - t0
         results = []
         for clf in (FerMiniXception(), PyEmotionNetV2()):

@@ -205,7 +205,7 @@ class GenderEditor(Editor):
 
         grid = gm.mask_grid_size(*size, cell=1)
         rings = [anchor_ring(lm[..., :2], self.ring_scale) for lm in (src, dst)]
-        inside = torch.maximum(*(gm.polygon_masks(r, size, grid) for r in rings))
+        inside = torch.maximum(*(gm.polygon_grid_masks(r, size, grid) for r in rings))
         # One grid cell of dilation so sub-cell polygon edges never leave a changed pixel outside.
         inside = torch.nn.functional.max_pool2d(inside, 3, stride=1, padding=1)
         return gm.upsample(inside, size).gt(0).to(src.dtype)

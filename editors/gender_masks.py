@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from editors.mesh import canonical_vertices, landmark_group
-from editors.skin import polygon_grid_masks as polygon_masks
+from editors.skin import polygon_grid_masks
 
 #: Subject's right / left eyebrow outlines (upper contour outer -> inner, then lower contour back).
 RIGHT_BROW_LOOP: tuple[int, ...] = (70, 63, 105, 66, 107, 55, 65, 52, 53, 46)
@@ -99,7 +99,7 @@ def soft_polygons(
 ) -> torch.Tensor:
     """Feathered polygon masks `(N, 1, H, W)`: rasterise coarse, blur by `feather_px` (per image), upsample."""
     grid = mask_grid_size(*size, cell=cell)
-    hard = polygon_masks(polygons, size, grid)
+    hard = polygon_grid_masks(polygons, size, grid)
     scale = grid[0] / size[0]
     return upsample(gaussian_blur(hard, feather_px * scale), size).clamp(0.0, 1.0)
 

@@ -246,11 +246,12 @@ def _identity_option(value: Any) -> bool:
     """audit.identity: auto (on when dlib is installed), true (dlib required) or false."""
     from engine.identity import dlib_available
 
+    installed = dlib_available()
     if value == "auto":
-        if not dlib_available():
+        if not installed:
             log.warning("audit: no identity check (dlib is not installed; pip install -e '.[identity]')")
-        return dlib_available()
-    if value is True and not dlib_available():
+        return installed
+    if value is True and not installed:
         raise ConfigError("audit.identity=true needs dlib: pip install -e '.[identity]' (or audit.identity=auto)")
     if isinstance(value, bool):
         return value
