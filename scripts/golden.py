@@ -1,0 +1,127 @@
+"""Golden outputs: save, or compare against, every demo experiment's tables.
+
+The redesign must not move a number. `save` runs every experiment on the demo set with the config
+defaults (cold work cache unless --cache is given) and keeps `stats.csv`, `audit.csv` and
+`measurements.parquet` under `tests/data/golden/<experiment>/`; `compare` runs them again and checks
+that every table has the same rows and columns, with numbers within `--atol` (default 1e-6).
+
+    python scripts/golden.py save                 # write tests/data/golden/
+    python scripts/golden.py compare              # exit 1 on any difference
+    python scripts/golden.py compare age_shift    # one experiment
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+GOLDEN = ROOT / "tests" / "data" / "golden"
+EXPERIMENTS = ("age_shift", "gender_swap", "symmetry", "asymmetry", "semg", "placebo", "observe_demo")
+TABLES = ("stats.csv", "audit.csv", "measurements.parquet")
+
+
+def run_experiment(name: str, out: Path, cache: Path, extra: list[str]) -> float:
+    """Run one experiment into `out`; returns its wall time in seconds."""
+    env = dict(os.environ, FACECF_WORK_CACHE=str(cache), CI="1")
+    cmd = [sys.executable, "-m", "engine", f"experiment={name}", f"hydra.run.dir={out}", *extra]
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"{name}: exit {proc.returncode}\n{proc.stderr[-3000:]}")
+    return time.perf_counter() - t0
+
+
+def read_table(path: Path):
+    import pandas as pd
+
+    return pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+
+
+def compare_tables(golden: Path, fresh: Path, atol: float, renames: dict[str, str] | None = None) -> list[str]:
+    """Differences between two tables: columns, row count, then each column's values."""
+    import numpy as np
+    import pandas as pd
+
+    a, b = read_table(golden), read_table(fresh)
+    if renames:
+        a = a.rename(columns=renames)
+    problems = []
+    if list(a.columns) != list(b.columns):
+        gone = [c for c in a.columns if c not in b.columns]
+        new = [c for c in b.columns if c not in a.columns]
+        problems.append(f"columns differ: missing {gone}, new {new}" if gone or new else
+                        f"column order differs: {list(b.columns)}")
+        keep = [c for c in a.columns if c in b.columns]
+        a, b = a[keep], b[keep]
+    if len(a) != len(b):
+        return [*problems, f"rows: golden {len(a)}, now {len(b)}"]
+    for col in a.columns:
+        x, y = a[col], b[col]
+        if pd.api.types.is_numeric_dtype(x) and pd.api.types.is_numeric_dtype(y) and not (
+                pd.api.types.is_bool_dtype(x) or pd.api.types.is_bool_dtype(y)):
+            xv, yv = x.to_numpy(dtype=float), y.to_numpy(dtype=float)
+            same_nan = np.isnan(xv) == np.isnan(yv)
+            close = np.isclose(xv, yv, rtol=atol, atol=atol) | (np.isnan(xv) & np.isnan(yv))
+            if not (same_nan.all() and close.all()):
+                worst = np.nanmax(np.abs(xv - yv)) if (np.isfinite(xv) & np.isfinite(yv)).any() else float("nan")
+                problems.append(f"{col}: {int((~close).sum())} values differ (max |diff| {worst:.3g})")
+        else:
+            xs, ys = x.astype(str).to_numpy(), y.astype(str).to_numpy()
+            if (xs != ys).any():
+                i = int(np.flatnonzero(xs != ys)[0])
+                problems.append(f"{col}: {int((xs != ys).sum())} values differ (row {i}: {xs[i]!r} -> {ys[i]!r})")
+    return problems
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("mode", choices=("save", "compare"))
+    p.add_argument("experiments", nargs="*", default=list(EXPERIMENTS))
+    p.add_argument("--cache", type=Path, default=None, help="work cache (default: a fresh temporary one)")
+    p.add_argument("--atol", type=float, default=1e-6)
+    p.add_argument("--keep", type=Path, default=None, help="keep the run folders here")
+    args, extra = p.parse_known_args(argv)
+    tmp = Path(tempfile.mkdtemp(prefix="facecf-golden-"))
+    cache = args.cache or tmp / "cache"
+    runs = args.keep or tmp / "runs"
+    failed = 0
+    try:
+        for name in args.experiments:
+            out = runs / name
+            if out.exists():
+                shutil.rmtree(out)
+            seconds = run_experiment(name, out, cache, extra)
+            if args.mode == "save":
+                dest = GOLDEN / name
+                dest.mkdir(parents=True, exist_ok=True)
+                for t in TABLES:
+                    if (out / t).exists():
+                        shutil.copyfile(out / t, dest / t)
+                print(f"saved  {name:14s} {seconds:6.1f} s -> {dest.relative_to(ROOT)}")
+                continue
+            problems = []
+            for t in TABLES:
+                g = GOLDEN / name / t
+                if g.exists() != (out / t).exists():
+                    problems.append(f"{t}: {'missing now' if g.exists() else 'new (no golden)'}")
+                elif g.exists():
+                    problems += [f"{t}: {m}" for m in compare_tables(g, out / t, args.atol)]
+            failed += bool(problems)
+            print(f"{'OK  ' if not problems else 'DIFF'}   {name:14s} {seconds:6.1f} s")
+            for m in problems:
+                print(f"         {m}")
+    finally:
+        if args.keep is None:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
