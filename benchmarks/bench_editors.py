@@ -17,7 +17,7 @@ from hydra.utils import instantiate
 
 from editors.symmetry import symmetric_target
 from editors.warp import warp_images
-from engine.chunks import make_face_batch
+from engine.pipeline import make_face_batch
 from engine.data import DemoDataset
 from engine.faces import FaceAnalyzer
 

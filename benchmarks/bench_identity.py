@@ -1,7 +1,7 @@
 """Benchmark dlib's face descriptor against its torch port, `engine.dlib_resnet`, on CPU (not a test).
 
 Both sides get the same list of real 150 px chips (the two demo portraits and LFW faces, cut by
-`IdentityJudge.chips`, plus their mirror images, cycled to --batch) and are timed the same way: one
+`engine.audit.identity.face_chips`, plus their mirror images, cycled to --batch) and are timed the same way: one
 warm-up call, then --repeat timed calls of the whole batch, best of N, per-chip time = best / batch.
 
 * dlib: `dlib.face_recognition_model_v1(...).compute_face_descriptor(list_of_chips)` (dlib-bin; it
@@ -33,7 +33,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from engine.assets import asset_path  # noqa: E402
-from engine.dlib_resnet import ASSET, load_dlib_face_resnet  # noqa: E402
+from engine.audit.dlib_resnet import ASSET, load_dlib_face_resnet  # noqa: E402
 
 MIN_RATIO = 10.0
 MAX_DIFF = 1e-4
@@ -41,27 +41,15 @@ MAX_DIFF = 1e-4
 
 def real_chips(n: int, n_lfw: int) -> np.ndarray:
     """`(n, 150, 150, 3)` uint8 chips of real faces and their mirror images, cycled to n."""
+    from engine.audit.identity import face_chips
     from engine.data import DemoDataset
-
-    try:
-        from engine.faces import FaceAnalyzer
-    except ImportError:  # engine.faces as a package without the re-export
-        from engine.faces.analyzer import FaceAnalyzer
+    from engine.faces import FaceAnalyzer
+    from engine.pipeline import analyse_faces
 
     analyzer = FaceAnalyzer()
-    crops, lms = [], []
-    for rec in DemoDataset(n_lfw=n_lfw):
-        fa, crop = analyzer.analyse(rec.image_id, rec.load())
-        if crop is not None:
-            crops.append(crop)
-            lms.append(fa.landmarks)
+    faces = analyse_faces(DemoDataset(n_lfw=n_lfw), analyzer)
     analyzer.close()
-    try:
-        from engine.identity import IdentityJudge
-    except ImportError:  # the engine.audit package layout
-        from engine.audit.identity import IdentityJudge
-    images = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float() / 255
-    chips = IdentityJudge.chips(images, np.stack(lms))
+    chips = face_chips(faces.images, faces.landmarks.numpy()).round().byte().permute(0, 2, 3, 1).numpy()
     chips = np.concatenate([chips, chips[:, :, ::-1]])
     return np.ascontiguousarray(chips[np.arange(n) % len(chips)])
 

@@ -43,7 +43,7 @@ from classifiers.fer_minixception import FerMiniXception  # noqa: E402
 from classifiers.pyemotion import PyEmotionNetV2  # noqa: E402
 from engine.cache import WorkCache, key_of, pixels_hash  # noqa: E402
 from engine.data import load_image_file  # noqa: E402
-from engine.runner import BatchRunner  # noqa: E402
+from engine.pipeline import BatchRunner  # noqa: E402
 from engine.types import stable_hash  # noqa: E402
 
 
@@ -186,7 +186,7 @@ def classify_stage_cache(
 def pipeline_rerun(
     folder: Path, classifiers: dict, runner: BatchRunner, root: Path
 ) -> tuple[float, float, dict]:
-    from editors.identity import IdentityEditor
+    from editors.placebo import PlaceboEditor
     from engine.data import ImageFolderDataset
     from engine.faces import FaceAnalyzer
     from engine.pipeline import Pipeline
@@ -196,7 +196,7 @@ def pipeline_rerun(
     times, summary = [], {}
     for _ in range(2):
         cache = WorkCache(root)
-        pipe = Pipeline(analyzer, IdentityEditor(), [], classifiers, runner, cache, seed=0)
+        pipe = Pipeline(analyzer, PlaceboEditor(), [], classifiers, runner, cache, seed=0)
         t0 = time.perf_counter()
         result = pipe.run(records)
         times.append(time.perf_counter() - t0)

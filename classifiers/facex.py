@@ -20,9 +20,11 @@ from typing import Any
 
 import torch
 
+from classifiers.assets import FACEX_MOBILENETV2
+
 from .tflite_model import TFLiteClassifier
 
-ASSET = "facex_mobilenetv2"
+ASSET = FACEX_MOBILENETV2
 #: Output order of the package (its default `category` list).
 FACEX_LABELS = ("anger", "disgust", "fear", "happy", "neutral", "sadness", "surprised")
 INPUT_SIZE = 200

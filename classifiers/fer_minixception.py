@@ -29,11 +29,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from classifiers.assets import FER_MINIXCEPTION
 from engine.types import Classifier, canonical_emotion
 
 from .preprocess import Preprocessing
 
-ASSET = "fer_minixception"
+ASSET = FER_MINIXCEPTION
 #: Output order of the Keras model (fer package, FER2013 label ids 0..6).
 KERAS_LABELS = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 CONVERSION_VERSION = "1"

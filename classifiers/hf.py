@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from .labels import BackendClassifier, file_digest
+from .base import BackendClassifier, file_digest
 from .preprocess import Preprocessing
 from .torch_model import tf32
 

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .labels import BackendClassifier, check_path, path_identity, resolve_path
+from .base import BackendClassifier, check_path, path_identity, resolve_path
 
 log = logging.getLogger(__name__)
 

@@ -21,9 +21,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from classifiers.assets import PYEMOTION_NETV2
+
 from .torch_model import TorchClassifier
 
-ASSET = "pyemotion_netv2"
+ASSET = PYEMOTION_NETV2
 #: Output order of the package (its `emotions` dict, ids 0..6).
 PYEMOTION_LABELS = ("Angry", "Disgust", "Fear", "Happy", "Sad", "Surprise", "Neutral")
 INPUT_SIZE = 48

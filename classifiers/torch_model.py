@@ -38,7 +38,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .labels import BackendClassifier, check_path, path_identity, resolve_path
+from .base import BackendClassifier, check_path, path_identity, resolve_path
 
 log = logging.getLogger(__name__)
 

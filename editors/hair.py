@@ -18,8 +18,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from editors.mesh import landmark_group
+from editors.assets import SELFIE_SEGMENTATION
 from editors.skin import feathered, polygon_masks
+from engine.faces.mesh import landmark_group
 
 SEGMENTER_SIZE = 256
 
@@ -46,7 +47,7 @@ class PersonSegmenter:
             if path is None:
                 from engine.assets import asset_path
 
-                path = str(asset_path("selfie_segmentation"))
+                path = str(asset_path(SELFIE_SEGMENTATION))
             interpreter = Interpreter(model_path=path, num_threads=self.threads)
             interpreter.allocate_tensors()
             self._local.interpreter = interpreter

@@ -1,12 +1,17 @@
-"""run(cfg): instantiate -> analyse faces -> edit -> classify -> audit -> test -> report."""
+"""`run(cfg)`: spec -> pipeline (load, analyse, edit, classify, audit, record) -> statistics -> report."""
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
 import logging
 import os
 import random
+import shutil
+import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,12 +19,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from engine.cache import WorkCache
-from engine.config import validate
-from engine.faces import FaceAnalyzer
-from engine.pipeline import Pipeline
+from engine.data import ImageRecord
+from engine.pipeline import Pipeline, PipelineResult
+from engine.pipeline.tables import audit_rows, edits_table, measurements_table, skipped_table
+from engine.spec import CacheSpec, RunOutputs, RunSpec
 from engine.types import ConfigError
 
 log = logging.getLogger("engine")
@@ -71,6 +77,80 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+@contextlib.contextmanager
+def work_cache(spec: CacheSpec) -> Iterator[WorkCache]:
+    """The shared work cache, or with `cache.enabled=false` a private one deleted after the run.
+
+    A private cache keeps one code path: every stage still looks up its key (and misses), and the
+    report still reads the gallery's images back by key.
+    """
+    if spec.enabled:
+        yield WorkCache(spec.dir)
+        return
+    tmp = tempfile.mkdtemp(prefix="facecf-private-cache-")
+    try:
+        yield WorkCache(tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _detached(rec: ImageRecord) -> ImageRecord:
+    """A record that can cross processes (its loader stays behind; the report never loads)."""
+    return dataclasses.replace(rec, loader=_no_loader)
+
+
+def _no_loader() -> np.ndarray:
+    raise RuntimeError("this record was gathered from another process; its pixels are in the work cache")
+
+
+def _audit_hook(spec: RunSpec, cache: WorkCache, device: torch.device) -> Any:
+    if not spec.paired:
+        from engine.observe import JudgeAnnotator
+
+        return JudgeAnnotator() if spec.observe.annotate else None
+    if not spec.audit.enabled:
+        return None
+    from engine.audit import AuditStage
+    from engine.pipeline.hooks import EditAudit
+
+    judges = spec.audit.judges(device, getattr(spec.faces, "landmarker", None))
+    return EditAudit(AuditStage(judges, spec.policy, spec.thresholds, cache))
+
+
+def run_pipeline(spec: RunSpec, cache: WorkCache, records: list[ImageRecord]) -> tuple[PipelineResult, Any]:
+    """The image work of `records` (this process's share): returns the result and the audit hook."""
+    classifiers = {n: spec.runner.prepare(c) for n, c in spec.classifiers.items()}
+    hook = _audit_hook(spec, cache, spec.runner.device)
+    pipe = Pipeline(spec.faces, spec.editor, spec.strengths, classifiers, spec.runner, cache, spec.seed,
+                    audit=hook, paired=spec.paired, overlap=spec.runner.overlap)
+    try:
+        return pipe.run(records), hook
+    finally:
+        spec.faces.close()
+        close = getattr(getattr(hook, "stage", None), "close", None)
+        if close is not None:
+            close()
+
+
+def _gather(dist: Any, result: PipelineResult, order: dict[str, int]) -> PipelineResult:
+    """Every process's results on every process, in dataset order (so N processes equal one)."""
+    mine = PipelineResult([dataclasses.replace(r, record=_detached(r.record)) for r in result.results],
+                          result.skipped, result.timings, result.cache_summary)
+    parts: list[PipelineResult] = dist.gather(mine)
+    timings: dict[str, float] = {}
+    cache: dict[str, dict[str, int]] = {}
+    for p in parts:
+        for k, v in p.timings.items():
+            timings[k] = max(timings.get(k, 0.0), v)  # processes run in parallel: wall time is the max
+        for kind, counts in p.cache_summary.items():
+            agg = cache.setdefault(kind, {"cached": 0, "computed": 0})
+            agg["cached"] += counts["cached"]
+            agg["computed"] += counts["computed"]
+    results = sorted((r for p in parts for r in p.results), key=lambda r: order[r.record.image_id])
+    skipped = sorted((s for p in parts for s in p.skipped), key=lambda s: order[s.image_id])
+    return PipelineResult(results, skipped, timings, cache)
+
+
 def run(cfg: DictConfig, out: Path | None = None) -> RunSummary:
     """Run one experiment described by the composed config `cfg`; outputs go to Hydra's run folder.
 
@@ -80,173 +160,84 @@ def run(cfg: DictConfig, out: Path | None = None) -> RunSummary:
     from engine.distributed import context
 
     dist = context()
+    spec = RunSpec.from_config(cfg)
     out = out or output_dir_for(cfg)
     out.mkdir(parents=True, exist_ok=True)
     if dist.is_main:
-        guard_output(out, bool(cfg.resume))
-    built = validate(cfg)
+        guard_output(out, spec.resume)
+    if dist.active:  # one GPU per process
+        spec.runner.device = torch.device(dist.device(spec.runner.device.type))
     dist.barrier()  # nobody starts before the main process has accepted the output folder
     if dist.is_main:
         _set_state(out, status="running", started=time.strftime("%Y-%m-%d %H:%M:%S"))
-    seed_everything(int(cfg.seed))
+    seed_everything(spec.seed)
     t_start = time.perf_counter()
-    timings: dict[str, float] = {}
-
-    from engine.checks import ManipulationChecks
-    from engine.report import write_outputs
-    from engine.runner import BatchRunner
-    from engine.stats import analyse
-
-    runner_cfg = OmegaConf.to_container(cfg.runner, resolve=True)
-    assert isinstance(runner_cfg, dict)
-    runner_cfg["device"] = dist.device(runner_cfg["device"])
-    runner = BatchRunner(**runner_cfg)
-    analyzer: FaceAnalyzer = built["faces"]
-    classifiers = {n: runner.prepare(c) for n, c in built["classifiers"].items()}
-    cache = WorkCache(cfg.cache.dir, enabled=cfg.cache.enabled)
-    editor = built["editor"]
-    editor_name = type(editor).__name__
     log.info("experiment=%s editor=%s property=%s strengths=%s classifiers=%s device=%s rank=%d/%d",
-             cfg.experiment_name, editor_name, editor.property, built["strengths"], list(classifiers),
-             runner.device, dist.rank, dist.world_size)
-
+             spec.experiment, spec.editor.name, spec.policy.property, list(spec.strengths), list(spec.classifiers),
+             spec.runner.device, dist.rank, dist.world_size)
     t0 = time.perf_counter()
-    records = list(built["dataset"])
+    records = list(spec.dataset)
     order = {r.image_id: i for i, r in enumerate(records)}
-    timings["index"] = time.perf_counter() - t0
+    index_seconds = time.perf_counter() - t0
+    with work_cache(spec.cache) as cache:
+        result, hook = run_pipeline(spec, cache, dist.shard(records))
+        if dist.active:
+            result = _gather(dist, result, order)
+            if not dist.is_main:
+                dist.barrier()
+                return RunSummary(out, 0, 0, "", result.timings, result.cache_summary)
+        timings = {"index": index_seconds, **result.timings}
+        outputs, frame = _outputs(spec, out, records, result, hook, timings)
+        t0 = time.perf_counter()
+        if spec.paired:
+            from engine.report.outputs import write_outputs
 
-    obs = built["observe"]
-    stage = built["audit_stage"]
-    audit_stage: Any = None
-    if obs.enabled:
-        from engine.observe import JudgeAnnotator
+            headline = write_outputs(outputs, cache)
+        else:
+            from engine.report.observational import write_observational_outputs
 
-        audit_stage = JudgeAnnotator() if obs.annotate else None
-    elif stage["enabled"]:
-        audit_stage = ManipulationChecks(built["audit"], editor.property, getattr(editor, "direction", None), cache,
-                                         runner.device, symmetry_measure=stage["symmetry_measure"],
-                                         perceptual=stage["perceptual"], lpips_net=stage["lpips_net"],
-                                         image_symmetry_measure=stage["image_symmetry_measure"],
-                                         landmarker=analyzer.landmarker, identity=stage["identity"])
-    pipe = Pipeline(analyzer, editor, built["strengths"], classifiers, runner, cache, int(cfg.seed),
-                    keep_for_report=built["report"].gallery_max_images if dist.is_main else 0,
-                    audit_hook=audit_stage, paired=not obs.enabled)
-    result = pipe.run(dist.shard(records))
-    analyzer.close()
-    audit_df = audit_stage.table() if audit_stage else pd.DataFrame()
-    if hasattr(audit_stage, "close"):
-        audit_stage.close()
-    if dist.active:
-        result, audit_df = _gather(dist, result, audit_df)
-        if not dist.is_main:
-            dist.barrier()
-            return RunSummary(out, 0, 0, "", result.timings, result.cache_summary)
-    timings.update(result.timings)
-
-    measurements = _in_dataset_order(result.measurements, order)
-    audit_df = _in_dataset_order(audit_df, order)
-    # Replayed and freshly computed images of one chunk come out in two groups: dataset order again.
-    result.edit_metadata = _in_dataset_order(result.edit_metadata, order)
-    if obs.enabled:
-        return _finish_observational(cfg, built, out, runner, result, measurements, audit_df, timings, t_start,
-                                     len(records), dist)
-    if not audit_df.empty and not measurements.empty:
-        valid = audit_df[["image_id", "strength", "valid"]]
-        measurements = measurements.merge(valid, on=["image_id", "strength"], how="left")
-
-    t0 = time.perf_counter()
-    stats = analyse(measurements, built["stats"]) if not measurements.empty else None
-    timings["stats"] = time.perf_counter() - t0
-
-    t0 = time.perf_counter()
-    config_plain = OmegaConf.to_container(cfg, resolve=True)
-    headline = write_outputs(
-        out=out,
-        cfg=config_plain,  # type: ignore[arg-type]
-        experiment=str(cfg.experiment_name),
-        editor=editor,
-        editor_name=editor_name,
-        strengths=built["strengths"],
-        classifiers=classifiers,
-        runner=runner,
-        result=result,
-        measurements=measurements,
-        stats=stats,
-        audit=audit_df,
-        report_cfg=built["report"],
-        timings=timings,
-        n_records=len(records),
-    )
-    timings["report"] = time.perf_counter() - t0
-    return _finish(out, headline, timings, t_start, result, measurements, dist)
-
-
-def _in_dataset_order(df: pd.DataFrame, order: dict[str, int]) -> pd.DataFrame:
-    """Rows sorted by the images' dataset position (stable), so sharded runs equal single runs."""
-    if df.empty:
-        return df
-    pos = df["image_id"].map(order)
-    return df.assign(_pos=pos).sort_values("_pos", kind="stable").drop(columns="_pos").reset_index(drop=True)
-
-
-def _gather(dist: Any, result: Any, audit_df: pd.DataFrame) -> tuple[Any, pd.DataFrame]:
-    """Collect every process's tables on all processes; the main process keeps its gallery chunks."""
-    from engine.pipeline import PipelineResult
-
-    parts = dist.gather((result.measurements, result.skipped, result.edit_metadata, audit_df,
-                         result.timings, result.cache_summary))
-    timings: dict[str, float] = {}
-    cache: dict[str, dict[str, int]] = {}
-    for *_, t, c in parts:
-        for k, v in t.items():
-            timings[k] = max(timings.get(k, 0.0), v)  # processes run in parallel: wall time is the max
-        for kind, counts in c.items():
-            agg = cache.setdefault(kind, {"cached": 0, "computed": 0})
-            agg["cached"] += counts["cached"]
-            agg["computed"] += counts["computed"]
-
-    def cat(i: int) -> pd.DataFrame:
-        frames = [p[i] for p in parts if p[i] is not None and not p[i].empty]
-        return pd.concat(frames, ignore_index=True) if frames else parts[0][i]
-
-    merged = PipelineResult(cat(0), cat(1), cat(2), result.chunks_for_report, timings, cache)
-    return merged, cat(3)
-
-
-def _finish_observational(cfg, built, out, runner, result, measurements, judged, timings, t_start, n_records, dist):
-    from engine.gallery import write_gallery
-    from engine.observe import observational_frame, write_observational_report
-    from engine.report import stamp
-    from engine.stats import observational
-
-    obs = built["observe"]
-    measurements.to_parquet(out / "measurements.parquet", index=False)
-    result.skipped.to_csv(out / "skipped.csv", index=False)
-    if not judged.empty:
-        judged.to_csv(out / "annotations.csv", index=False)
-    t0 = time.perf_counter()
-    frame = observational_frame(measurements, obs, judged if not judged.empty else None)
-    try:
-        stats = observational(frame, list(obs.properties), built["stats"])
-    except ValueError as exc:
-        raise ConfigError(f"observe: {exc}") from None
-    timings["stats"] = time.perf_counter() - t0
-    provenance = stamp(OmegaConf.to_container(cfg, resolve=True), runner.describe())  # type: ignore[arg-type]
-    headline = write_observational_report(out, str(cfg.experiment_name), obs, stats, frame, provenance, n_records,
-                                          result.skipped)
-    write_gallery(out, result.chunks_for_report, built["classifiers"], built["report"],
-                  f"{cfg.experiment_name}: originals (observational)")
-    return _finish(out, headline, timings, t_start, result, measurements, dist)
-
-
-def _finish(out: Path, headline: str, timings: dict[str, float], t_start: float, result: Any,
-            measurements: pd.DataFrame, dist: Any) -> RunSummary:
-    """Write the run's timings and cache counts, mark it finished, and summarise it."""
+            headline = write_observational_outputs(outputs, frame, cache)
+        timings["report"] = time.perf_counter() - t0
     timings["total"] = time.perf_counter() - t_start
     (out / "timings.json").write_text(json.dumps(timings, indent=2))
     (out / "run_stats.json").write_text(json.dumps({"cache": result.cache_summary,
                                                      "processes": dist.world_size}, indent=2))
     _set_state(out, status="finished", finished=time.strftime("%Y-%m-%d %H:%M:%S"))
     dist.barrier()
-    n_images = int(measurements["image_id"].nunique()) if not measurements.empty else 0
-    return RunSummary(out, n_images, len(result.skipped), headline, timings, result.cache_summary)
+    n_images = int(outputs.measurements["image_id"].nunique()) if not outputs.measurements.empty else 0
+    return RunSummary(out, n_images, len(outputs.skipped), headline, timings, result.cache_summary)
+
+
+def _outputs(spec: RunSpec, out: Path, records: list[ImageRecord], result: PipelineResult, hook: Any,
+             timings: dict[str, float]) -> tuple[RunOutputs, Any]:
+    """The run's tables and statistics, assembled from the records."""
+    from engine.stats import analyse, observational
+
+    measurements = measurements_table(result.results, spec.classifiers, spec.editor.name, spec.policy.property)
+    rows = audit_rows(result.results)
+    audit = pd.DataFrame()
+    annotations = pd.DataFrame()
+    frame = None
+    t0 = time.perf_counter()
+    if spec.paired:
+        if rows and hasattr(hook, "stage"):
+            audit = hook.stage.table(rows)
+        if not audit.empty and not measurements.empty:
+            valid = audit[["image_id", "strength", "valid"]]
+            measurements = measurements.merge(valid, on=["image_id", "strength"], how="left")
+        stats = analyse(measurements, spec.stats) if not measurements.empty else None
+    else:
+        from engine.observe import annotation_table, observational_frame
+
+        annotations = annotation_table(rows) if rows else pd.DataFrame()
+        frame = observational_frame(measurements, spec.observe, annotations if not annotations.empty else None)
+        try:
+            stats = observational(frame, list(spec.observe.properties), spec.stats)
+        except ValueError as exc:
+            raise ConfigError(f"observe: {exc}") from None
+    timings["stats"] = time.perf_counter() - t0
+    outputs = RunOutputs(spec=spec, out=out, n_records=len(records), results=result.results,
+                         skipped=skipped_table(result.skipped), measurements=measurements,
+                         edits=edits_table(result.results), audit=audit, stats=stats, annotations=annotations,
+                         timings=timings, cache=result.cache_summary, runner=spec.runner.describe())
+    return outputs, frame

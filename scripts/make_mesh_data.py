@@ -27,7 +27,8 @@ from scipy.optimize import linear_sum_assignment
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from editors.mesh import MESH_DATA_PATH, detect_face_landmarks  # noqa: E402
+from engine.faces.landmarker import FaceLandmarker  # noqa: E402
+from engine.faces.mesh import MESH_DATA_PATH  # noqa: E402
 from engine.assets import asset_path  # noqa: E402
 
 GEOMETRY_MEMBER = "geometry_pipeline_metadata_landmarks.binarypb"
@@ -150,7 +151,13 @@ def demo_face_landmarks() -> list[np.ndarray]:
         grey = Image.fromarray(np.round(face * 255).astype(np.uint8)).resize((128, 128), Image.BICUBIC)
         images.append(np.asarray(grey))
     images.append(skimage.data.astronaut())
-    return [lm for lm in detect_face_landmarks(images) if lm is not None]
+    landmarker = FaceLandmarker(num_faces=1)
+    try:
+        found = [landmarker.detect(np.ascontiguousarray(np.stack([im] * 3, -1) if im.ndim == 2 else im))
+                 for im in images]
+    finally:
+        landmarker.close()
+    return [d["landmarks"] for d in found if d is not None]
 
 
 def main() -> None:

@@ -29,7 +29,7 @@ from classifiers.fer_minixception import FerMiniXception
 from classifiers.pyemotion import PyEmotionNetV2
 from engine.data import DemoDataset
 from engine.faces import FaceAnalyzer
-from engine.runner import BatchRunner
+from engine.pipeline import BatchRunner
 
 PORTRAITS = ("astronaut", "grace_hopper")
 

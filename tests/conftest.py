@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 import pytest
+from helpers import face_batch
 
 # Tests never reach the network: a missing asset must fail loudly, not download.
 os.environ.setdefault("FACECF_OFFLINE", "1")
@@ -47,3 +48,40 @@ def run_experiment(compose, work_cache, tmp_path):
         return run(cfg, out=out), out
 
     return _run
+
+
+@pytest.fixture()
+def tiny_face_batch():
+    """Four synthetic 128 px faces on the canonical mesh, slightly different in shape: no MediaPipe needed."""
+    from engine.faces import CropSpec
+    from engine.faces.template import synthetic_faces
+
+    crops, landmarks = synthetic_faces(4, CropSpec(size=128), seed=0, jitter=0.04)
+    return face_batch(crops, landmarks)
+
+
+_REAL_FACES: dict = {}
+
+
+@pytest.fixture(scope="session")
+def real_faces():
+    """`real_faces(count, size)`: the demo set's first `count` faces, analysed and aligned by the pipeline's
+    own `FaceAnalyzer` at crop size `size` (astronaut and Grace Hopper first, then upscaled LFW faces)."""
+
+    def _get(count: int, size: int = 384):
+        key = (count, size)
+        if key not in _REAL_FACES:
+            from engine.data import DemoDataset
+            from engine.faces import FaceAnalyzer
+            from engine.pipeline import analyse_faces
+
+            analyzer = FaceAnalyzer(crop_size=size)
+            try:
+                batch = analyse_faces(DemoDataset(n_lfw=min(100, 2 * count + 4)), analyzer, count=count)
+            finally:
+                analyzer.close()
+            _REAL_FACES[key] = batch
+        return _REAL_FACES[key]
+
+    return _get
+

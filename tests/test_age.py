@@ -7,12 +7,12 @@ import pytest
 import torch
 
 from editors.age import AgeEditor
-from editors.age_template import face_widths
-from editors.age_tone import region_masks
+from editors.age.template import face_widths
+from editors.age.tone import region_masks
 from editors.skin import gaussian_blur, luminance
-from engine.chunks import make_face_batch
 from engine.data import DemoDataset
 from engine.faces import FaceAnalyzer
+from engine.pipeline import make_face_batch
 from engine.types import FaceBatch
 
 CROP = 192  # small crops keep the test fast; the editor sizes everything by the face width

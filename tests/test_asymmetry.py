@@ -7,24 +7,19 @@ import math
 import numpy as np
 import pytest
 import torch
+from helpers import redetect
 
-from editors.asymmetry import (
+from editors.symmetry import symmetry_index
+from editors.symmetry.asymmetry import (
     MOUTH_CORNERS,
     AsymmetryEditor,
     face_axes,
     nasolabial_path,
     palsy_weights,
 )
-from editors.measures import symmetry_index as redetected_index
-from editors.mesh import (
-    canonical_vertices,
-    demo_face_crops,
-    detect_face_landmarks,
-    landmark_group,
-    mirror_index,
-)
-from editors.symmetry import symmetry_index
+from engine.audit.landmarks import mesh_asymmetry as redetected_index
 from engine.faces import face_masks
+from engine.faces.mesh import canonical_vertices, landmark_group, mirror_index
 from engine.types import FaceBatch
 
 SIZE = 256
@@ -45,10 +40,10 @@ def make_batch(images: torch.Tensor, landmarks: torch.Tensor) -> FaceBatch:
 
 
 @pytest.fixture(scope="module")
-def batch() -> FaceBatch:
-    """Four real aligned faces: astronaut, Grace Hopper (sharp photos), two upscaled LFW faces."""
-    crops, landmarks = demo_face_crops(4, SIZE)
-    return make_batch(torch.from_numpy(crops).permute(0, 3, 1, 2).float() / 255, torch.from_numpy(landmarks))
+def batch(real_faces) -> FaceBatch:
+    """Four real faces aligned by the pipeline: astronaut, Grace Hopper (sharp photos), two upscaled LFW faces."""
+    faces = real_faces(4, SIZE)
+    return make_batch(faces.images, faces.landmarks)
 
 
 def canonical_face(roll_degrees: float = 0.0) -> torch.Tensor:
@@ -208,11 +203,7 @@ def test_redetected_landmarks_see_the_droop_on_sharp_photos(batch: FaceBatch) ->
     """The real landmarker on the edited portraits: the engine audit's 3-D index rises clearly."""
     part = batch.select([0, 1])
     edited = AsymmetryEditor(side="left").edit(part, 1.0, seed=0).images
-    crops = [
-        (x.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8) for x in torch.cat([part.images, edited])
-    ]
-    found = detect_face_landmarks(crops)
-    index = redetected_index(np.stack(found))
+    index = redetected_index(redetect(torch.cat([part.images, edited])))
     before, after = index[:2], index[2:]
     print(f"\nre-detected 3-D index before {before.round(4)} after {after.round(4)}")
     assert (after > 1.3 * before).all()  # measured: +102 % and +52 % at SIZE 256

@@ -1,4 +1,4 @@
-"""Edit audit: thresholds, symmetry index, expression and outside-mask measures, verdicts."""
+"""Edit audit: thresholds, measures, verdicts from editors' policies, and the stage that runs the judges."""
 
 from __future__ import annotations
 
@@ -7,14 +7,13 @@ import pandas as pd
 import pytest
 import torch
 
-from engine.audit import (
-    AuditConfig,
-    audit_edits,
-    blendshape_change,
-    outside_mask_change,
-    symmetry_index,
-    verdicts,
-)
+from engine.audit import AuditStage, AuditThresholds, verdicts
+from engine.audit.measures import mean_abs_change, outside_mask_change, symmetry_index
+from engine.cache import WorkCache
+from engine.types import AuditPolicy, Judge, JudgedPair, JudgeView, ReportedTarget, TargetCheck
+
+AGE_OLDER = AuditPolicy("age", "older", TargetCheck(("delta_est_age",), "min_age_change", +1))
+SYMMETRY_DELTAS = ("delta_symmetry_index_rel", "delta_image_asymmetry_rel")
 
 
 def _symmetric_face(rng: np.random.Generator, n_pairs: int = 40, n_mid: int = 10) -> tuple:
@@ -33,10 +32,9 @@ def _random_pose(points: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return rng.uniform(0.5, 3) * points @ q.T + rng.uniform(-100, 300, 3)
 
 
-def test_config_validation_names_the_field():
-    assert (
-        AuditConfig().min_age_change == 3.0 and AuditConfig(max_lpips_outside=None).max_lpips_outside is None
-    )
+def test_thresholds_validation_names_the_field():
+    assert AuditThresholds().min_age_change == 3.0
+    assert AuditThresholds(max_lpips_outside=None).max_lpips_outside is None
     for bad in (
         {"max_blendshape_change": -0.1},
         {"min_age_change": float("nan")},
@@ -47,7 +45,7 @@ def test_config_validation_names_the_field():
     ):
         field = next(iter(bad))
         with pytest.raises(ValueError, match=field):
-            AuditConfig(**bad)
+            AuditThresholds(**bad)
 
 
 def test_symmetry_index_is_pose_invariant_and_grows_with_asymmetry():
@@ -58,9 +56,8 @@ def test_symmetry_index_is_pose_invariant_and_grows_with_asymmetry():
     assert idx.shape == (4,) and np.all(idx < 1e-9)
 
     # Move the left half's points: the index grows with the size of the change, in any pose.
-    bumps = [0.0, 2.0, 4.0, 8.0]
     asym = []
-    for b in bumps:
+    for b in [0.0, 2.0, 4.0, 8.0]:
         moved = face.copy()
         moved[pairs[:, 0], 1] += b
         asym.append(moved)
@@ -76,21 +73,20 @@ def test_symmetry_index_is_pose_invariant_and_grows_with_asymmetry():
     assert symmetry_index(turned, pairs, mid)[0] < 1e-9
     assert symmetry_index(turned, pairs, mid, use_depth=False)[0] > 0.01
 
-    with_nan = np.stack([face, np.full_like(face, np.nan)])
-    out = symmetry_index(with_nan, pairs, mid)
+    out = symmetry_index(np.stack([face, np.full_like(face, np.nan)]), pairs, mid)
     assert out[0] < 1e-9 and np.isnan(out[1])
     with pytest.raises(ValueError, match="out of range"):
         symmetry_index(face[None], pairs + 1000, mid)
 
 
 def test_blendshape_and_outside_change():
-    a = np.zeros((3, 52))
+    a = np.zeros((4, 52))
     b = a.copy()
     b[1, :26] = 0.2
     b[2] = np.nan
-    np.testing.assert_allclose(blendshape_change(a, torch.from_numpy(b)), [0.0, 0.1, np.nan])
-    with pytest.raises(ValueError, match="blendshapes"):
-        blendshape_change(a, a[:, :10])
+    b[3, :26] = np.nan  # only half the scores: the mean of those
+    b[3, 26:] = 0.4
+    np.testing.assert_allclose(mean_abs_change(b, a), [0.0, 0.1, np.nan, 0.4])
 
     ref = torch.full((3, 3, 8, 8), 0.5)
     mask = torch.zeros(3, 1, 8, 8)
@@ -100,173 +96,190 @@ def test_blendshape_and_outside_change():
     edit[0, :, :, :5] = 0.9  # changes only inside (and on the rim)
     edit[1, 0, :, 6:] = 0.8  # red +0.3 on 2 of the 3 outside columns: mean 0.1 * 2/3
     mask[2] = 1.0  # nothing outside
-    change = outside_mask_change(ref, edit, mask)
-    np.testing.assert_allclose(change, [0.0, 0.1 * 2 / 3, np.nan], atol=1e-6)
+    np.testing.assert_allclose(outside_mask_change(ref, edit, mask), [0.0, 0.1 * 2 / 3, np.nan], atol=1e-6)
     with pytest.raises(ValueError, match="mask"):
         outside_mask_change(ref, edit, mask[:, :, :4])
 
 
 def _age_table() -> pd.DataFrame:
-    """Seven age edits, one per verdict case (direction: older)."""
-    return pd.DataFrame(
-        {
-            "image_id": [f"im{i}" for i in range(7)],
-            "est_age_ref": [30.0] * 7,
-            "est_age_edit": [35.0, 31.0, 35.0, 35.0, 35.0, np.nan, 25.0],
-            "p_male_ref": [0.2] * 7,
-            "p_male_edit": [0.22, 0.2, 0.5, 0.2, 0.2, 0.2, 0.2],
-            "blendshape_change": [0.01, 0.01, 0.01, 0.2, 0.01, 0.01, 0.01],
-            "outside_change": [0.001, 0.001, 0.001, 0.001, 0.05, 0.001, 0.001],
-        }
-    )
+    """Seven age edits, one per verdict case (direction: older), in the audit's column scheme."""
+    ref_age, edit_age = np.full(7, 30.0), np.array([35.0, 31.0, 35.0, 35.0, 35.0, np.nan, 25.0])
+    ref_pm, edit_pm = np.full(7, 0.2), np.array([0.22, 0.2, 0.5, 0.2, 0.2, 0.2, 0.2])
+    return pd.DataFrame({
+        "image_id": [f"im{i}" for i in range(7)],
+        "strength": 1.0,
+        "est_age_ref": ref_age, "est_age_edit": edit_age, "delta_est_age": edit_age - ref_age,
+        "est_p_male_ref": ref_pm, "est_p_male_edit": edit_pm, "delta_est_p_male": edit_pm - ref_pm,
+        "blendshape_change": [0.01, 0.01, 0.01, 0.2, 0.01, 0.01, 0.01],
+        "outside_change": [0.001, 0.001, 0.001, 0.001, 0.05, 0.001, 0.001],
+    })  # fmt: skip
 
 
 def test_age_verdicts_one_reason_each():
-    out = verdicts(_age_table(), "age", "older", AuditConfig())
+    out = verdicts(_age_table(), AGE_OLDER, AuditThresholds())
     assert out["reasons"].tolist() == [
-        "",
+        "", "target_not_moved", "nontarget_moved", "expression_moved", "leak_outside_mask", "face_not_found",
         "target_not_moved",
-        "nontarget_moved",
-        "expression_moved",
-        "leak_outside_mask",
-        "face_not_found",
-        "target_not_moved",
-    ]
+    ]  # fmt: skip
     assert out["valid"].tolist() == [True] + [False] * 6
-    np.testing.assert_allclose(out["delta_age"], [5, 1, 5, 5, 5, np.nan, -5])
-    # Without a direction either way counts; "younger" turns the verdicts round.
-    either = verdicts(_age_table(), "age", None, AuditConfig())
-    assert either.loc[6, "reasons"] == "" and either.loc[0, "reasons"] == ""
-    younger = verdicts(_age_table(), "age", "younger", AuditConfig())
-    assert younger.loc[0, "reasons"] == "target_not_moved" and younger.loc[6, "valid"]
-    # Looser thresholds, and several reasons at once.
-    loose = verdicts(_age_table(), "age", "older", AuditConfig(min_age_change=0.5, max_outside_change=0.1))
+    assert out["check_target"].tolist() == [True, False, True, True, True, False, False]
+    # Sign 0: either way counts; -1 ("younger") turns the verdicts round.
+    either = AuditPolicy("age", None, TargetCheck(("delta_est_age",), "min_age_change", 0))
+    either_out = verdicts(_age_table(), either, AuditThresholds())
+    assert either_out.loc[6, "reasons"] == "" and either_out.loc[0, "reasons"] == ""
+    younger = AuditPolicy("age", "younger", TargetCheck(("delta_est_age",), "min_age_change", -1))
+    younger_out = verdicts(_age_table(), younger, AuditThresholds())
+    assert younger_out.loc[0, "reasons"] == "target_not_moved" and younger_out.loc[6, "valid"]
+    # Looser thresholds, several reasons at once, and a target that scales with the strength.
+    loose = verdicts(_age_table(), AGE_OLDER, AuditThresholds(min_age_change=0.5, max_outside_change=0.1))
     assert loose.loc[1, "valid"] and loose.loc[4, "valid"]
     table = _age_table()
-    table.loc[0, ["p_male_edit", "blendshape_change"]] = [0.9, 0.3]
-    assert (
-        verdicts(table, "age", "older", AuditConfig()).loc[0, "reasons"] == "nontarget_moved;expression_moved"
-    )
+    table.loc[0, ["delta_est_p_male", "blendshape_change"]] = [0.7, 0.3]
+    assert verdicts(table, AGE_OLDER, AuditThresholds()).loc[0, "reasons"] == "nontarget_moved;expression_moved"
+    half = verdicts(_age_table().assign(strength=0.25), AGE_OLDER, AuditThresholds())
+    assert half.loc[1, "valid"]  # +1 year passes at strength 0.25 (0.75 years needed)
 
 
-def test_gender_symmetry_and_placebo_verdicts_with_checks_column_names():
-    # engine/checks.py names the columns age_ref/age_edit and symmetry_ref/symmetry_edit.
-    gender = pd.DataFrame(
-        {
-            "age_ref": [40.0, 40.0, 40.0],
-            "age_edit": [41.0, 41.0, 50.0],
-            "p_male_ref": [0.6, 0.6, 0.6],
-            "p_male_edit": [0.3, 0.8, 0.3],
-            "face_found": [True, True, True],
-        }
-    )
-    assert verdicts(gender, "gender", "female", AuditConfig())["reasons"].tolist() == [
-        "",
-        "target_not_moved",
-        "nontarget_moved",
-    ]
-    sym = pd.DataFrame(
-        {"symmetry_ref": [0.1, 0.1, 0.1], "symmetry_edit": [0.04, 0.08, 0.2], "face_found": [1, 1, 0]}
-    )
-    out = verdicts(sym, "symmetry", "more", AuditConfig(min_symmetry_change=0.5))
-    assert out["reasons"].tolist() == ["", "target_not_moved", "target_not_moved;face_not_found"]
-    np.testing.assert_allclose(out["delta_symmetry_rel"], [-0.6, -0.2, 1.0])
-    assert verdicts(sym, "symmetry", "less", AuditConfig())["reasons"].tolist()[2] == "face_not_found"
+def _gender_table() -> pd.DataFrame:
+    age_edit, pm_edit = np.array([41.0, 41.0, 50.0]), np.array([0.3, 0.8, 0.3])
+    return pd.DataFrame({"strength": 1.0, "delta_est_age": age_edit - 40, "delta_est_p_male": pm_edit - 0.6,
+                         "face_found": [True, True, True], "edit_target": ["female", "male", "female"]})
+
+
+def test_gender_symmetry_and_placebo_verdicts():
+    female = AuditPolicy("gender", "female", TargetCheck(("delta_est_p_male",), "min_p_target_change", -1))
+    assert verdicts(_gender_table(), female, AuditThresholds())["reasons"].tolist() == [
+        "", "target_not_moved", "nontarget_moved"]
+    # Per face, from the editor's metadata: the second face was pushed toward male, and got there.
+    opposite = AuditPolicy("gender", "opposite", TargetCheck(
+        ("delta_est_p_male",), "min_p_target_change", sign_key="target", signs=(("male", 1), ("female", -1))))
+    assert verdicts(_gender_table(), opposite, AuditThresholds())["reasons"].tolist() == ["", "", "nontarget_moved"]
+    with pytest.raises(ValueError, match="per-face directions"):
+        verdicts(_gender_table().assign(edit_target="other"), opposite, AuditThresholds())
+
+    # Symmetry has two facets; the most favourable one counts (NaN facets are skipped).
+    sym = pd.DataFrame({"strength": 1.0, "delta_symmetry_index_rel": [-0.6, -0.2, 1.0, np.nan],
+                        "delta_image_asymmetry_rel": [-0.1, -0.3, np.nan, np.nan],
+                        "face_found": [1, 1, 0, 1]})
+    more = AuditPolicy("symmetry", "more", TargetCheck(SYMMETRY_DELTAS, "min_symmetry_change", -1))
+    out = verdicts(sym, more, AuditThresholds(min_symmetry_change=0.5))
+    assert out["reasons"].tolist() == ["", "target_not_moved", "target_not_moved;face_not_found", "face_not_found"]
+    np.testing.assert_allclose(out["delta_target"], [-0.6, -0.3, 1.0, np.nan])
+    less = AuditPolicy("symmetry", "less", TargetCheck(SYMMETRY_DELTAS, "min_symmetry_change", +1))
+    assert verdicts(sym, less, AuditThresholds())["reasons"].tolist()[2] == "face_not_found"
+
     # A placebo edit has no target; it must keep age and gender.
-    assert verdicts(gender, "none", None, AuditConfig())["reasons"].tolist() == ["nontarget_moved"] * 3
-    still = gender.assign(p_male_edit=[0.65, 0.5, 0.6], age_edit=[41.0, 32.5, 46.0])
-    assert verdicts(still, "none", None, AuditConfig())["valid"].tolist() == [True, False, True]
-    with pytest.raises(ValueError, match="direction"):
-        verdicts(gender, "gender", "older", AuditConfig())
+    placebo = AuditPolicy("none")
+    placebo_out = verdicts(_gender_table(), placebo, AuditThresholds())
+    assert placebo_out["reasons"].tolist() == ["nontarget_moved"] * 3 and "check_target" not in placebo_out
+    still = _gender_table().assign(delta_est_p_male=[0.05, -0.1, 0.0], delta_est_age=[1.0, -7.5, 6.0])
+    assert verdicts(still, placebo, AuditThresholds())["valid"].tolist() == [True, False, True]
     # No judge for the edited property: every edit is flagged, the run does not crash.
-    unmeasured = verdicts(gender.assign(age_edit=40.0, p_male_edit=0.6), "symmetry", "more", AuditConfig())
+    unmeasured = verdicts(_gender_table().assign(delta_est_age=0.0, delta_est_p_male=0.0), more, AuditThresholds())
     assert unmeasured["reasons"].tolist() == ["target_not_measured"] * 3 and not unmeasured["valid"].any()
 
 
-def test_audit_edits_builds_the_table():
-    rng = np.random.default_rng(1)
-    shapes = rng.uniform(0, 1, (3, 52))
-    moved = shapes.copy()
-    moved[2] += 0.1
-    ref = {
-        "image_id": ["a", "b", "c"],
-        "age": np.array([20.0, 30, 40]),
-        "p_male": torch.tensor([0.1, 0.5, 0.9]),
-    }
-    ref |= {"blendshapes": shapes, "symmetry_index": np.array([0.2, 0.2, 0.2])}
-    edit = {"age": np.array([20.5, 30, 40]), "p_male": np.array([0.1, 0.5, 0.9]), "blendshapes": moved}
-    edit |= {"symmetry_index": np.array([0.05, 0.2, 0.05]), "lpips_in": np.array([0.1, 0.1, 0.1])}
-    edit |= {"lpips_out": np.array([0.0, 0.0, 0.2]), "outside_change": np.zeros(3)}
-    out = audit_edits("symmetry", "more", ref, edit, AuditConfig(max_lpips_outside=0.1))
-    expected_cols = {
-        "image_id",
-        "est_age_ref",
-        "est_age_edit",
-        "p_male_ref",
-        "p_male_edit",
-        "blendshape_change",
-    }
-    expected_cols |= {
-        "symmetry_index_ref",
-        "symmetry_index_edit",
-        "lpips_in",
-        "lpips_out",
-        "valid",
-        "reasons",
-    }
-    assert expected_cols <= set(out.columns)
-    assert out["image_id"].tolist() == ["a", "b", "c"]
-    assert out["reasons"].tolist() == ["", "target_not_moved", "expression_moved;leak_outside_mask"]
-    np.testing.assert_allclose(out["blendshape_change"], [0, 0, 0.1], atol=1e-12)
-    with pytest.raises(ValueError, match="one row per image"):
-        audit_edits("none", None, {"age": np.zeros(2)}, {"age": np.zeros(3)})
-
-
-def test_real_judges_on_an_identity_and_a_leaking_edit():
-    """The measures of engine.judges/engine.perceptual flow into verdicts (astronaut, 2 edits)."""
-    from engine.assets import AssetError, asset_path
-
-    try:
-        for name in ("age_v1", "gender_v1", "lpips_alexnet"):
-            asset_path(name, offline=True)
-    except AssetError as exc:
-        pytest.skip(f"asset not cached: {exc}")
-    skdata = pytest.importorskip("skimage.data")
-    from engine.judges import AgeGenderEstimator
-    from engine.perceptual import LPIPS, ssim_in_out
-
-    image = torch.from_numpy(skdata.astronaut().copy()).permute(2, 0, 1)[None].float() / 255
-    image = image[..., 40:296, 100:356]  # a 256 px crop around the face
-    points = np.array([[255, 104], [237, 105], [195, 101], [212, 103], [224, 135]], float) - [100, 40]
-    mask = torch.zeros(1, 1, 256, 256)
-    mask[..., 150:, :] = 1.0  # the edit may act on the lower part only
-    leak = image.clone()
-    leak[..., :40, :] = (leak[..., :40, :] + 0.3).clamp(0, 1)  # ...but brightens the top band
-    refs, edits = torch.cat([image, image]), torch.cat([image, leak])
-    masks = torch.cat([mask, mask])
-    judge = AgeGenderEstimator(threads=1)
-    ref_m = judge.estimate_points(refs, np.stack([points, points]))
-    edit_m = judge.estimate_points(edits, np.stack([points, points]))
-    lp_in, lp_out = LPIPS("alex").in_out(refs, edits, masks)
-    ss_in, ss_out = ssim_in_out(refs, edits, masks)
-    edit_m |= {"lpips_in": lp_in, "lpips_out": lp_out, "ssim_in": ss_in, "ssim_out": ss_out}
-    edit_m["outside_change"] = outside_mask_change(refs, edits, masks)
-    out = audit_edits("none", None, ref_m, edit_m)
-    assert out["reasons"].tolist()[0] == "" and out["outside_change"][0] == 0.0
-    assert "leak_outside_mask" in out["reasons"][1]
-    assert (
-        out["lpips_out"][1] > 0.05 > out["lpips_out"][0] and out["ssim_out"][1] < 0.99 <= out["ssim_out"][0]
-    )
-    assert out["lpips_in"][1] < out["lpips_out"][1]
+def test_reported_target_and_exempt_expression():
+    table = pd.DataFrame({"strength": 1.0, "delta_est_age": 0.0, "delta_est_p_male": 0.0,
+                          "blendshape_change": [0.3, 0.01], "edit_drawn": [5, 3], "edit_requested": [5, 5]})
+    policy = AuditPolicy("electrodes", None, ReportedTarget(lambda m: m["drawn"] >= m["requested"], "sites_missing"),
+                         expression_kept=False)
+    out = verdicts(table, policy, AuditThresholds())
+    assert out["reasons"].tolist() == ["", "sites_missing"]
+    assert out["check_expression"].all() and out["check_target"].tolist() == [True, False]
+    kept = verdicts(table, AuditPolicy("electrodes", None, policy.target), AuditThresholds())
+    assert kept["reasons"].tolist() == ["expression_moved", "sites_missing"]  # the editor's reason comes last
+    both = table.assign(delta_est_age=[9.0, 0.0])
+    assert verdicts(both, policy, AuditThresholds())["reasons"][0] == "nontarget_moved"
 
 
 def test_identity_distance_check():
-    table = _age_table().iloc[:1].copy()
-    table = pd.concat([table] * 3, ignore_index=True)
+    table = pd.concat([_age_table().iloc[:1]] * 3, ignore_index=True)
     table["identity_distance"] = [0.3, 0.75, np.nan]
-    out = verdicts(table, "age", "older", AuditConfig())
+    out = verdicts(table, AGE_OLDER, AuditThresholds())
     assert out["reasons"].tolist() == ["", "identity_changed", ""]  # NaN: no verdict from this judge
     assert out["check_identity"].tolist() == [True, False, True]
-    assert verdicts(table, "age", "older", AuditConfig(max_identity_distance=0.8))["valid"].all()
-    unchecked = verdicts(table, "age", "older", AuditConfig(max_identity_distance=None))
+    assert verdicts(table, AGE_OLDER, AuditThresholds(max_identity_distance=0.8))["valid"].all()
+    unchecked = verdicts(table, AGE_OLDER, AuditThresholds(max_identity_distance=None))
     assert unchecked["valid"].all() and "check_identity" not in unchecked
+
+
+class _TemplateDetector(Judge):
+    """A detection judge without MediaPipe: the batch's known landmarks, by image brightness order."""
+
+    name = "landmarks"
+    reads = 0
+
+    def __init__(self, landmarks: np.ndarray) -> None:
+        self._landmarks = landmarks
+
+    def read(self, view: JudgeView) -> dict[str, np.ndarray]:
+        type(self).reads += len(view.images)
+        n = len(view.images)
+        return {"found": np.ones(n, bool), "landmarks": self._landmarks[:n],
+                "blendshapes": np.zeros((n, 52), np.float32)}
+
+    def compare(self, pair: JudgedPair) -> dict[str, np.ndarray]:
+        return {"face_found": pair.edit.readings["found"]}
+
+
+class _Brightness(Judge):
+    """An aligned judge: mean brightness, and the alignment it was given (to check it is the reference's)."""
+
+    name = "brightness"
+    aligned = True
+
+    def read(self, view: JudgeView) -> dict[str, np.ndarray]:
+        return {"brightness": view.images.float().mean((1, 2, 3)).numpy(), "align_x": view.align[:, 0, 0].copy()}
+
+    def compare(self, pair: JudgedPair) -> dict[str, np.ndarray]:
+        ref, edit = pair.ref.readings, pair.edit.readings
+        return {"brightness_ref": ref["brightness"], "brightness_edit": edit["brightness"],
+                "delta_brightness": edit["brightness"] - ref["brightness"], "align_same": ref["align_x"] == edit["align_x"]}
+
+
+def test_stage_reads_once_aligns_on_the_reference_and_names_columns(tiny_face_batch, tmp_path):
+    from engine.audit import AuditedCondition
+
+    batch = tiny_face_batch
+    ref = (batch.images * 255).round().to(torch.uint8)
+    edit = (ref.float() * 0.8).round().to(torch.uint8)
+    lms = batch.landmarks.numpy()
+    mask = torch.zeros(len(ref), 1, *ref.shape[-2:])
+    policy = AuditPolicy("brightness", "less", TargetCheck(("delta_brightness",), "min_age_change", -1))
+    stage = AuditStage([_TemplateDetector(lms), _Brightness()], policy, AuditThresholds(), WorkCache(tmp_path))
+    sham = AuditedCondition(0.0, ref, [f"r{i}" for i in range(4)], mask, [{}] * 4)
+    edits = [AuditedCondition(s, edit, [f"e{i}" for i in range(4)], mask, [{"k": s}] * 4) for s in (0.5, 1.0)]
+    rows = stage.observe(sham, edits, batch.ids)
+    assert _TemplateDetector.reads == 8  # sham and edit once each, however many strengths
+    stage.observe(sham, edits, batch.ids)
+    assert _TemplateDetector.reads == 8  # the second time every reading comes from the cache
+    table = stage.table(rows)
+    assert list(table.columns[:7]) == ["image_id", "strength", "face_found", "brightness_ref", "brightness_edit",
+                                       "delta_brightness", "align_same"]
+    assert table["align_same"].all() and (table["edit_k"] == table["strength"]).all()
+    assert table["valid"].all() and (table["delta_brightness"] < -10).all()
+
+
+def test_real_judges_on_a_placebo_and_a_leaking_edit(real_faces, tmp_path):
+    """The audit's own judges (MediaPipe, age/gender, identity, LPIPS, SSIM) on the astronaut."""
+    from engine.audit import AuditedCondition, AuditOptions
+
+    face = real_faces(1, 256)
+    image = (face.images * 255).round().to(torch.uint8)
+    leak = image.clone()
+    leak[..., :40, :] = (leak[..., :40, :].int() + 70).clamp(0, 255).to(torch.uint8)  # brightens the top band
+    mask = torch.zeros(1, 1, 256, 256)
+    mask[..., 150:, :] = 1.0  # the edit may act on the lower part only
+    judges = AuditOptions().judges(torch.device("cpu"))
+    stage = AuditStage(judges, AuditPolicy("none"), AuditThresholds(), WorkCache(tmp_path))
+    sham = AuditedCondition(0.0, image, ["ref"], mask, [{}])
+    rows = stage.observe(sham, [AuditedCondition(1.0, image, ["ref"], mask, [{}]),
+                                AuditedCondition(0.5, leak, ["leak"], mask, [{}])], face.ids)
+    out = stage.table(rows)
+    assert out["reasons"].tolist()[0] == "" and out["outside_change"][0] == 0.0
+    assert out["identity_distance"][0] == pytest.approx(0.0, abs=1e-9) and out["delta_est_age"][0] == 0.0
+    assert "leak_outside_mask" in out["reasons"][1]
+    assert out["lpips_out"][1] > 0.05 > out["lpips_out"][0] and out["ssim_out"][1] < 0.99 <= out["ssim_out"][0]
+    assert out["lpips_in"][1] < out["lpips_out"][1]
+    stage.close()

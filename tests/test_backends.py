@@ -12,11 +12,12 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
-from classifiers.labels import LABEL_SETS, canonical_label, finish_outputs, resolve_labels
+from classifiers.base import finish_outputs
+from classifiers.labels import LABEL_SETS, canonical_label, resolve_labels
 from classifiers.preprocess import Preprocessing
 from classifiers.pyemotion import PyEmotionNet
 from classifiers.torch_model import TorchClassifier, UnsafeCheckpointError
-from engine.runner import BatchRunner
+from engine.pipeline import BatchRunner
 
 RAW = ("Angry", "happy", "Surprised", "ahegao")
 PREP = {

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 import conf
-from engine.config import precheck, register_experiments, validate
+from engine.config import precheck, register_experiments
+from engine.spec import RunSpec
 from engine.types import ConfigError
 
 CONF = Path(conf.__file__).parent
@@ -20,7 +21,8 @@ def _options(group: str) -> list[str]:
     return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
 
 
-@pytest.mark.parametrize("group", ["dataset", "editor", "classifier", "stats", "runner", "report", "audit"])
+@pytest.mark.parametrize("group", ["dataset", "faces", "editor", "classifier", "stats", "runner", "report", "audit",
+                                   "audit/thresholds"])
 def test_every_group_option_composes_and_instantiates(compose, group, tmp_path):
     import pandas as pd
 
@@ -36,8 +38,8 @@ def test_every_group_option_composes_and_instantiates(compose, group, tmp_path):
             if not torch.cuda.is_available():
                 continue
         cfg = compose(f"{group}={name}", *extra)
-        built = validate(cfg)
-        assert built["editor"] is not None
+        spec = RunSpec.from_config(cfg)
+        assert spec.editor is not None and spec.policy.property == spec.editor.property
 
 
 def test_every_experiment_composes_and_instantiates(compose, tmp_path):
@@ -53,17 +55,21 @@ def test_every_experiment_composes_and_instantiates(compose, tmp_path):
         extra = [f"dataset.path={manifest}"] if name == "observe_properties" else []
         cfg = compose(f"experiment={name}", *extra)
         assert cfg.experiment_name == name
-        validate(cfg)
+        assert RunSpec.from_config(cfg).experiment == name
 
 
 @pytest.mark.parametrize(
     "override,expected",
     [
-        ("editor.strenght=1", r"editor.strenght: unknown key.*strength"),
-        ("+editor.strenght=1", r"editor.strenght: unknown key.*did you mean 'strength'"),
-        ("editor=symetry", r"editor=symetry: unknown editor \(did you mean 'symmetry'\?\); available: .*identity"),
-        ("editor.strength=2", r"editor.strength=2.*out of range.*\[0, 1\]"),
-        ("editor.strengths=[0,0.5,1.5]", r"editor.strengths=1.5.*out of range"),
+        ("editor.mdoe=shape", r"editor.mdoe: unknown key.*mode"),
+        ("+editor.mdoe=shape", r"editor.mdoe: unknown key.*did you mean 'mode'"),
+        ("editor=symetry", r"editor=symetry: unknown editor \(did you mean 'symmetry'\?\); available: .*placebo"),
+        ("strength=2", r"strength=2.*out of range.*\[0, 1\]"),
+        ("strengths=[0,0.5,1.5]", r"strengths=1.5.*out of range"),
+        ("+editor.strength=1", r"editor.strength: strengths are engine keys now; use strength="),
+        ("audit.thresholds.min_age_change=-1", r"audit.thresholds: min_age_change=-1"),
+        ("audit.identity=maybe", r"audit.*identity"),
+        ("faces.crop_size=10", r"faces.*crop_size"),
         ("runner.amp=fp8", r"runner.*amp.*fp8"),
         ("stats.alpha=1.5", r"stats.*alpha"),
         ("seed=abc", r"seed"),
@@ -77,10 +83,10 @@ def test_bad_config_fails_with_one_clear_line(override, expected):
 
 
 def test_cli_prints_one_line_and_exits_2(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "engine", "experiment=symmetry", "editor.strength=2"],
+    proc = subprocess.run([sys.executable, "-m", "engine", "experiment=symmetry", "strength=2"],
                           capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert proc.returncode == 2
     lines = [ln for ln in proc.stderr.strip().splitlines() if ln.startswith("error:")]
-    assert len(lines) == 1 and "editor.strength=2" in lines[0] and "[0, 1]" in lines[0]
+    assert len(lines) == 1 and "strength=2" in lines[0] and "[0, 1]" in lines[0]
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "outputs").exists(), "a bad config must not start a run"

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from engine.assets import asset_path
-from engine.dlib_resnet import (
+from engine.audit.dlib_resnet import (
     ASSET,
     DlibFaceResNet,
     load_dlib_arrays,
@@ -26,35 +26,13 @@ def _dlib_available() -> bool:
     return True
 
 
-def _chip_cutter():
-    """`IdentityJudge.chips` (dlib.get_face_chip's 150 px chips), wherever the identity judge lives."""
-    try:
-        from engine.identity import IdentityJudge
-    except ImportError:  # the engine.audit package layout
-        from engine.audit.identity import IdentityJudge
-    return IdentityJudge.chips
-
-
 @pytest.fixture(scope="module")
-def chips() -> np.ndarray:
+def chips(real_faces) -> np.ndarray:
     """`(7, 150, 150, 3)` uint8 chips: the two portraits, four LFW faces, and the astronaut mirrored."""
-    from engine.data import DemoDataset
+    from engine.audit.identity import face_chips
 
-    try:
-        from engine.faces import FaceAnalyzer
-    except ImportError:  # engine.faces as a package without the re-export
-        from engine.faces.analyzer import FaceAnalyzer
-
-    analyzer = FaceAnalyzer()
-    crops, lms = [], []
-    for rec in DemoDataset(n_lfw=4):
-        fa, crop = analyzer.analyse(rec.image_id, rec.load())
-        assert crop is not None, f"{rec.image_id}: {fa.reason}"
-        crops.append(crop)
-        lms.append(fa.landmarks)
-    analyzer.close()
-    images = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float() / 255
-    out = _chip_cutter()(images, np.stack(lms))
+    faces = real_faces(6)
+    out = face_chips(faces.images, faces.landmarks.numpy()).round().byte().permute(0, 2, 3, 1).numpy()
     assert out.shape == (6, 150, 150, 3)
     return np.ascontiguousarray(np.concatenate([out, out[:1, :, ::-1]]))
 

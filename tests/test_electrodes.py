@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from editors.electrodes import DATA_DIR, FACE_OVAL, ElectrodeEditor, load_site_table
+from editors.electrodes import DATA_DIR, ElectrodeEditor, load_site_table
+from engine.faces.masks import FACE_OVAL
 from engine.types import FaceBatch, stable_hash
 
 SIZE = 256

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from editors.gender import GenderEditor
-from editors.gender_shape import PROPORTIONS_PATH, SHAPE_FEATURES, female_ratios, load_proportions
+from editors.gender.shape import PROPORTIONS_PATH, SHAPE_FEATURES, female_ratios, load_proportions
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "editor" / "gender.yaml"
 
@@ -18,9 +18,9 @@ CONF = Path(__file__).resolve().parents[1] / "conf" / "editor" / "gender.yaml"
 @pytest.fixture(scope="module")
 def batch():
     """Astronaut, Grace Hopper and two blurry LFW faces, aligned (at 192 px, for speed) as the engine does."""
-    from engine.chunks import make_face_batch
     from engine.data import DemoDataset
     from engine.faces import FaceAnalyzer
+    from engine.pipeline import make_face_batch
 
     torch.set_num_threads(2)
     analyzer = FaceAnalyzer(crop_size=192)
@@ -85,8 +85,8 @@ def test_mask_contains_every_changed_pixel(batch, target, strength):
 
 def test_edits_go_the_intended_way(batch):
     """Without any judge: male darkens the beard region and widens the jaw; female narrows it."""
-    from editors import gender_texture as gt
-    from editors.gender_shape import face_frame
+    from editors.gender import texture as gt
+    from editors.gender.shape import face_frame
 
     male = GenderEditor(target="male").edit(batch, 1.0, seed=0)
     female = GenderEditor(target="female").edit(batch, 1.0, seed=0)

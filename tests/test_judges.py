@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from engine.assets import AssetError, asset_path
-from engine.judges import (
+from engine.audit.age_gender import AgeGenderEstimator
+from engine.audit.chips import (
     CHANNEL_MEANS,
     MESH_FIVE_POINTS,
-    AgeGenderEstimator,
     extract_face_chips,
     face_chip_geometry,
     five_points,

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from engine.assets import AssetError, asset_path
-from engine.perceptual import (
+from engine.audit.perceptual import (
     LPIPS,
     load_numpy_pickle,
     lpips_weights,

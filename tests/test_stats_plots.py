@@ -5,7 +5,7 @@ from __future__ import annotations
 import matplotlib.image as mpimg
 import pytest
 
-from engine.plots import dose_response_plot, forest_plot, significance_heatmap
+from engine.report.plots import dose_response_plot, forest_plot, significance_heatmap
 from engine.stats import StatsConfig, analyse
 from engine.stats.synthetic import synthetic_measurements
 

@@ -8,8 +8,8 @@ import sys
 
 import pandas as pd
 
-from engine.aggregate import aggregate
 from engine.config import register_experiments
+from engine.report.aggregate import aggregate
 
 
 def test_multirun_over_every_experiment_then_aggregate(tmp_path):

@@ -7,17 +7,11 @@ import math
 import numpy as np
 import pytest
 import torch
+from helpers import redetect
 
-from editors.identity import IdentityEditor
-from editors.mesh import (
-    canonical_vertices,
-    demo_face_crops,
-    detect_face_landmarks,
-    landmark_group,
-    mirror_index,
-)
-from editors.symmetry import (
-    SymmetryEditor,
+from editors.placebo import PlaceboEditor
+from editors.symmetry import SymmetryEditor
+from editors.symmetry.mirror import (
     eye_openings,
     inner_face_weight,
     inter_ocular_distance,
@@ -31,6 +25,7 @@ from editors.symmetry import (
 )
 from editors.warp import apply_backward_map, identity_coords, warp_images
 from engine.faces import face_masks
+from engine.faces.mesh import canonical_vertices, landmark_group, mirror_index
 from engine.types import FaceBatch
 
 SIZE = 256
@@ -50,10 +45,10 @@ def make_batch(images: torch.Tensor, landmarks: torch.Tensor) -> FaceBatch:
 
 
 @pytest.fixture(scope="module")
-def batch() -> FaceBatch:
-    """Six real aligned faces: astronaut, Grace Hopper (sharp photos), four upscaled LFW faces."""
-    crops, landmarks = demo_face_crops(6, SIZE)
-    return make_batch(torch.from_numpy(crops).permute(0, 3, 1, 2).float() / 255, torch.from_numpy(landmarks))
+def batch(real_faces) -> FaceBatch:
+    """Six real faces aligned by the pipeline: astronaut, Grace Hopper (sharp photos), four upscaled LFW faces."""
+    faces = real_faces(6, SIZE)
+    return make_batch(faces.images, faces.landmarks)
 
 
 def synthetic_face(yaw_degrees: float, asymmetry: float = 0.0) -> torch.Tensor:
@@ -163,8 +158,7 @@ def test_redetected_landmarks_follow_the_warp(batch: FaceBatch) -> None:
     target's (printed with `-s`).
     """
     result = SymmetryEditor(measure_image=False).edit(batch, 1.0, seed=0)
-    crops = (result.images.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
-    redetected = torch.from_numpy(np.stack(detect_face_landmarks(list(crops))))
+    redetected = torch.from_numpy(redetect(result.images)).float()
     wanted = (result.landmarks - batch.landmarks)[:, :468, :2]
     moved = (redetected - batch.landmarks)[:, :468, :2]
     slope = (wanted * moved).sum(dim=(1, 2)) / (wanted * wanted).sum(dim=(1, 2))
@@ -357,7 +351,7 @@ def test_texture_reduces_image_asymmetry_on_real_faces(batch: FaceBatch) -> None
 
 
 def test_identity_editor_changes_nothing(batch: FaceBatch) -> None:
-    editor = IdentityEditor()
+    editor = PlaceboEditor()
     result = editor.edit(batch, 1.0, seed=0)
     assert editor.property == "none"
     assert torch.equal(result.images, batch.images)

@@ -14,7 +14,7 @@ from classifiers.blendshapes import MediaPipeBlendshapes, category_names
 from classifiers.facex import FacexMobileNetV2
 from classifiers.fer_minixception import FerMiniXception
 from classifiers.pyemotion import PyEmotionNet, PyEmotionNetV2
-from engine.runner import BatchRunner
+from engine.pipeline import BatchRunner
 from engine.types import CANONICAL_EMOTIONS
 
 SEVEN = set(CANONICAL_EMOTIONS) - {"contempt"}

@@ -1,0 +1,110 @@
+"""Sagging of the ageing face as landmark displacements, for the mesh warp in `editors.warp`.
+
+Soft tissue descends with age: jowls form over the jawline, the cheek fat slides down and deepens the
+nasolabial fold, the lateral brow drops (brow ptosis), skin hoods the upper eyelid, and the lips lose
+volume. Each part is a displacement of the landmarks near a point of the canonical face, fading with a
+Gaussian of the distance, defined in the shape-free template (face widths) and carried onto every face
+by its similarity to the template; lip thinning instead moves each outer lip point toward its inner
+partner by a fraction of the face's own lip thickness, spread smoothly over the skin around the lips.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+import torch
+
+from editors.age.template import similarity_fit, template_face_width, template_landmarks
+from engine.faces.mesh import NUM_LANDMARKS, mirror_index
+
+Weights = dict[int, float]
+
+
+@dataclass(frozen=True)
+class Sag:
+    """Landmarks near `centre` move by `shift` (x lateral, y down; face widths), Gaussian `radius`."""
+
+    part: str
+    centre: Weights
+    radius: float
+    shift: tuple[float, float]
+
+
+SAGS: tuple[Sag, ...] = (
+    Sag("jowls", {136: 0.5, 150: 0.3, 172: 0.2}, 0.085, (0.032, 0.096)),
+    Sag("jowls", {149: 0.6, 176: 0.4}, 0.05, (0.0, 0.048)),
+    Sag("cheeks", {205: 0.5, 187: 0.5}, 0.07, (0.0, 0.056)),
+    # Brows and lids only a little: the landmarker reads more as browDown / eyeBlink (an expression).
+    Sag("brows", {70: 0.5, 46: 0.5}, 0.05, (0.0, 0.007)),
+    Sag("brows", {105: 0.5, 52: 0.5}, 0.05, (0.0, 0.0035)),
+    Sag("eyelids", {30: 0.4, 29: 0.3, 247: 0.3}, 0.025, (0.0, 0.003)),
+)
+SAG_PARTS: tuple[str, ...] = ("jowls", "cheeks", "brows", "eyelids", "lips")
+#: Outer lip contour point -> its partner on the inner contour (subject's right and midline).
+LIP_PAIRS: tuple[tuple[int, int], ...] = (
+    (0, 13), (37, 82), (39, 81), (40, 80), (185, 191), (17, 14), (84, 87), (181, 178), (91, 88), (146, 95),
+)  # fmt: skip
+
+
+@lru_cache(maxsize=1)
+def _template_shifts() -> np.ndarray:
+    """`(P, 478, 2)` template-pixel displacement of every landmark, per part of `SAG_PARTS[:-1]`."""
+    lms = template_landmarks()[:, :2].astype(np.float64)
+    unit = template_face_width()
+    mirror = mirror_index()
+    midline_x = lms[:, 0].mean()
+    out = np.zeros((len(SAG_PARTS) - 1, NUM_LANDMARKS, 2))
+    for sag in SAGS:
+        p = SAG_PARTS.index(sag.part)
+        for weights, side in ((sag.centre, -1.0), ({int(mirror[k]): w for k, w in sag.centre.items()}, 1.0)):
+            centre = sum(w * lms[k] for k, w in weights.items()) / sum(weights.values())
+            side = np.sign(centre[0] - midline_x) or side
+            fall = np.exp(-0.5 * ((lms - centre) ** 2).sum(-1) / (sag.radius * unit) ** 2)
+            out[p] += fall[:, None] * np.array([side * sag.shift[0], sag.shift[1]]) * unit
+    return out.astype(np.float32)
+
+
+def sag_displacements(landmarks: torch.Tensor, amounts: torch.Tensor) -> torch.Tensor:
+    """Displacement `(N, 478, 3)` (crop pixels, z unchanged) of ageing sag for each face.
+
+    Args:
+        landmarks: `(N, 478, 3)` face landmarks in crop pixels.
+        amounts: `(N, len(SAG_PARTS))` multiplier per part; negative values lift instead (younger).
+    """
+    device = landmarks.device
+    n = landmarks.shape[0]
+    tpl = torch.tensor(template_landmarks(), device=device)[None, :, :2].expand(n, -1, -1)
+    mat, _ = similarity_fit(tpl, landmarks[..., :2].float())
+    shifts = torch.tensor(_template_shifts(), device=device)  # (P, 478, 2)
+    amounts = amounts.to(device=device, dtype=torch.float32)
+    moved = torch.einsum("np,pkc->nkc", amounts[:, :-1], shifts)
+    moved = torch.einsum("nij,nkj->nki", mat, moved)
+    moved = moved + _lip_thinning(landmarks, amounts[:, -1])
+    return torch.cat([moved, torch.zeros_like(moved[..., :1])], dim=-1)
+
+
+def _lip_thinning(landmarks: torch.Tensor, amount: torch.Tensor) -> torch.Tensor:
+    """`(N, 478, 2)`: outer lip contour toward the inner one, spread smoothly over the nearby skin.
+
+    Moving only the contour points would fold the blurry lip edge into a hard line; spreading the
+    same displacement over the surrounding skin (a normalised Gaussian of the distance, 4 % of the
+    face width) also lengthens the upper lip a little, as ageing does. The inner contour stays put.
+    """
+    n = landmarks.shape[0]
+    mirror = mirror_index()
+    pairs = [*LIP_PAIRS, *((int(mirror[o]), int(mirror[i])) for o, i in LIP_PAIRS if int(mirror[o]) != o)]
+    outer = [o for o, _ in pairs]
+    inner = [i for _, i in pairs]
+    xy = landmarks[..., :2].float()
+    # At most half the lip thickness goes: beyond that the lips turn into a hard line.
+    fraction = (0.4 * amount).clamp(max=0.5).view(n, 1, 1)
+    shift = fraction * (xy[:, inner] - xy[:, outer])  # (N, K, 2)
+    width = (xy[:, 454] - xy[:, 234]).norm(dim=-1).view(n, 1, 1)
+    dist2 = (xy[:, :, None, :] - xy[:, None, outer, :]).pow(2).sum(-1)  # (N, 478, K)
+    weight = torch.exp(-0.5 * dist2 / (0.04 * width) ** 2)
+    spread = torch.einsum("njk,nkc->njc", weight, shift) / weight.sum(-1, keepdim=True).clamp(min=1.0)
+    keep = torch.ones(NUM_LANDMARKS, 1, device=landmarks.device)
+    keep[[i for _, i in pairs]] = 0.0
+    return spread * keep

@@ -1,0 +1,164 @@
+"""Soft region masks and filters for the gender editor, computed from mesh landmarks on the images' device.
+
+Everything here is batched tensor arithmetic: polygons are rasterised with a crossing-number test on a
+coarse grid (the masks are feathered afterwards, so a coarse grid loses nothing), and mesh-following
+density fields are interpolated from per-landmark values with normalised Gaussian splatting. Grids are
+chosen per image size only, never per batch, so a batch gives the same masks as one-by-one calls.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from editors.skin import polygon_grid_masks
+from engine.faces.mesh import canonical_vertices, landmark_group
+
+#: Subject's right / left eyebrow outlines (upper contour outer -> inner, then lower contour back).
+RIGHT_BROW_LOOP: tuple[int, ...] = (70, 63, 105, 66, 107, 55, 65, 52, 53, 46)
+LEFT_BROW_LOOP: tuple[int, ...] = (300, 293, 334, 296, 336, 285, 295, 282, 283, 276)
+#: Upper-lid halves of the eye-opening loops (outer corner -> inner corner), for the lash line.
+RIGHT_UPPER_LID: tuple[int, ...] = (33, 246, 161, 160, 159, 158, 157, 173, 133)
+LEFT_UPPER_LID: tuple[int, ...] = (263, 466, 388, 387, 386, 385, 384, 398, 362)
+RIGHT_LOWER_LID: tuple[int, ...] = (33, 7, 163, 144, 145, 153, 154, 155, 133)
+LEFT_LOWER_LID: tuple[int, ...] = (263, 249, 390, 373, 374, 380, 381, 382, 362)
+RIGHT_IRIS, LEFT_IRIS = 468, 473
+CHIN, SUBNASALE, NASION, UPPER_LIP_TOP, LOWER_LIP_BOTTOM = 152, 2, 168, 0, 17
+
+
+def mask_grid_size(height: int, width: int, cell: int = 2) -> tuple[int, int]:
+    """The coarse grid masks are rasterised on: one cell per `cell` pixels (at most 256 cells a side)."""
+    step = max(cell, math.ceil(max(height, width) / 256))
+    return max(1, height // step), max(1, width // step)
+
+
+def _grid_points(size: tuple[int, int], out_hw: tuple[int, int], device: torch.device) -> torch.Tensor:
+    """Pixel-unit centres `(h*w, 2)` of a coarse grid covering an image of size `size`."""
+    (height, width), (gh, gw) = size, out_hw
+    ys = (torch.arange(gh, device=device, dtype=torch.float32) + 0.5) * (height / gh)
+    xs = (torch.arange(gw, device=device, dtype=torch.float32) + 0.5) * (width / gw)
+    yy, xx = torch.meshgrid(ys, xs, indexing="ij")
+    return torch.stack([xx, yy], dim=-1).view(-1, 2)
+
+
+def gaussian_blur(images: torch.Tensor, sigma: torch.Tensor | float) -> torch.Tensor:
+    """Separable Gaussian blur of `(N, C, H, W)` with one sigma per image (pixels), reflect padding.
+
+    Each image is filtered with its own kernel via a grouped convolution, so a row's result does not
+    depend on the other rows in the batch.
+    """
+    n, c, h, w = images.shape
+    sig = torch.as_tensor(sigma, dtype=torch.float32, device=images.device).expand(n).clamp(min=1e-3)
+    radius = int(min(max(1, math.ceil(3.0 * float(sig.max()))), (min(h, w) - 1)))
+    offsets = torch.arange(-radius, radius + 1, device=images.device, dtype=torch.float32)
+    kernel = torch.exp(-0.5 * (offsets[None, :] / sig[:, None]) ** 2)
+    # Truncate each image's kernel at its own 3 sigma, so a longer batch kernel adds only exact zeros.
+    kernel = torch.where(
+        offsets[None, :].abs() <= torch.ceil(3.0 * sig[:, None]), kernel, torch.zeros_like(kernel)
+    )
+    kernel = kernel / kernel.sum(dim=1, keepdim=True)  # (N, K)
+    weights = kernel.repeat_interleave(c, dim=0)  # (N*C, K)
+    x = images.reshape(1, n * c, h, w)
+    x = F.pad(x, (radius, radius, 0, 0), mode="reflect")
+    x = F.conv2d(x, weights.view(n * c, 1, 1, -1), groups=n * c)
+    x = F.pad(x, (0, 0, radius, radius), mode="reflect")
+    x = F.conv2d(x, weights.view(n * c, 1, -1, 1), groups=n * c)
+    return x.view(n, c, h, w)
+
+
+def smooth(images: torch.Tensor, sigma: torch.Tensor | float) -> torch.Tensor:
+    """Wide Gaussian blur done on an area-downsampled copy (the result is smooth, so nothing is lost).
+
+    The downsampling factor depends on the image size only (1 below 384 px, 2 at 384, 4 at 768), so a
+    face gets the same result in any batch.
+    """
+    height, width = images.shape[-2:]
+    factor = max(1, min(height, width) // 192)
+    while factor > 1 and (height % factor or width % factor):
+        factor -= 1
+    if factor == 1:
+        return gaussian_blur(images, sigma)
+    sig = torch.as_tensor(sigma, dtype=torch.float32, device=images.device).expand(images.shape[0])
+    small = F.avg_pool2d(images, factor)
+    return upsample(gaussian_blur(small, sig / factor), (height, width))
+
+
+def upsample(masks: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bilinear resize of coarse masks to the image size."""
+    if tuple(masks.shape[-2:]) == tuple(size):
+        return masks
+    return F.interpolate(masks, size=size, mode="bilinear", align_corners=False)
+
+
+def soft_polygons(
+    polygons: torch.Tensor, size: tuple[int, int], feather_px: torch.Tensor, cell: int = 2
+) -> torch.Tensor:
+    """Feathered polygon masks `(N, 1, H, W)`: rasterise coarse, blur by `feather_px` (per image), upsample."""
+    grid = mask_grid_size(*size, cell=cell)
+    hard = polygon_grid_masks(polygons, size, grid)
+    scale = grid[0] / size[0]
+    return upsample(gaussian_blur(hard, feather_px * scale), size).clamp(0.0, 1.0)
+
+
+def polyline_band(
+    polyline: torch.Tensor, size: tuple[int, int], half_width: torch.Tensor, cell: int = 2
+) -> torch.Tensor:
+    """Soft band `(N, 1, H, W)` along an open polyline `(N, M, 2)`: 1 on the line, Gaussian fall-off.
+
+    `half_width` `(N,)` is the Gaussian sigma in pixels.
+    """
+    grid = mask_grid_size(*size, cell=cell)
+    pts = _grid_points(size, grid, polyline.device)  # (P, 2)
+    a, b = polyline[:, :-1, None, :2], polyline[:, 1:, None, :2]  # (N, S, 1, 2)
+    ab = b - a
+    t = (((pts - a) * ab).sum(-1) / (ab * ab).sum(-1).clamp(min=1e-9)).clamp(0.0, 1.0)
+    nearest = a + t.unsqueeze(-1) * ab
+    dist2 = ((pts - nearest) ** 2).sum(-1).amin(dim=1)  # (N, P)
+    band = torch.exp(-0.5 * dist2 / half_width[:, None].clamp(min=1e-3) ** 2)
+    return upsample(band.view(-1, 1, *grid), size)
+
+
+def splat_field(
+    landmarks: torch.Tensor,
+    values: torch.Tensor,
+    size: tuple[int, int],
+    sigma_px: torch.Tensor,
+    cell: int = 8,
+) -> torch.Tensor:
+    """Interpolate per-landmark `values (K,)` over the image: normalised Gaussian splatting `(N, 1, H, W)`.
+
+    Only the landmarks with a value are needed, but neighbours with value 0 pin the field down, so all
+    K landmarks passed take part. The result follows the mesh as it moves with pose and expression.
+    """
+    grid = mask_grid_size(*size, cell=cell)
+    pts = _grid_points(size, grid, landmarks.device)  # (P, 2)
+    d2 = ((pts[None, None] - landmarks[:, :, None, :2]) ** 2).sum(-1)  # (N, K, P)
+    g = torch.exp(-0.5 * d2 / sigma_px[:, None, None].clamp(min=1e-3) ** 2)
+    field = (g * values.view(1, -1, 1)).sum(1) / g.sum(1).clamp(min=1e-12)
+    return upsample(field.view(-1, 1, *grid), size)
+
+
+@lru_cache(maxsize=1)
+def canonical_frame() -> dict[str, np.ndarray]:
+    """Canonical-mesh coordinates of the 468 vertices in inter-ocular units (x right in the image, y down).
+
+    Origin at the eye midpoint; the iris points are given their eye's centre. Used to define per-landmark
+    weights (beard density, regions) once, independent of any particular face.
+    """
+    verts = canonical_vertices().astype(np.float64)
+    # The canonical mesh has x to the subject's left (the image's right in a frontal photo) and y up.
+    xy = np.stack([verts[:, 0], -verts[:, 1]], axis=1)
+    right = xy[list(landmark_group("right_eye"))].mean(axis=0)
+    left = xy[list(landmark_group("left_eye"))].mean(axis=0)
+    iod = float(np.linalg.norm(left - right))
+    centre = (left + right) / 2
+    coords = (xy - centre) / iod
+    full = np.zeros((478, 2))
+    full[:468] = coords
+    full[468:473] = (right - centre) / iod
+    full[473:478] = (left - centre) / iod
+    return {"xy": full, "iod_cm": np.array(iod)}

@@ -1,0 +1,114 @@
+"""report.md: the headline, the tables, the audit summary, the plots and the run's provenance."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+
+def markdown_table(df: pd.DataFrame, floatfmt: str = ".3g", max_rows: int = 40) -> str:
+    if df is None or df.empty:
+        return "_(none)_\n"
+    df = df.head(max_rows)
+    cols = list(df.columns)
+
+    def fmt(v: Any) -> str:
+        if isinstance(v, (float, np.floating)):
+            return "" if np.isnan(v) else format(float(v), floatfmt)
+        return str(v)
+
+    lines = ["| " + " | ".join(map(str, cols)) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in df.itertuples(index=False)]
+    return "\n".join(lines) + "\n"
+
+
+def audit_summary(audit: pd.DataFrame | None) -> str:
+    """Per strength: how many edits passed their manipulation checks, the reasons, and the medians."""
+    if audit is None or audit.empty:
+        return "_Audit disabled or no edits._\n"
+    rows = []
+    for s, g in audit.groupby("strength"):
+        row: dict[str, Any] = {"strength": s, "n": len(g), "valid": int(g["valid"].astype(bool).sum())}
+        if "reasons" in g:
+            reasons = g["reasons"].fillna("").str.split(";").explode()
+            reasons = reasons[reasons != ""]
+            row["reasons"] = ", ".join(f"{r} ×{c}" for r, c in reasons.value_counts().items()) or "-"
+        for col in g.columns:
+            if col.startswith("delta_") or col in ("blendshape_change", "outside_change"):
+                row[f"median {col}"] = float(np.nanmedian(g[col].astype(float)))
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    flagged = table[table["valid"] < table["n"]]
+    note = ""
+    if not flagged.empty:
+        note = (f"\n**Flagged:** {int((table['n'] - table['valid']).sum())} edits failed their manipulation "
+                "check (see `audit.csv`, `valid=False`); they are kept in the statistics unless "
+                "`stats.exclude_invalid_edits=true`.\n")
+    return markdown_table(table) + note
+
+
+def paired_report(outputs: Any, frames: dict[str, pd.DataFrame], headline: str, plot_files: list[str],
+                  gallery: Path, provenance: dict[str, Any]) -> str:
+    """The paired experiment's report.md."""
+    spec, stats = outputs.spec, outputs.stats
+    n_used = int(outputs.measurements["image_id"].nunique()) if not outputs.measurements.empty else 0
+    ref = stats.meta.get("reference", "sham") if stats is not None else "sham"
+    lines = [
+        f"# {spec.experiment}",
+        "",
+        f"**{headline}.**",
+        "",
+        f"- editor: `{spec.editor.name}` changes **{spec.policy.property}**; strengths "
+        f"{', '.join(f'{s:g}' for s in spec.strengths)}",
+        f"- reference condition: **{ref}** (same pipeline at strength 0 unless set to `original`)",
+        f"- classifiers: {', '.join(f'`{c}`' for c in spec.classifiers)}",
+        f"- images: {n_used} analysed of {outputs.n_records}; {len(outputs.skipped)} skipped (see `skipped.csv`)",
+        "",
+    ]
+    tests = frames.get("tests", pd.DataFrame())
+    if stats is not None:
+        lines += ["## Headline", "", markdown_table(frames.get("headline", pd.DataFrame())), ""]
+        primary = stats.meta.get("primary", "wilcoxon")
+        if not tests.empty:
+            t = tests[tests["test"] == primary].sort_values("p_adj") if "test" in tests else tests
+            cols = [c for c in ("classifier", "output", "strength", "n", "median_diff", "median_ci_low",
+                                "median_ci_high", "rank_biserial", "cohen_dz", "p_raw", "p_adj", "reject")
+                    if c in t.columns]
+            lines += [f"## Output shifts ({primary}, edit − {ref})", "", markdown_table(t[cols]), ""]
+        artefact = frames.get("artefact", pd.DataFrame())
+        if artefact is not None and not artefact.empty:
+            a = artefact[artefact["test"] == primary] if "test" in artefact else artefact
+            k_a = int(a["reject"].astype(bool).sum()) if "reject" in a else 0
+            lines += ["## Processing artefact (sham − original)", "",
+                      f"{k_a} of {len(a)} outputs shift significantly between sham and original "
+                      "(a pure-processing effect; it is not counted in the headline).", ""]
+        for name, title in (("labels", "Predicted-label shifts"), ("dose_response", "Dose-response"),
+                            ("subgroups", "Subgroups (exploratory)"), ("power", "Sample size for 80 % power"),
+                            ("excluded", "Edits excluded by the audit")):
+            df = frames.get(name)
+            if df is not None and not df.empty:
+                lines += [f"## {title}", "", markdown_table(df, max_rows=30), ""]
+    lines += ["## Edit audit (manipulation checks)", "", audit_summary(outputs.audit), ""]
+    if plot_files:
+        lines += ["## Plots", ""] + [f"![{Path(p).stem}]({p})" for p in plot_files] + [""]
+    rel = gallery.relative_to(gallery.parent.parent)
+    lines += ["## Files", "", f"- gallery: [{rel}]({rel})",
+              "- `measurements.parquet`, `stats.csv`, `stats.json`, `audit.csv`, `skipped.csv`, `edits.csv`", ""]
+    lines += run_section(outputs, provenance)
+    return "\n".join(lines)
+
+
+def run_section(outputs: Any, provenance: dict[str, Any]) -> list[str]:
+    """Stage timings, cache counts and the provenance line."""
+    lines = ["## Run", "", "| stage | seconds |", "|---|---|"]
+    lines += [f"| {k} | {v:.2f} |" for k, v in outputs.timings.items()]
+    if outputs.cache:
+        lines += ["", "| cache | reused | computed |", "|---|---|---|"]
+        lines += [f"| {k} | {v['cached']} | {v['computed']} |" for k, v in outputs.cache.items()]
+    git = provenance["git"]
+    lines += ["", f"git {git.get('commit') or 'n/a'}{' (dirty)' if git.get('dirty') else ''}; "
+              + ", ".join(f"{k} {v}" for k, v in provenance["packages"].items() if v), ""]
+    return lines

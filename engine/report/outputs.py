@@ -1,0 +1,99 @@
+"""Every output file of a run, written from one `RunOutputs` after the pipeline has finished.
+
+Tables (`measurements.parquet`, `stats*.csv`, `audit.csv`, `edits.csv`, `skipped.csv`), the stamped
+`stats.json`, plots, the gallery (images read back from the work cache) and `report.md`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from engine.cache import WorkCache
+from engine.report.gallery import write_gallery
+from engine.report.markdown import paired_report
+from engine.report.provenance import stamp, write_json
+
+log = logging.getLogger(__name__)
+
+
+def headline_numbers(stats: Any) -> tuple[int, int]:
+    """k significant of n output shifts: the "overall" row of the analysis's own headline table."""
+    head = stats.headline if stats is not None else None
+    if head is None or head.empty:
+        return 0, 0
+    overall = head[head["scope"] == "overall"].iloc[0]
+    return int(overall["k"]), int(overall["n"])
+
+
+def write_tables(outputs: Any) -> None:
+    """The measurement tables every mode writes."""
+    out = outputs.out
+    outputs.measurements.to_parquet(out / "measurements.parquet", index=False)
+    outputs.skipped.to_csv(out / "skipped.csv", index=False)
+    if not outputs.edits.empty:
+        outputs.edits.to_csv(out / "edits.csv", index=False)
+    if outputs.audit is not None and not outputs.audit.empty:
+        outputs.audit.to_csv(out / "audit.csv", index=False)
+
+
+def gallery(outputs: Any, cache: WorkCache, title: str) -> Path:
+    shown = outputs.results[: outputs.spec.report.gallery_max_images]
+    return write_gallery(outputs.out, shown, cache, outputs.spec.classifiers, outputs.spec.report, title,
+                         outputs.audit)
+
+
+def write_outputs(outputs: Any, cache: WorkCache) -> str:
+    """Write every output file of a paired run; returns the headline sentence."""
+    spec, stats, out = outputs.spec, outputs.stats, outputs.out
+    provenance = stamp(spec.config, outputs.runner)
+    write_tables(outputs)
+    frames: dict[str, pd.DataFrame] = stats.to_frames() if stats is not None else {}
+    tests = frames.get("tests", pd.DataFrame())
+    alpha = stats.meta.get("alpha", 0.05) if stats is not None else 0.05
+    k, n = headline_numbers(stats)
+    pct = 100.0 * k / n if n else float("nan")
+    headline = (f"{k} of {n} output shifts significant ({pct:.1f} %) at alpha={alpha:g}, "
+                f"{stats.meta.get('correction', '?')}-corrected within each "
+                f"{stats.meta.get('family', '?')} family" if stats is not None else "no images with a face: no tests")
+    if not tests.empty:
+        tests.to_csv(out / "stats.csv", index=False)
+    for name, df in frames.items():
+        if name != "tests" and df is not None and not df.empty:
+            df.to_csv(out / f"stats_{name}.csv", index=False)
+    stats_json: dict[str, Any] = {"headline": headline, "k": k, "n": n, "percent": pct, "stamp": provenance}
+    if stats is not None:
+        stats_json["stats"] = json.loads(stats.to_json())
+    write_json(out / "stats.json", stats_json)
+    plot_files: list[str] = []
+    if spec.report.plots and stats is not None and not tests.empty:
+        plot_files = _plots(out, frames, outputs.measurements)
+    page = gallery(outputs, cache, f"{spec.experiment}: {spec.editor.name} ({spec.policy.property})")
+    (out / "report.md").write_text(paired_report(outputs, frames, headline, plot_files, page, provenance))
+    return headline
+
+
+def _plots(out: Path, frames: dict[str, pd.DataFrame], measurements: pd.DataFrame) -> list[str]:
+    try:
+        from engine.report import plots
+    except ImportError:
+        return []
+    pdir = out / "plots"
+    pdir.mkdir(exist_ok=True)
+    made = []
+    jobs = [("forest.png", lambda p: plots.forest_plot(frames["tests"], p)),
+            ("significance_heatmap.png", lambda p: plots.significance_heatmap(frames["tests"], p))]
+    dose = frames.get("dose_response")
+    if dose is not None and not dose.empty:
+        jobs.append(("dose_response.png", lambda p: plots.dose_response_plot(dose, measurements, p)))
+    for name, fn in jobs:
+        try:
+            fn(pdir / name)
+            made.append(f"plots/{name}")
+        except Exception as exc:  # noqa: BLE001 - a plot must never cost the run its tables
+            log.warning("plot=%s failed: %s", name, exc)
+    return made

@@ -1,0 +1,40 @@
+"""Helpers shared by the tests (import as `from helpers import ...`; pytest puts tests/ on the path)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+def face_batch(crops, landmarks, ids=None):
+    from engine.faces import face_masks
+    from engine.faces.align import landmark_box
+    from engine.types import FaceBatch
+
+    lms = torch.from_numpy(np.asarray(landmarks, dtype=np.float32))
+    images = torch.from_numpy(np.asarray(crops)).permute(0, 3, 1, 2).float() / 255
+    n = len(images)
+    return FaceBatch(
+        ids=list(ids) if ids is not None else [f"face{i}" for i in range(n)],
+        images=images,
+        landmarks=lms,
+        blendshapes=torch.zeros(n, 52),
+        boxes=torch.from_numpy(np.stack([landmark_box(lm) for lm in np.asarray(landmarks)])),
+        face_mask=face_masks(lms, tuple(images.shape[-2:])),
+        pose=torch.zeros(n, 3),
+    )
+
+
+
+
+def redetect(images) -> np.ndarray:
+    """The analysis's landmarker on `(N, 3, H, W)` float [0, 1] images: `(N, 478, 3)`, NaN rows where no face."""
+    from engine.audit.landmarks import FaceDetectionJudge
+    from engine.types import JudgeView
+
+    judge = FaceDetectionJudge()
+    try:
+        u8 = (images.clamp(0, 1) * 255).round().to(dtype=torch.uint8)
+        return judge.read(JudgeView(u8, {}, np.full((len(u8), 478, 3), np.nan)))["landmarks"].astype(np.float64)
+    finally:
+        judge.close()
