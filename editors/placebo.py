@@ -16,6 +16,7 @@ class PlaceboEditor(Editor):
     """
 
     property: ClassVar[str] = "none"
+    sham_is_input = True  # every change scales with strength (tests/test_editor_contract.py)
 
     def edit(self, batch: FaceBatch, strength: float, seed: int) -> EditResult:
         """Copy the images; `strength` must still be in [0, 1] and `seed` is unused."""

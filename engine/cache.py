@@ -122,12 +122,13 @@ class WorkCache:
         return self.root / kind / key[:2] / f"{key}.{ext}"
 
     def _write_atomic(self, path: Path, data: bytes) -> None:
+        # The rename makes a write all-or-nothing for a process that dies at any point (SIGKILL
+        # included). No fsync: after a machine crash a torn entry fails its CRC or PNG decode and
+        # reads as missing, so syncing every small file (a few ms each) would buy nothing.
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
         with open(tmp, "wb") as f:
             f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
         os.replace(tmp, path)
 
     def count(self, kind: str, hit: bool, n: int = 1) -> None:

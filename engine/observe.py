@@ -71,7 +71,7 @@ class JudgeAnnotator:
         lms = np.stack([chunk.images[i].analysis.landmarks for i in chunk.fresh])
         out = self._estimator.estimate(original.images.float().div(255.0).cpu(), lms)
         return [{"image_id": r.image_id, "est_age": float(a), "est_p_male": float(m)}
-                for r, a, m in zip(chunk.fresh_records, out["age"], out["p_male"])]
+                for r, a, m in zip(chunk.fresh_records, out["est_age"], out["est_p_male"])]
 
 
 def annotation_table(rows: list[dict[str, Any]]) -> pd.DataFrame:

@@ -231,6 +231,11 @@ class Editor(ABC):
     property: ClassVar[str] = "none"
     #: The intended direction of the change ("older", "more", ...), or None where it has none.
     direction: str | None = None
+    #: True when the pipeline at strength 0 gives back its input once quantised to 8 bits, as the
+    #: engine stores every edit (every change scales with strength; resampling at zero displacement
+    #: is exact to ~1e-5, far inside half a grey level). The sham is then the input itself and the
+    #: pipeline is not run for it. tests/test_editor_contract.py holds every editor that says so to it.
+    sham_is_input: ClassVar[bool] = False
 
     @abstractmethod
     def edit(self, batch: FaceBatch, strength: float, seed: int) -> EditResult:
@@ -238,6 +243,10 @@ class Editor(ABC):
 
     def sham(self, batch: FaceBatch, seed: int = 0) -> EditResult:
         """The same pipeline with no change: the default reference condition."""
+        if self.sham_is_input:
+            mask = torch.zeros_like(batch.images[:, :1])
+            return EditResult(batch.images.clone(), mask, [{"strength": 0.0, "sham": "input"} for _ in batch.ids],
+                              batch.landmarks.clone())
         return self.edit(batch, 0.0, seed)
 
     def audit_policy(self) -> AuditPolicy:

@@ -77,7 +77,7 @@ def judge(
         lms = np.stack([dets[i]["landmarks"] for i in found])
         imgs = torch.from_numpy(rgb[found]).permute(0, 3, 1, 2).float() / 255.0
         est = estimator.estimate(imgs, lms)
-        age[found], p_male[found] = est["age"], est["p_male"]
+        age[found], p_male[found] = est["est_age"], est["est_p_male"]
         blend[found] = np.stack([dets[i]["blendshapes"] for i in found])
     return {"age": age, "p_male": p_male, "blend": blend}
 

@@ -82,8 +82,8 @@ def judge(rgb: np.ndarray, landmarker: FaceLandmarker, estimator: AgeGenderEstim
     if found:
         images = torch.from_numpy(rgb[found]).permute(0, 3, 1, 2).float().div(255.0)
         est = estimator.estimate(images, np.stack(lms))
-        df.loc[found, "age"] = est["age"]
-        df.loc[found, "p_male"] = est["p_male"]
+        df.loc[found, "age"] = est["est_age"]
+        df.loc[found, "p_male"] = est["est_p_male"]
     return df
 
 

@@ -149,11 +149,8 @@ def test_config_names_every_knob():
     cfg = OmegaConf.load(CONF)
     params = set(inspect.signature(GenderEditor.__init__).parameters) - {"self"}
     assert cfg._target_ == "editors.gender.GenderEditor"
-    assert params == set(cfg) - {"_target_", "strength", "strengths"}
-    assert cfg.strength == 1.0 and cfg.strengths is None
+    assert params == set(cfg) - {"_target_"}
     from hydra.utils import instantiate
 
-    editor = instantiate(
-        {k: v for k, v in OmegaConf.to_container(cfg).items() if k not in ("strength", "strengths")}
-    )
+    editor = instantiate(OmegaConf.to_container(cfg))
     assert isinstance(editor, GenderEditor) and editor.property == "gender"

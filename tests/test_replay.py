@@ -58,7 +58,7 @@ def test_rerun_replays_without_decoding_and_matches(run_experiment, face_folder,
     assert html.count("data:image/png;base64,") >= 2 * 4
 
     # A stricter audit threshold applies to the replayed measures: still nothing recomputed.
-    third, out3 = run_experiment(*args, "audit.max_outside_change=0.0", out_name="third")
+    third, out3 = run_experiment(*args, "audit.thresholds.max_outside_change=0.0", out_name="third")
     assert third.cache["finished"]["cached"] == 5
     assert all(v["computed"] == 0 for v in third.cache.values()), third.cache
     pd.testing.assert_frame_equal(_tables(out3)["measurements"], a["measurements"])

@@ -10,7 +10,7 @@ import pytest
 from scipy import stats
 
 from engine.stats import StatsConfig, StatsResult, analyse
-from engine.stats.synthetic import synthetic_measurements
+from synthetic import synthetic_measurements
 
 OUTPUTS = ("anger", "happiness", "neutral")
 FAST = dict(n_bootstrap=300, n_permutations=999)

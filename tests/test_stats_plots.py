@@ -7,7 +7,7 @@ import pytest
 
 from engine.report.plots import dose_response_plot, forest_plot, significance_heatmap
 from engine.stats import StatsConfig, analyse
-from engine.stats.synthetic import synthetic_measurements
+from synthetic import synthetic_measurements
 
 
 @pytest.fixture(scope="module")

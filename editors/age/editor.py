@@ -123,6 +123,7 @@ class AgeEditor(Editor):
     """
 
     property = "age"
+    sham_is_input = True  # every change scales with strength (tests/test_editor_contract.py)
 
     def __init__(
         self,

@@ -53,6 +53,7 @@ class ElectrodeEditor(Editor):
     """
 
     property = "semg"
+    sham_is_input = True  # every change scales with strength (tests/test_editor_contract.py)
 
     def __init__(
         self,

@@ -81,6 +81,7 @@ class GenderEditor(Editor):
     """
 
     property = "gender"
+    sham_is_input = True  # every change scales with strength (tests/test_editor_contract.py)
 
     def __init__(
         self,

@@ -190,6 +190,7 @@ class AsymmetryEditor(Editor):
     """
 
     property: ClassVar[str] = "symmetry"
+    sham_is_input = True  # every change scales with strength (tests/test_editor_contract.py)
     direction: str | None = "less"
 
     #: Bumped when the output changes without a config change (2: running-sum box filters).

@@ -76,6 +76,7 @@ class SymmetryEditor(Editor):
     """
 
     property: ClassVar[str] = "symmetry"
+    sham_is_input = True  # every change scales with strength (tests/test_editor_contract.py)
     direction: str | None = "more"
 
     #: Bumped when the output changes without a config change (2: running-sum box filters).

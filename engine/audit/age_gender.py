@@ -72,7 +72,7 @@ class AgeGenderEstimator:
 
     @staticmethod
     def chips(images: torch.Tensor, points5: np.ndarray) -> dict[str, torch.Tensor]:
-        """The normalised network inputs: {"age": (N, 3, 64, 64), "gender": (N, 3, 32, 32)}.
+        """The normalised network inputs: {"age_v1": (N, 3, 64, 64), "gender_v1": (N, 3, 32, 32)}.
 
         Args:
             images: (N, 3, H, W) float RGB in [0, 1], any device.
@@ -87,8 +87,8 @@ class AgeGenderEstimator:
             raise ValueError("points5 has non-finite values")
         hw = (int(images.shape[-2]), int(images.shape[-1]))
         return {
-            task: normalise_chips(extract_face_chips(images, face_chip_geometry(points5, size, hw)))
-            for task, size in (("age", AGE_CHIP_SIZE), ("gender", GENDER_CHIP_SIZE))
+            model: normalise_chips(extract_face_chips(images, face_chip_geometry(points5, size, hw)))
+            for model, size in (("age_v1", AGE_CHIP_SIZE), ("gender_v1", GENDER_CHIP_SIZE))
         }
 
     def estimate_points(self, images: torch.Tensor, points5: np.ndarray) -> dict[str, np.ndarray]:
@@ -100,16 +100,17 @@ class AgeGenderEstimator:
         if points5.ndim != 3 or len(points5) != len(images):
             raise ValueError(f"points5 must be (N, 5, 2) with N={len(images)}, got {points5.shape}")
         n = len(images)
-        out = {"age": np.full(n, np.nan), "p_male": np.full(n, np.nan), "age_probs": np.full((n, 81), np.nan)}
+        out = {"est_age": np.full(n, np.nan), "est_p_male": np.full(n, np.nan),
+               "est_age_probs": np.full((n, 81), np.nan)}
         found = np.flatnonzero(np.isfinite(points5).all((1, 2)))
         if len(found) == 0:
             return out
         index = torch.as_tensor(found, device=images.device)
         chips = self.chips(images.index_select(0, index), points5[found])
-        age_probs = self._run("age_v1", chips["age"])
-        out["age_probs"][found] = age_probs
-        out["age"][found] = age_probs @ AGE_WEIGHTS
-        out["p_male"][found] = self._run("gender_v1", chips["gender"])[:, 1]
+        age_probs = self._run("age_v1", chips["age_v1"])
+        out["est_age_probs"][found] = age_probs
+        out["est_age"][found] = age_probs @ AGE_WEIGHTS
+        out["est_p_male"][found] = self._run("gender_v1", chips["gender_v1"])[:, 1]
         return out
 
     def estimate(self, images: torch.Tensor, landmarks: torch.Tensor | np.ndarray) -> dict[str, np.ndarray]:
@@ -124,8 +125,8 @@ class AgeGenderEstimator:
             landmarks: (N, 478, 3) MediaPipe mesh in pixels of `images`.
 
         Returns:
-            {"age": (N,) expected age in years, "p_male": (N,) probability of "male",
-            "age_probs": (N, 81) class probabilities}, all float64 numpy; NaN rows where the
+            {"est_age": (N,) expected age in years, "est_p_male": (N,) probability of "male",
+            "est_age_probs": (N, 81) class probabilities}, all float64 numpy; NaN rows where the
             landmarks are NaN (no face).
         """
         return self.estimate_points(images, five_points(landmarks))
@@ -139,8 +140,8 @@ def _estimate_aligned(estimator: AgeGenderEstimator, view: JudgeView) -> dict[st
         index = torch.as_tensor(usable, device=view.images.device)
         images = view.images.index_select(0, index).float().div(255.0).cpu()
         est = estimator.estimate(images, view.align[usable])
-        out["est_age"][usable] = est["age"]
-        out["est_p_male"][usable] = est["p_male"]
+        out["est_age"][usable] = est["est_age"]
+        out["est_p_male"][usable] = est["est_p_male"]
     return out
 
 

@@ -85,7 +85,7 @@ class SymmetryJudge(Judge):
         use_depth: fit the reflection in 3-D, so head yaw does not count as asymmetry.
     """
 
-    name = "symmetry"
+    name = "mesh_symmetry"
 
     def __init__(self, use_depth: bool = True) -> None:
         self.use_depth = use_depth

@@ -179,7 +179,8 @@ class LPIPS(torch.nn.Module):
 
     def features(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Unit-normalised activations of the LPIPS layers for RGB [0, 1] input."""
-        return [self._normalize(h) for h in self.model.net(self.model.scaling_layer(2 * x - 1))]
+        # NCHW on purpose: channels_last is ~1.3x faster on CPU but moves distances by up to 3e-6.
+        return [self._normalize(f) for f in self.model.net(self.model.scaling_layer(2 * x - 1))]
 
     def layer_maps(self, x: torch.Tensor, y: torch.Tensor) -> list[torch.Tensor]:
         """Per-layer distance maps (N, 1, h_k, w_k): head-weighted squared feature differences."""
@@ -201,11 +202,13 @@ class LPIPS(torch.nn.Module):
 
     @torch.no_grad()
     def in_out(
-        self, x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor, batch_size: int = 16
+        self, x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor, batch_size: int = 1
     ) -> tuple[np.ndarray, np.ndarray]:
         """(N,) LPIPS inside `mask` and inside its complement, as float64 numpy (for audit tables).
 
-        One network pass per image pair, in chunks of `batch_size` to bound activation memory.
+        One network pass per image pair, `batch_size` pairs at a time. The default, one, makes a
+        face's distances independent of which faces share its chunk (oneDNN picks its kernels by
+        batch size, which moves masked distances by up to ~3e-6) at no cost in speed on a CPU.
         """
         _check_pair(x, y, mask)
         if batch_size < 1:
@@ -241,15 +244,21 @@ def luma(images: torch.Tensor) -> torch.Tensor:
 
 
 def _gaussian_blur(x: torch.Tensor, window: int, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur of every channel of (N, C, H, W), reflect-padded, as depthwise convolutions.
+
+    channels_last lets oneDNN run the depthwise passes about 3x faster on CPU than one-channel
+    convolutions over N*C images, with bit-identical results.
+    """
     coords = torch.arange(window, device=x.device, dtype=x.dtype) - (window - 1) / 2
     g = torch.exp(-(coords**2) / (2 * sigma**2))
     g = g / g.sum()
     pad = window // 2
-    x = F.pad(x, (pad, pad, pad, pad), mode="reflect")
+    channels = x.shape[1]
+    x = F.pad(x, (pad, pad, pad, pad), mode="reflect").contiguous(memory_format=torch.channels_last)
     # TF32 would spoil E[x^2] - E[x]^2 (a small difference of large terms): keep full precision.
     with torch.backends.cudnn.flags(enabled=True, benchmark=False, deterministic=True, allow_tf32=False):
-        x = F.conv2d(x, g.view(1, 1, 1, window))
-        return F.conv2d(x, g.view(1, 1, window, 1))
+        x = F.conv2d(x, g.view(1, 1, 1, window).repeat(channels, 1, 1, 1), groups=channels)
+        return F.conv2d(x, g.view(1, 1, window, 1).repeat(channels, 1, 1, 1), groups=channels).contiguous()
 
 
 def ssim_map(
@@ -264,8 +273,8 @@ def ssim_map(
         raise ValueError(f"images must be larger than the SSIM window {window}, got {tuple(x.shape[-2:])}")
     a, b = luma(x.float()), luma(y.float())
     c1, c2 = 0.01**2, 0.03**2
-    stats = _gaussian_blur(torch.cat([a, b, a * a, b * b, a * b], 1).flatten(0, 1)[:, None], window, sigma)
-    mu_a, mu_b, aa, bb, ab = stats.view(a.shape[0], 5, *a.shape[-2:]).unbind(1)
+    stats = _gaussian_blur(torch.cat([a, b, a * a, b * b, a * b], 1), window, sigma)
+    mu_a, mu_b, aa, bb, ab = stats.unbind(1)
     var_a, var_b, cov = aa - mu_a**2, bb - mu_b**2, ab - mu_a * mu_b
     num = (2 * mu_a * mu_b + c1) * (2 * cov + c2)
     den = (mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2)

@@ -39,7 +39,8 @@ class BatchRunner:
             "bf16" or "fp16". Ignored on CPU, where reduced precision is slower and less exact.
         batch_size: override every classifier's preferred batch size.
         chunk_size: images per pipeline chunk; bounds memory. Smaller chunks let the stages
-            overlap sooner; larger ones batch editors and classifiers better.
+            overlap sooner; larger ones batch editors and classifiers better. None: 16 on a CPU,
+            128 on CUDA.
         workers: threads for decoding and face analysis.
         overlap: run the pipeline's stages in threads that overlap on different chunks (False: one
             chunk through every stage at a time; the results are identical).
@@ -51,7 +52,7 @@ class BatchRunner:
         device: str = "auto",
         amp: str = "auto",
         batch_size: int | None = None,
-        chunk_size: int = 64,
+        chunk_size: int | None = None,
         workers: int = 2,
         progress: str = "auto",
         overlap: bool = True,
@@ -60,8 +61,8 @@ class BatchRunner:
             raise ValueError(f"runner.amp must be one of {AMP_CHOICES}, got {amp!r}")
         if batch_size is not None and batch_size < 1:
             raise ValueError(f"runner.batch_size must be >= 1 or null, got {batch_size}")
-        if chunk_size < 1:
-            raise ValueError(f"runner.chunk_size must be >= 1, got {chunk_size}")
+        if chunk_size is not None and chunk_size < 1:
+            raise ValueError(f"runner.chunk_size must be >= 1 or null, got {chunk_size}")
         if workers < 0:
             raise ValueError(f"runner.workers must be >= 0, got {workers}")
         if progress not in ("auto", "on", "off"):
@@ -69,7 +70,7 @@ class BatchRunner:
         self.device = resolve_device(device)
         self.amp = amp
         self.batch_size = batch_size
-        self.chunk_size = chunk_size
+        self.chunk_size = chunk_size or (128 if self.device.type == "cuda" else 16)
         self.workers = workers
         self.progress_mode = progress
         self.overlap = overlap

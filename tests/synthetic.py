@@ -1,4 +1,4 @@
-"""Seeded synthetic measurement tables with planted effects, for tests, benchmarks and demos."""
+"""Seeded synthetic measurement tables with planted effects, for the statistics tests."""
 
 from __future__ import annotations
 
