@@ -17,9 +17,9 @@ from hydra.utils import instantiate
 
 from editors.symmetry import symmetric_target
 from editors.warp import warp_images
-from engine.pipeline import make_face_batch
 from engine.data import DemoDataset
 from engine.faces import FaceAnalyzer
+from engine.pipeline import make_face_batch
 
 EDITORS = {
     "symmetry/shape": {"_target_": "editors.symmetry.SymmetryEditor", "mode": "shape"},

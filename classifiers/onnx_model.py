@@ -125,6 +125,8 @@ class ONNXClassifier(BackendClassifier):
         if self.threads:
             options.intra_op_num_threads = self.threads
         options.log_severity_level = 3
+        # No busy-waiting between calls: the engine's other stages run at the same time.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         session = ort.InferenceSession(
             str(path), options, providers=providers_for(self._device, self.providers)
         )

@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 from scipy import stats
+from synthetic import synthetic_measurements
 
 from engine.stats import StatsConfig, StatsResult, analyse
-from synthetic import synthetic_measurements
 
 OUTPUTS = ("anger", "happiness", "neutral")
 FAST = dict(n_bootstrap=300, n_permutations=999)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import matplotlib.image as mpimg
 import pytest
+from synthetic import synthetic_measurements
 
 from engine.report.plots import dose_response_plot, forest_plot, significance_heatmap
 from engine.stats import StatsConfig, analyse
-from synthetic import synthetic_measurements
 
 
 @pytest.fixture(scope="module")

@@ -30,6 +30,9 @@ def _session(path: Path, providers: list[str], threads: int):  # noqa: ANN202 - 
 
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
+    # Idle onnxruntime workers otherwise busy-wait after every call, taking the cores the other
+    # pipeline stages (running at the same time) need.
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(str(path), sess_options=opts, providers=providers)
 
 
