@@ -144,15 +144,6 @@ def shading_from_height(
     return diffuse * lambert.clamp(min=0.0) + (1.0 - diffuse) * torch.exp(-occlusion * cavity)
 
 
-def grid_points(size: tuple[int, int], device: torch.device) -> torch.Tensor:
-    """`(H*W, 2)` pixel centres `(x, y)` of an image of `size`."""
-    height, width = size
-    ys = torch.arange(height, device=device, dtype=torch.float32) + 0.5
-    xs = torch.arange(width, device=device, dtype=torch.float32) + 0.5
-    yy, xx = torch.meshgrid(ys, xs, indexing="ij")
-    return torch.stack([xx, yy], dim=-1).view(-1, 2)
-
-
 def polygon_masks(polygons: torch.Tensor, size: tuple[int, int], cell: int = 2) -> torch.Tensor:
     """Hard masks `(N, 1, H, W)` of closed polygons `(N, M, 2)` (even-odd rule).
 

@@ -104,24 +104,6 @@ def soft_polygons(
     return upsample(gaussian_blur(hard, feather_px * scale), size).clamp(0.0, 1.0)
 
 
-def polyline_band(
-    polyline: torch.Tensor, size: tuple[int, int], half_width: torch.Tensor, cell: int = 2
-) -> torch.Tensor:
-    """Soft band `(N, 1, H, W)` along an open polyline `(N, M, 2)`: 1 on the line, Gaussian fall-off.
-
-    `half_width` `(N,)` is the Gaussian sigma in pixels.
-    """
-    grid = mask_grid_size(*size, cell=cell)
-    pts = _grid_points(size, grid, polyline.device)  # (P, 2)
-    a, b = polyline[:, :-1, None, :2], polyline[:, 1:, None, :2]  # (N, S, 1, 2)
-    ab = b - a
-    t = (((pts - a) * ab).sum(-1) / (ab * ab).sum(-1).clamp(min=1e-9)).clamp(0.0, 1.0)
-    nearest = a + t.unsqueeze(-1) * ab
-    dist2 = ((pts - nearest) ** 2).sum(-1).amin(dim=1)  # (N, P)
-    band = torch.exp(-0.5 * dist2 / half_width[:, None].clamp(min=1e-3) ** 2)
-    return upsample(band.view(-1, 1, *grid), size)
-
-
 def splat_field(
     landmarks: torch.Tensor,
     values: torch.Tensor,

@@ -129,12 +129,6 @@ class _Reader:
         self.int_equal(f"{what} alias_tensor version", (1,))
         return self._dims(what)
 
-    def empty_tensor(self, what: str) -> None:
-        start = self.pos
-        t = self.tensor(what)
-        if t.size:
-            raise self.fail(f"{what} to be an empty tensor", f"shape {t.shape}", start)
-
 
 # --- the architecture, outermost layer first ---------------------------------------------------------
 

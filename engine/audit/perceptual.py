@@ -225,13 +225,6 @@ class LPIPS(torch.nn.Module):
             outside.append(sum(_weighted_mean(d, 1 - r) for d, r in zip(maps, resized, strict=True)))
         return _numpy(torch.cat(inside)), _numpy(torch.cat(outside))
 
-    def distance_map(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """(N, 1, H, W) per-pixel distance: layer maps bilinearly upsampled and summed."""
-        size = x.shape[-2:]
-        return sum(
-            F.interpolate(m, size=size, mode="bilinear", align_corners=False) for m in self.layer_maps(x, y)
-        )
-
 
 # --------------------------------------------------------------------------------------------- SSIM
 

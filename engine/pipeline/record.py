@@ -15,7 +15,6 @@ for that chunk and resumes from the step caches.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -63,16 +62,6 @@ def from_json_array(arr: np.ndarray) -> Any:
 def through_json(obj: Any) -> Any:
     """`obj` as the cache gives it back, so a fresh run and a replay report identical values."""
     return from_json_array(to_json_array(obj))
-
-
-def callable_identity(fn: Any) -> Any:
-    """A JSON-able identity for a configured callable (a function or a `functools.partial`)."""
-    if fn is None:
-        return None
-    if isinstance(fn, functools.partial):
-        return {"func": callable_identity(fn.func), "args": list(fn.args), "kwargs": dict(fn.keywords)}
-    name = getattr(fn, "__qualname__", type(fn).__qualname__)
-    return f"{getattr(fn, '__module__', type(fn).__module__)}.{name}"
 
 
 def record_tag(rec: ImageRecord) -> str:
