@@ -1,11 +1,15 @@
 """Batched piecewise-affine mesh warp in torch: move image content from source to target landmarks.
 
 The warp is a backward map: for every target pixel, the source position it samples from. It is built
-on the images' device by rasterising the TARGET triangulation (every triangle enumerates the pixel
-centres in its bounding box; barycentric coordinates decide who owns a pixel), and applied with
-`torch.nn.functional.grid_sample`. Where target triangles overlap, because the 2-D projection of the
-3-D face folds at the cheeks and nose wings, the nearest triangle wins (a z-buffer on landmark depth),
-so the visible surface is the one that moves.
+on the images' device by rasterising the TARGET triangulation (`editors.raster`: per triangle and
+pixel row, the run of pixel centres whose barycentric coordinates are all >= -1e-4, so that pixels on
+shared edges are never left uncovered), and applied with `torch.nn.functional.grid_sample`. Where
+target triangles overlap, because the 2-D projection of the 3-D face folds at the cheeks and nose
+wings, the nearest triangle wins (a z-buffer on landmark depth), so the visible surface is the one
+that moves. Each pixel then evaluates its triangle's affine shift plane once: the source position is
+the pixel centre plus `p0 x + p1 y + p2`, in float32, rounding for rounding as the block rasteriser
+this replaces (so maps are bit for bit the same). `warp_images` builds the map a few images at a
+time and samples each part while it is still in cache.
 
 With the default face-mesh topology, a ring of fixed anchor points around the face oval closes the
 mesh: between the oval and the ring the displacement fades to zero, and outside the ring the image
@@ -14,7 +18,7 @@ stays put. Coordinates follow `editors.mesh`: pixel `(i, j)` has its centre at `
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterator
 from functools import lru_cache
 
 import numpy as np
@@ -23,15 +27,17 @@ import torch.nn.functional as F
 
 from editors.filters import max_filter
 from editors.mesh import NUM_LANDMARKS, face_triangles, landmark_group
+from editors.raster import Planes, owner_chunks, scratch, tested_extent
 
 #: Default size of the anchor ring, as a multiple of the face oval's distance from its centroid.
 DEFAULT_RING_SCALE = 1.35
-#: Most pixel blocks rasterised at once; bounds memory, never changes results.
-BLOCKS_PER_CHUNK = 100_000
-_BLOCK = 4  # side of the pixel blocks a triangle's bounding box is cut into
-_BARYCENTRIC_SLACK = 1e-4  # tolerance so pixels on shared edges are never left uncovered
-_DEPTH_STEPS_PER_PIXEL = 64.0
-_TRIANGLE_BITS = 16
+# Sizes of the work units (whole images / whole rows); they bound memory and never change results.
+#: Pixels painted at once by the rasteriser.
+PIXELS_PER_CHUNK = 1 << 19
+#: Pixels mapped and sampled (`grid_sample`) at once by `warp_images`.
+PIXELS_PER_STEP = 1 << 19
+#: Pixels whose shift planes are gathered and evaluated at once.
+PIXELS_PER_BLOCK = 1 << 18
 
 
 @lru_cache(maxsize=1)
@@ -94,28 +100,17 @@ def _mesh(
     )
 
 
-@dataclass
-class _TrianglePlanes:
-    """Per (image, triangle) tables, flattened to `N * T` rows.
+def _triangle_planes(
+    src: torch.Tensor, dst: torch.Tensor, tris: torch.Tensor, height: int, width: int
+) -> tuple[Planes, torch.Tensor]:
+    """Per (image, triangle) planes, flattened to `N * T` rows, and the shift planes `(N * T, 3, 2)`.
 
     Barycentric and depth planes are in a local frame per triangle: `(u, v)` = pixel offset from the
     first column/row of its bounding box, so plane constants stay small and float32 keeps the inside
-    test tight. Shift planes are in image pixel coordinates. A last all-zero row stands for "no
-    triangle", so lookups never need masking.
+    test tight. Shift planes (source minus target, `x` and `y`, as `p0*x + p1*y + p2`) are in image
+    pixel coordinates.
     """
-
-    bary_depth: torch.Tensor  # (N*T, 4, 3): l_a, l_b, l_c, depth as p0*u + p1*v + p2
-    shift: torch.Tensor  # (N*T + 1, 2, 3): source minus target, as p0*x + p1*y + p2
-    origin: torch.Tensor  # (N*T,) long: flat index of the bounding box's first pixel in a padded frame
-    box_w: torch.Tensor  # (N*T,) long
-    box_h: torch.Tensor  # (N*T,) long (0 when degenerate or off-frame)
-
-
-def _triangle_planes(
-    src: torch.Tensor, dst: torch.Tensor, tris: torch.Tensor, height: int, width: int
-) -> _TrianglePlanes:
     corners = dst[:, tris, :2]  # (N, T, 3, 2)
-    n_img, n_tri = corners.shape[:2]
     lo, hi = corners.amin(dim=2), corners.amax(dim=2)
     # Candidate pixels: centres j + 0.5 within the bounding box, clipped to the frame.
     col0 = torch.ceil(lo[..., 0] - 0.5).clamp(0, width).long()
@@ -148,77 +143,130 @@ def _triangle_planes(
         ],
         dim=-1,
     )
-    shift_global = torch.cat([shift_global.reshape(-1, 2, 3), shift_global.new_zeros(1, 2, 3)])
-    padded_width = width + _BLOCK
-    image_start = torch.arange(n_img, device=dst.device)[:, None] * (height + _BLOCK) * padded_width
-    return _TrianglePlanes(
+    planes = Planes(
         bary_depth=torch.cat([bary, depth_plane], dim=2).reshape(-1, 4, 3),
-        shift=shift_global,
-        origin=(image_start + row0 * padded_width + col0).reshape(-1),
+        col0=col0.reshape(-1),
+        row0=row0.reshape(-1),
         box_w=(col1 - col0 + 1).clamp(min=0).reshape(-1),
         box_h=torch.where(ok, (row1 - row0 + 1).clamp(min=0), torch.zeros_like(row0)).reshape(-1),
     )
+    return planes, shift_global.reshape(-1, 2, 3).transpose(1, 2).contiguous()
 
 
-def _rasterise(tables: _TrianglePlanes, n_img: int, height: int, width: int) -> torch.Tensor:
-    """Row `image * T + triangle` of the target triangle owning each pixel centre, `(N*H*W,)`; -1 if none.
+def _map_chunks(
+    src_landmarks: torch.Tensor,
+    dst_landmarks: torch.Tensor,
+    size: tuple[int, int],
+    triangles: torch.Tensor | np.ndarray | None,
+    ring_scale: float,
+    out: torch.Tensor | None = None,
+    grid: bool = False,
+) -> Iterator[tuple[int, int, torch.Tensor]]:
+    """The backward map by chunks of whole images: `(first, stop, coords (stop - first, H, W, 2))`.
 
-    Each triangle's bounding box is cut into `_BLOCK` x `_BLOCK` pixel blocks; a block gathers its
-    triangle's planes once and tests its pixels with one small GEMM. Pixels are addressed in a frame
-    padded by `_BLOCK` on the right and bottom, so blocks running past the bounding box need no checks.
-    Overlaps (folds of the projected 3-D mesh) go to the nearest surface, ties to the lower index.
+    `coords` is `out[first:stop]` when `out` is given, else a buffer that the next chunk reuses.
+    With `grid`, the coordinates come as `grid_sample` coordinates (`_to_grid`), block by block.
     """
-    n_rows = tables.box_w.numel()
-    n_tri = n_rows // n_img
-    if n_tri >= 2**_TRIANGLE_BITS:
-        raise ValueError(f"too many triangles: {n_tri} >= {2**_TRIANGLE_BITS}")
-    device = tables.bary_depth.device
-    padded_height, padded_width = height + _BLOCK, width + _BLOCK
-    empty = torch.iinfo(torch.long).max
-    owner_key = torch.full((n_img * padded_height * padded_width,), empty, device=device)
-    blocks_x = torch.div(tables.box_w + _BLOCK - 1, _BLOCK, rounding_mode="floor")
-    blocks = blocks_x * torch.div(tables.box_h + _BLOCK - 1, _BLOCK, rounding_mode="floor")
-    block_offsets = torch.cumsum(blocks, 0) - blocks
-    per_image = blocks.view(n_img, n_tri).sum(dim=1).tolist()
-    step = torch.arange(_BLOCK * _BLOCK, device=device)
-    step_u, step_v = step % _BLOCK, torch.div(step, _BLOCK, rounding_mode="floor")
-    offsets_uv = torch.stack([step_u, step_v]).float()  # (2, B*B)
-    pixel_step = step_v * padded_width + step_u
-    triangle_of_row = torch.arange(n_rows, device=device) % n_tri
-    start = 0
-    while start < n_img:  # chunks of whole images, so results do not depend on the batch
-        stop, total = start + 1, per_image[start]
-        while stop < n_img and total + per_image[stop] <= BLOCKS_PER_CHUNK:
-            total += per_image[stop]
-            stop += 1
-        rows = torch.arange(start * n_tri, stop * n_tri, device=device)
-        item = torch.repeat_interleave(rows, blocks[rows], output_size=total)
-        local = torch.arange(total, device=device) - (block_offsets[item] - block_offsets[rows[0]])
-        per_row = blocks_x.index_select(0, item)
-        block_v = torch.div(local, per_row, rounding_mode="floor")
-        block_u = local - block_v * per_row
-        u0, v0 = (block_u * _BLOCK).float(), (block_v * _BLOCK).float()
-        p = tables.bary_depth.index_select(0, item)  # (K, 4, 3)
-        corner = p[..., 0] * u0[:, None] + p[..., 1] * v0[:, None] + p[..., 2]  # (K, 4) at the block corner
-        values = torch.addmm(corner.reshape(-1, 1), p[..., :2].reshape(-1, 2), offsets_uv).view(
-            -1, 4, _BLOCK**2
-        )
-        inside = (values[:, 0] >= -_BARYCENTRIC_SLACK) & (values[:, 1] >= -_BARYCENTRIC_SLACK)
-        inside &= values[:, 2] >= -_BARYCENTRIC_SLACK
-        depth_q = torch.round(values[:, 3] * _DEPTH_STEPS_PER_PIXEL).clamp_(0, 2**40).long()
-        key = (depth_q << _TRIANGLE_BITS) + triangle_of_row.index_select(0, item)[:, None]
-        key = torch.where(inside, key, torch.full_like(key, empty))
-        corner_pixel = (
-            tables.origin.index_select(0, item) + block_v * (_BLOCK * padded_width) + block_u * _BLOCK
-        )
-        owner_key.scatter_reduce_(
-            0, (corner_pixel[:, None] + pixel_step).view(-1), key.view(-1), reduce="amin"
-        )
-        start = stop
-    owner_key = owner_key.view(n_img, padded_height, padded_width)[:, :height, :width]
-    triangle = owner_key & (2**_TRIANGLE_BITS - 1)
-    row = triangle + torch.arange(n_img, device=device)[:, None, None] * n_tri
-    return torch.where(owner_key == empty, torch.full_like(row, n_rows), row).reshape(-1)
+    src, dst, tris = _mesh(src_landmarks.float(), dst_landmarks.float(), triangles, ring_scale)
+    height, width = size
+    n_img, n_tri, device = src.shape[0], tris.shape[0], src.device
+    planes, shift = _triangle_planes(src, dst, tris, height, width)
+    centres = identity_coords(1, (height, width), device)
+    xs = centres[:, :1, :, :1].expand(1, 1, width, 2).contiguous()  # x in both channels, per column
+    ys = centres[:, :, :1, 1:]  # y, per row
+    per_chunk = max(1, min(n_img, PIXELS_PER_CHUNK // max(1, height * width)))
+    step = max(1, min(per_chunk, PIXELS_PER_STEP // max(1, height * width)))
+    rows = max(1, min(height, PIXELS_PER_BLOCK // max(1, step * width)))
+    gathered = [scratch(f"plane{k}", step * rows * width, torch.float64, device) for k in range(3)]
+    buffer = None if out is not None else scratch("coords", step * height * width * 2, torch.float32, device)
+    # Per image, the rectangle its triangles may cover: elsewhere the map is the pixel centre.
+    span_w, span_h = tested_extent(planes, height, width)
+    live = (span_h > 0).view(n_img, n_tri)
+    big = max(height, width)
+    boxes = torch.stack(
+        [
+            torch.where(live, planes.row0.view(n_img, n_tri), big).amin(dim=1),
+            torch.where(live, (planes.row0 + span_h).view(n_img, n_tri), 0).amax(dim=1),
+            torch.where(live, planes.col0.view(n_img, n_tri), big).amin(dim=1),
+            torch.where(live, (planes.col0 + span_w).view(n_img, n_tri), 0).amax(dim=1),
+        ],
+        dim=1,
+    ).tolist()
+    scale = _grid_scale(centres, size)
+    outside = _to_grid(centres[0], size, scale=scale) if grid else centres[0]  # pixels no triangle covers
+    for chunk in owner_chunks(planes, n_img, n_tri, height, width, per_chunk):
+        n = chunk.stop - chunk.first
+        # Shift planes as (x, y) pairs, each pair one float64; rows below `offset`: no triangle.
+        table = shift.new_zeros(3, chunk.offset + n * n_tri, 2)
+        table[:, chunk.offset :] = shift[chunk.first * n_tri : chunk.stop * n_tri].transpose(0, 1)
+        table = table.view(torch.float64).view(3, -1)
+        index = chunk.index.view(n, height, width)
+        for first in range(chunk.first, chunk.stop, step):  # a few images at a time
+            stop = min(chunk.stop, first + step)
+            coords = out[first:stop] if out is not None else buffer[: (stop - first) * height * width * 2]
+            coords = coords.view(stop - first, height, width, 2)
+            # The rectangle the images' triangles may cover, in blocks of rows that stay in cache.
+            row0, row1, col0, col1 = (
+                f(box[k] for box in boxes[first:stop]) for k, f in zip(range(4), (min, max, min, max))
+            )
+            _fill_outside(coords, outside, row0, row1, col0, col1)
+            local = slice(first - chunk.first, stop - chunk.first)
+            for row in range(row0, row1, rows):
+                end = min(row1, row + rows)
+                pixels = index[local, row:end, col0:col1].reshape(-1)
+                for plane, into in zip(table, gathered):
+                    torch.index_select(plane, 0, pixels, out=into[: pixels.numel()])
+                p0, p1, p2 = (
+                    into[: pixels.numel()].view(torch.float32).view(stop - first, end - row, -1, 2)
+                    for into in gathered
+                )
+                # The reference arithmetic: centre + ((p0 * x + p1 * y) + p2), one rounding each.
+                block = coords[:, row:end, col0:col1]
+                torch.mul(p0, xs[:, :, col0:col1], out=block)
+                block.add_(p1.mul_(ys[:, row:end])).add_(p2).add_(centres[:, row:end, col0:col1])
+                if grid:
+                    _to_grid(block, size, out=block, scale=scale[col0:col1])
+            yield first, stop, coords
+
+
+def _fill_outside(
+    coords: torch.Tensor, value: torch.Tensor, row0: int, row1: int, col0: int, col1: int
+) -> None:
+    """`coords (n, H, W, 2)` = `value (H, W, 2)` outside rows `row0:row1` x columns `col0:col1`."""
+    if row1 <= row0 or col1 <= col0:
+        coords.copy_(value.expand_as(coords))
+        return
+    for rows, cols in ((slice(0, row0), slice(None)), (slice(row1, None), slice(None))):
+        if value[rows].numel():
+            coords[:, rows, cols] = value[rows, cols]
+    for cols in (slice(0, col0), slice(col1, None)):
+        if value[row0:row1, cols].numel():
+            coords[:, row0:row1, cols] = value[row0:row1, cols]
+
+
+def _to_grid(
+    coords: torch.Tensor,
+    size: tuple[int, int],
+    out: torch.Tensor | None = None,
+    scale: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """`coords * (2 / W, 2 / H) - 1`: pixel positions as `grid_sample` coordinates (float32 arithmetic).
+
+    `scale`: `_grid_scale(coords, size)` if already at hand.
+    """
+    height, width = size
+    scale = _grid_scale(coords, size) if scale is None else scale
+    if height & (height - 1) == 0 and width & (width - 1) == 0:
+        # Scales are powers of two, so the product is exact and one fused operation rounds the same.
+        return torch.addcmul(scale.new_full((), -1.0), coords, scale, out=out)
+    return torch.mul(coords, scale, out=out).sub_(1.0)
+
+
+def _grid_scale(coords: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """`(2 / W, 2 / H)` repeated along a row of `coords`, so that products stream over whole rows."""
+    height, width = size
+    scale = torch.tensor([2.0 / width, 2.0 / height], device=coords.device, dtype=coords.dtype)
+    return scale.expand(coords.shape[-2], 2).contiguous()
 
 
 def backward_map(
@@ -243,15 +291,11 @@ def backward_map(
         `(N, H, W, 2)` float32 source pixel coordinates `(x, y)` for every output pixel; pixels outside
         the mesh map to themselves, and zero displacement gives exactly the pixel centres.
     """
-    src, dst, tris = _mesh(src_landmarks.float(), dst_landmarks.float(), triangles, ring_scale)
     height, width = size
-    n_img = src.shape[0]
-    tables = _triangle_planes(src, dst, tris, height, width)
-    owner = _rasterise(tables, n_img, height, width)  # "no triangle" is the zero-shift row
-    coords = identity_coords(n_img, (height, width), src.device).view(-1, 2)
-    p = tables.shift.index_select(0, owner)  # (N*H*W, 2, 3)
-    shift = p[..., 0] * coords[:, :1] + p[..., 1] * coords[:, 1:] + p[..., 2]
-    return (coords + shift).view(n_img, height, width, 2)
+    out = torch.empty(src_landmarks.shape[0], height, width, 2, device=src_landmarks.device)
+    for _ in _map_chunks(src_landmarks, dst_landmarks, size, triangles, ring_scale, out=out):
+        pass
+    return out
 
 
 def apply_backward_map(
@@ -260,9 +304,7 @@ def apply_backward_map(
     """Sample `images (N, C, H, W)` at `coords (N, H', W', 2)` pixel positions with `grid_sample`."""
     if images.ndim != 4 or coords.ndim != 4 or coords.shape[0] != images.shape[0] or coords.shape[-1] != 2:
         raise ValueError(f"images shape={tuple(images.shape)} / coords shape={tuple(coords.shape)} mismatch")
-    height, width = images.shape[-2:]
-    scale = torch.tensor([2.0 / width, 2.0 / height], device=coords.device, dtype=coords.dtype)
-    grid = (coords * scale - 1.0).to(images.dtype)
+    grid = _to_grid(coords, tuple(images.shape[-2:])).to(images.dtype)
     return F.grid_sample(images, grid, mode=mode, padding_mode=padding_mode, align_corners=False)
 
 
@@ -280,14 +322,27 @@ def warp_images(
 
     See `backward_map` for the arguments; `mode` and `padding_mode` go to `grid_sample`.
     """
-    coords = backward_map(
-        src_landmarks.to(images.device),
-        dst_landmarks.to(images.device),
-        tuple(images.shape[-2:]),
-        triangles=triangles,
-        ring_scale=ring_scale,
-    )
-    return apply_backward_map(images, coords, mode=mode, padding_mode=padding_mode)
+    if images.ndim != 4 or src_landmarks.shape[0] != images.shape[0]:
+        raise ValueError(
+            f"images shape={tuple(images.shape)} must be (N, C, H, W) with N = {src_landmarks.shape[0]} faces"
+        )
+    size = tuple(images.shape[-2:])
+    src_landmarks, dst_landmarks = src_landmarks.to(images.device), dst_landmarks.to(images.device)
+    # The arithmetic of `apply_backward_map(images, backward_map(...))`, chunk by chunk.
+    chunks = _map_chunks(src_landmarks, dst_landmarks, size, triangles, ring_scale, grid=True)
+    out = None
+    for first, stop, grid in chunks:
+        warped = F.grid_sample(
+            images[first:stop],
+            grid.to(images.dtype),
+            mode=mode,
+            padding_mode=padding_mode,
+            align_corners=False,
+        )
+        if out is None:
+            out = warped.new_empty((images.shape[0], *warped.shape[1:]))
+        out[first:stop] = warped
+    return out if out is not None else images.new_empty(images.shape)
 
 
 def warp_masks(

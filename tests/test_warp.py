@@ -18,6 +18,7 @@ from editors.mesh import (
 )
 from editors.symmetry import symmetric_target
 from editors.warp import (
+    DEFAULT_RING_SCALE,
     anchor_ring,
     apply_backward_map,
     backward_map,
@@ -232,6 +233,123 @@ def test_bad_inputs_raise_value_errors(faces) -> None:
         backward_map(landmarks, landmarks, (SIZE, SIZE), triangles=np.array([[0, 1, 999]]))
 
 
+def reference_backward_map(
+    src: np.ndarray, dst: np.ndarray, triangles: np.ndarray, size: tuple[int, int]
+) -> np.ndarray:
+    """The backward map by its definition, one triangle at a time, in float64 (slow, obviously right).
+
+    A pixel centre `(j + 0.5, i + 0.5)` is inside a triangle when its three barycentric coordinates
+    are >= -1e-4 (pixels on shared edges are never left uncovered). Of the triangles it is inside,
+    the nearest wins: the smallest `round(64 * depth)` (depth relative to the nearest landmark), ties
+    to the lower triangle index. It samples its source at the pixel plus the barycentric mix of the
+    corners' displacements; a pixel in no triangle samples itself.
+    """
+    height, width = size
+    ys, xs = np.mgrid[0:height, 0:width] + 0.5
+    coords = np.stack([xs, ys], axis=-1)
+    out = coords.copy()
+    best = np.full((height, width), np.inf)
+    depth = dst[:, 2] - dst[:, 2].min() if dst.shape[1] == 3 else np.zeros(len(dst))
+    for a, b, c in triangles:
+        pa, pb, pc = dst[a, :2], dst[b, :2], dst[c, :2]
+        det = (pb[0] - pa[0]) * (pc[1] - pa[1]) - (pb[1] - pa[1]) * (pc[0] - pa[0])
+        rel = coords - pa
+        l_b = (rel[..., 0] * (pc[1] - pa[1]) - rel[..., 1] * (pc[0] - pa[0])) / det
+        l_c = (rel[..., 1] * (pb[0] - pa[0]) - rel[..., 0] * (pb[1] - pa[1])) / det
+        l_a = 1.0 - l_b - l_c
+        inside = (l_a >= -1e-4) & (l_b >= -1e-4) & (l_c >= -1e-4)
+        key = np.round(64 * (l_a * depth[a] + l_b * depth[b] + l_c * depth[c]))
+        wins = inside & (key < best)  # triangles in index order: a tie keeps the lower index
+        best[wins] = key[wins]
+        shift = sum(w[..., None] * (src[k, :2] - dst[k, :2]) for w, k in ((l_a, a), (l_b, b), (l_c, c)))
+        out[wins] = coords[wins] + shift[wins]
+    return out
+
+
+def grid_mesh(rng, nx: int, ny: int, x_range, y_range, jitter: float) -> tuple[np.ndarray, np.ndarray]:
+    """A jittered `nx` x `ny` grid of points and its triangles (two per cell): well-shaped triangles."""
+    xs, ys = np.linspace(*x_range, nx), np.linspace(*y_range, ny)
+    points = np.stack(np.meshgrid(xs, ys), axis=-1).reshape(-1, 2) + rng.uniform(
+        -jitter, jitter, (nx * ny, 2)
+    )
+    cells = [(r * nx + c, r * nx + c + 1, (r + 1) * nx + c + 1) for r in range(ny - 1) for c in range(nx - 1)]
+    return points, np.array([t for a, b, d in cells for t in ((a, b, a + nx), (b, d, a + nx))])
+
+
+def compare_with_reference(src: np.ndarray, dst: np.ndarray, triangles: np.ndarray, size) -> torch.Tensor:
+    """Max |backward_map - reference| (float32 inputs for both); returns the reference map."""
+    src, dst = src.astype(np.float32), dst.astype(np.float32)
+    expected = torch.from_numpy(
+        reference_backward_map(src.astype(np.float64), dst.astype(np.float64), triangles, size)
+    )
+    got = backward_map(torch.from_numpy(src[None]), torch.from_numpy(dst[None]), size, triangles=triangles)[0]
+    assert (got.double() - expected).abs().max() < 1e-5
+    return expected
+
+
+def test_backward_map_equals_the_reference_rasterisation_with_overlaps_and_depths() -> None:
+    rng = np.random.default_rng(0)
+    size = (40, 56)
+    # Sheet A runs past the top and left edges of the frame; sheet B overlaps it in front (its depth
+    # grows faster, so the two surfaces cross near its right edge); two triangles share an edge
+    # through pixel centres, behind both.
+    points_a, tris_a = grid_mesh(rng, 6, 5, (-4, 46), (-4, 34), 2.0)
+    points_b, tris_b = grid_mesh(rng, 4, 4, (14, 46), (6, 34), 1.5)
+    square = np.array([[8.5, 6.5], [30.5, 6.5], [8.5, 30.5], [30.5, 30.5]])
+    dst = np.concatenate(
+        [
+            np.c_[points_a, 3 + 0.04 * points_a[:, 0]],
+            np.c_[points_b, 1 + 0.08 * points_b[:, 0]],
+            np.c_[square, [9] * 4],
+        ]
+    )
+    tris = np.concatenate(
+        [tris_a, tris_b + len(points_a), np.array([[0, 1, 2], [1, 3, 2]]) + len(points_a) + 16]
+    )
+    x, y = dst[:, 0] / 56, dst[:, 1] / 40
+    src = dst + np.c_[3 * np.sin(3 * y + 1), 3 * np.cos(2 * x), np.zeros(len(dst))]
+    src[len(points_a) : len(points_a) + 16, :2] += [4.0, -3.0]  # sheet B moves its own way
+    expected = compare_with_reference(src, dst, tris, size)
+    moved = (expected - identity_coords(1, size)[0].double()).abs().amax(dim=-1) > 0
+    assert 0.5 < moved.float().mean() < 0.9  # outside the mesh nothing moves
+    # Without depth, sheet A (lower triangle indices) would win the overlap instead of sheet B.
+    flat = np.c_[dst[:, :2], np.zeros(len(dst))]
+    flat_map = torch.from_numpy(
+        reference_backward_map(src.astype(np.float32), flat.astype(np.float32), tris, size)
+    )
+    assert (flat_map - expected).abs().max() > 1.0
+
+
+def test_large_displacements_and_folds_equal_the_reference_rasterisation() -> None:
+    rng = np.random.default_rng(1)
+    size = (64, 64)
+    points, tris = grid_mesh(rng, 7, 7, (2, 62), (2, 62), 1.5)
+    depth = -10 * np.exp(-((np.linalg.norm(points - 32, axis=1) / 20) ** 2))  # a bump towards the camera
+    points[24] += [13.0, 6.0]  # push two interior vertices past their neighbours: the target folds
+    points[17] += [-9.0, 11.0]
+    dst = np.c_[points, depth]
+    x, y = dst[:, 0] / 64, dst[:, 1] / 64
+    src = (
+        dst
+        + np.c_[6 * np.sin(4 * y + 0.3) * np.cos(3 * x), 6 * np.cos(4 * x) * np.sin(3 * y + 1), np.zeros(49)]
+    )
+    expected = compare_with_reference(src, dst, tris, size)
+    # The identity map (no warp) would miss by pixels, not by 1e-5.
+    assert (expected - identity_coords(1, size)[0].double()).abs().max() > 5.0
+
+
+def test_face_mesh_with_anchor_ring_equals_the_reference_rasterisation(faces) -> None:
+    from editors.warp import _mesh
+
+    _, landmarks = faces
+    src = landmarks[1:2].clone()  # Grace Hopper
+    src[..., :3] *= 64 / SIZE  # on a 64 px frame
+    dst = smooth_field(src, 4.0, seed=8)
+    src_all, dst_all, tris = _mesh(src.float(), dst.float(), None, DEFAULT_RING_SCALE)
+    expected = compare_with_reference(src_all[0].numpy(), dst_all[0].numpy(), tris.numpy(), (64, 64))
+    assert (expected - identity_coords(1, (64, 64))[0].double()).abs().max() > 3.0
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_matches_cpu(faces) -> None:
@@ -249,8 +367,11 @@ def test_max_filter_equals_max_pool(ry, rx):
 
     gen = torch.Generator().manual_seed(ry * 100 + rx)
     x = (torch.rand(2, 3, 50, 70, generator=gen) > 0.97).float() * torch.rand(2, 3, 50, 70, generator=gen)
-    want = torch.nn.functional.max_pool2d(x, (2 * ry + 1, 2 * rx + 1), stride=1, padding=(ry, rx)) \
-        if max(ry, rx) <= min(x.shape[-2:]) // 2 else None
+    want = (
+        torch.nn.functional.max_pool2d(x, (2 * ry + 1, 2 * rx + 1), stride=1, padding=(ry, rx))
+        if max(ry, rx) <= min(x.shape[-2:]) // 2
+        else None
+    )
     got = max_filter(x, ry, rx)
     assert got.shape == x.shape
     if want is not None:
@@ -266,5 +387,7 @@ def test_box_mean_equals_avg_pool(radius, count_padding):
 
     x = torch.rand(2, 3, 60, 80, generator=torch.Generator().manual_seed(radius))
     for dim, kernel, pad in ((-1, (1, 2 * radius + 1), (0, radius)), (-2, (2 * radius + 1, 1), (radius, 0))):
-        want = torch.nn.functional.avg_pool2d(x, kernel, stride=1, padding=pad, count_include_pad=count_padding)
+        want = torch.nn.functional.avg_pool2d(
+            x, kernel, stride=1, padding=pad, count_include_pad=count_padding
+        )
         torch.testing.assert_close(box_mean_1d(x, radius, dim, count_padding), want, atol=1e-6, rtol=0)
