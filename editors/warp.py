@@ -110,47 +110,55 @@ def _triangle_planes(
     test tight. Shift planes (source minus target, `x` and `y`, as `p0*x + p1*y + p2`) are in image
     pixel coordinates.
     """
-    corners = dst[:, tris, :2]  # (N, T, 3, 2)
-    lo, hi = corners.amin(dim=2), corners.amax(dim=2)
+    # Vertex coordinates as (N, T) tensors: x, y (and z) of corners a, b, c. Each operation below is
+    # one rounding, in the order of the reference formulas given in the comments.
+    dst_c, src_c = dst.permute(2, 0, 1), src.permute(2, 0, 1)  # (D, N, P)
+    (ax, ay), (bx, by), (cx, cy) = ((dst_c[0][:, k], dst_c[1][:, k]) for k in tris.t())
     # Candidate pixels: centres j + 0.5 within the bounding box, clipped to the frame.
-    col0 = torch.ceil(lo[..., 0] - 0.5).clamp(0, width).long()
-    col1 = torch.floor(hi[..., 0] - 0.5).clamp(-1, width - 1).long()
-    row0 = torch.ceil(lo[..., 1] - 0.5).clamp(0, height).long()
-    row1 = torch.floor(hi[..., 1] - 0.5).clamp(-1, height - 1).long()
+    col0 = torch.ceil(torch.minimum(torch.minimum(ax, bx), cx) - 0.5).clamp(0, width).long()
+    col1 = torch.floor(torch.maximum(torch.maximum(ax, bx), cx) - 0.5).clamp(-1, width - 1).long()
+    row0 = torch.ceil(torch.minimum(torch.minimum(ay, by), cy) - 0.5).clamp(0, height).long()
+    row1 = torch.floor(torch.maximum(torch.maximum(ay, by), cy) - 0.5).clamp(-1, height - 1).long()
 
-    origin = torch.stack([col0, row0], dim=-1).to(corners.dtype) + 0.5
-    a, b, c = (corners - origin[:, :, None, :]).unbind(dim=2)
-    v0, v1 = b - a, c - a
-    det = v0[..., 0] * v1[..., 1] - v0[..., 1] * v1[..., 0]
+    ox, oy = col0.to(dst.dtype) + 0.5, row0.to(dst.dtype) + 0.5
+    lax, lay, lbx, lby, lcx, lcy = ax - ox, ay - oy, bx - ox, by - oy, cx - ox, cy - oy  # local frame
+    v0x, v0y, v1x, v1y = lbx - lax, lby - lay, lcx - lax, lcy - lay  # v0 = b - a, v1 = c - a
+    det = v0x * v1y - v0y * v1x
     ok = det.abs() > 1e-6
     inv = torch.where(ok, 1.0 / torch.where(ok, det, torch.ones_like(det)), torch.zeros_like(det))
-    plane_b = torch.stack([v1[..., 1], -v1[..., 0], a[..., 1] * v1[..., 0] - a[..., 0] * v1[..., 1]], -1)
-    plane_c = torch.stack([-v0[..., 1], v0[..., 0], a[..., 0] * v0[..., 1] - a[..., 1] * v0[..., 0]], -1)
-    plane_b, plane_c = plane_b * inv[..., None], plane_c * inv[..., None]
-    plane_a = -plane_b - plane_c
-    plane_a[..., 2] += 1.0
-    bary = torch.stack([plane_a, plane_b, plane_c], dim=-2)  # (N, T, 3, 3)
-    depth = dst[..., 2] if dst.shape[-1] == 3 else torch.zeros_like(dst[..., 0])
-    depth = depth - depth.amin(dim=1, keepdim=True)
-    depth_plane = (depth[:, tris, None] * bary).sum(dim=2, keepdim=True)  # (N, T, 1, 3)
-    # Interpolate the displacement, not the position, so zero displacement is exactly the identity.
-    shift = src[:, tris, :2] - corners  # (N, T, 3, 2)
-    shift_local = (shift.unsqueeze(-1) * bary.unsqueeze(-2)).sum(dim=2)  # (N, T, 2, 3)
-    shift_global = torch.cat(
-        [
-            shift_local[..., :2],
-            shift_local[..., 2:] - (shift_local[..., :2] * origin[:, :, None, :]).sum(-1, True),
-        ],
-        dim=-1,
+    # plane_b = (v1y, -v1x, ay v1x - ax v1y) / det, plane_c = (-v0y, v0x, ax v0y - ay v0x) / det,
+    # plane_a = -plane_b - plane_c + (0, 0, 1): barycentric coordinates as p0*u + p1*v + p2.
+    plane_b = (v1y * inv, -v1x * inv, (lay * v1x - lax * v1y) * inv)
+    plane_c = (-v0y * inv, v0x * inv, (lax * v0y - lay * v0x) * inv)
+    plane_a = tuple(-pb - pc for pb, pc in zip(plane_b, plane_c))
+    plane_a = (plane_a[0], plane_a[1], plane_a[2] + 1.0)
+    bary = (plane_a, plane_b, plane_c)
+    if dst.shape[-1] == 3:
+        depth = dst_c[2] - dst_c[2].amin(dim=1, keepdim=True)
+        depth = tuple(depth[:, k] for k in tris.t())
+    else:
+        depth = (torch.zeros_like(ax),) * 3
+    # The depth plane: sum over corners (in order) of depth * barycentric plane.
+    depth_plane = tuple(
+        depth[0] * bary[0][k] + depth[1] * bary[1][k] + depth[2] * bary[2][k] for k in range(3)
     )
+    # Interpolate the displacement, not the position, so zero displacement is exactly the identity.
+    shift = [[src_c[i][:, tris[:, v]] - dst_c[i][:, tris[:, v]] for i in range(2)] for v in range(3)]
+    shift_local = [
+        [shift[0][i] * bary[0][k] + shift[1][i] * bary[1][k] + shift[2][i] * bary[2][k] for k in range(3)]
+        for i in range(2)
+    ]
+    # In image coordinates: the constant term moves by the origin (x then y).
+    shift_global = [(sl[0], sl[1], sl[2] - (sl[0] * ox + sl[1] * oy)) for sl in shift_local]
     planes = Planes(
-        bary_depth=torch.cat([bary, depth_plane], dim=2).reshape(-1, 4, 3),
+        bary_depth=torch.stack([*plane_a, *plane_b, *plane_c, *depth_plane], dim=-1).view(-1, 4, 3),
         col0=col0.reshape(-1),
         row0=row0.reshape(-1),
         box_w=(col1 - col0 + 1).clamp(min=0).reshape(-1),
         box_h=torch.where(ok, (row1 - row0 + 1).clamp(min=0), torch.zeros_like(row0)).reshape(-1),
     )
-    return planes, shift_global.reshape(-1, 2, 3).transpose(1, 2).contiguous()
+    shift_rows = [shift_global[i][k] for k in range(3) for i in range(2)]  # (p0x, p0y, p1x, ...)
+    return planes, torch.stack(shift_rows, dim=-1).view(-1, 3, 2)
 
 
 def _map_chunks(
