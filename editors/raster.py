@@ -96,14 +96,15 @@ class Planes:
 class Chunk:
     """Owners of the pixels of images `first .. stop - 1`.
 
-    `index[i]` for pixel `i` (row-major over the chunk's images): `offset + (image - first) * T +
-    triangle` for the owning triangle, or a value below `offset` where no triangle covers the pixel
-    centre. So a table with `offset` empty rows followed by the chunk's triangles is indexed directly.
+    `index.view(n, H, W + 1)[image - first, row, column]` (the last column is not a pixel): `offset +
+    (image - first) * T + triangle` for the owning triangle, or a value below `offset` where no
+    triangle covers the pixel centre. So a table with `offset` empty rows followed by the chunk's
+    triangles is indexed directly.
     """
 
     first: int
     stop: int
-    index: torch.Tensor  # (n * H * W,) int32 or int64
+    index: torch.Tensor  # (n * H * (W + 1),) int32 or int64
     offset: int
 
 
@@ -244,14 +245,17 @@ def owner_chunks(
     pad = 4 * BLOCK  # rows after the last image: a bucket's rows run past its triangles' rows
     while pad < tallest:
         pad *= 2
-    chunk_pixels = per_chunk * height * width
-    frame = chunk_pixels + pad * width + 1  # + 1: where runs that end a row are closed
+    # Pixel rows are laid out `pitch = W + 1` apart: a run ending at the end of a row is closed in
+    # the extra column, so a running sum along each row paints it.
+    pitch = width + 1
+    chunk_pixels = per_chunk * height * pitch
+    frame = chunk_pixels + pad * pitch
     # A pixel is covered at most once per triangle of its image, so sums stay below T << (bits + 1).
     dtype = torch.int32 if (n_tri + 1) << (bits + 1) < 2**31 else torch.int64
     r_all = torch.arange(span_h.numel(), device=device)
     local = torch.div(r_all, n_tri, rounding_mode="floor") % per_chunk
     owner_value = ((1 << bits) + local * n_tri + r_all % n_tri).to(dtype)
-    row_base = (local * height + planes.row0) * width + planes.col0  # in the chunk's pixels
+    row_base = (local * height + planes.row0) * pitch + planes.col0  # in the chunk's pixels
     edges, horizontal = _edge_table(bary_depth, span_w, span_h)
 
     # Buckets by tested height (rows: 4, 8, 12, 16, 24, 32, 48, ...), horizontal-edge triangles apart.
@@ -273,12 +277,12 @@ def owner_chunks(
         tri = order[start : start + count]
         start += count
         rows = sizes[k % n_sizes]
-        *scanned, near_k = _scan_bucket(k, rows, k >= n_sizes, tri, edges, row_base, owner_value, width)
+        *scanned, near_k = _scan_bucket(k, rows, k >= n_sizes, tri, edges, row_base, owner_value, pitch)
         runs.append((*scanned, (torch.searchsorted(tri, chunk_rows) * rows).tolist()))
         if near_k is not None:
             near.append(near_k)
     # Single pixels near the threshold that pass the reference test, sorted by triangle.
-    singles = _near_pixels(near, bary_depth, row_base, owner_value, width) if near else None
+    singles = _near_pixels(near, bary_depth, row_base, owner_value, pitch) if near else None
     if singles is not None:
         tri, first_pixel, value = singles
         runs.append((first_pixel, first_pixel, value, tri, torch.searchsorted(tri, chunk_rows).tolist()))
@@ -286,12 +290,12 @@ def owner_chunks(
     # Paint chunk by chunk and keep the runs with a multiply covered end pixel; then give multiply
     # covered pixels to the nearest surface, all chunks at once.
     delta = scratch("delta", frame, dtype, device)
-    index = scratch("index", n_img * height * width + frame - chunk_pixels, dtype, device)
+    index = scratch("index", n_img * height * pitch + frame - chunk_pixels, dtype, device)
     multi = 2 << bits
     flagged = []
     for c, first in enumerate(range(0, n_img, per_chunk)):
-        size = (min(n_img, first + per_chunk) - first) * height * width + frame - chunk_pixels
-        chunk_index = index[first * height * width : first * height * width + size]
+        size = (min(n_img, first + per_chunk) - first) * height * pitch + frame - chunk_pixels
+        chunk_index = index[first * height * pitch : first * height * pitch + size]
         pieces = [(run, run[-1][c], run[-1][c + 1]) for run in runs if run[-1][c] < run[-1][c + 1]]
         if not pieces:
             chunk_index.zero_()
@@ -299,25 +303,21 @@ def owner_chunks(
         starts, lasts, values, tris = (torch.cat([run[i][a:b] for run, a, b in pieces]) for i in range(4))
         delta[:size].zero_()
         delta.scatter_add_(0, starts, values)
-        # A running sum per pixel row: a run that ends at the end of its row needs no closing.
-        closing = lasts + 1
-        closing.masked_fill_(closing % width == 0, frame - 1)  # the last element: never summed
-        delta.scatter_add_(0, closing, -values)
-        rows = (size - 1) // width
-        sums = chunk_index[: rows * width].view(rows, width)
-        torch.cumsum(delta[: rows * width].view(rows, width), dim=1, out=sums)
+        delta.scatter_add_(0, lasts + 1, -values)
+        rows = size // pitch
+        torch.cumsum(delta[:size].view(rows, pitch), dim=1, out=chunk_index.view(rows, pitch))
         ends = torch.maximum(chunk_index.index_select(0, starts), chunk_index.index_select(0, lasts))
         hit = torch.nonzero((ends >= multi) & (values != 0)).squeeze(1)
-        offset = first * height * width
+        offset = first * height * pitch
         flagged.append((starts[hit] + offset, lasts[hit] + offset, values[hit], tris[hit]))
     if flagged:
-        _resolve_overlaps(index, flagged, planes, n_tri, per_chunk, height, width, bits)
+        _resolve_overlaps(index, flagged, planes, n_tri, per_chunk, height, pitch, bits)
     for first in range(0, n_img, per_chunk):
         stop = min(n_img, first + per_chunk)
-        yield Chunk(first, stop, index[first * height * width : stop * height * width], 1 << bits)
+        yield Chunk(first, stop, index[first * height * pitch : stop * height * pitch], 1 << bits)
 
 
-def _scan_bucket(key, rows, horizontal, tri, edges, row_base, owner_value, width):
+def _scan_bucket(key, rows, horizontal, tri, edges, row_base, owner_value, pitch):
     """The runs of one bucket's (triangle, row) pairs, and its rows with pixels near the threshold.
 
     Per (triangle, row), in triangle order: first pixel, last pixel, value painted (0: no run),
@@ -328,7 +328,7 @@ def _scan_bucket(key, rows, horizontal, tri, edges, row_base, owner_value, width
     last = scratch(f"last{key}", count * rows, torch.long, device)
     value = scratch(f"value{key}", count * rows, owner_value.dtype, device)
     v = torch.arange(rows, device=device, dtype=edges.dtype)
-    row_offset = torch.arange(rows, device=device) * width
+    row_offset = torch.arange(rows, device=device) * pitch
     zero, minus_one = edges.new_zeros(()), edges.new_full((), -1.0)
     step = max(1, SPANS_PER_PIECE // rows)
     near_rows = []
@@ -377,7 +377,7 @@ def _scan_bucket(key, rows, horizontal, tri, edges, row_base, owner_value, width
     return start, last, value, tri[:, None].expand(count, rows).reshape(-1), near_rows
 
 
-def _near_pixels(near: list, bary_depth, row_base, owner_value, width):
+def _near_pixels(near: list, bary_depth, row_base, owner_value, pitch):
     """Pixels of the maybe range outside the sure run, tested with the reference arithmetic.
 
     Returns `(triangle, start, value)` of those that pass, sorted by triangle, or None.
@@ -402,10 +402,10 @@ def _near_pixels(near: list, bary_depth, row_base, owner_value, width):
     tri, v, u = tri[keep], v[keep], u[keep]
     order = torch.sort(tri, stable=True).indices
     tri, v, u = tri[order], v[order], u[order]
-    return tri, row_base[tri] + v * width + u, owner_value[tri]
+    return tri, row_base[tri] + v * pitch + u, owner_value[tri]
 
 
-def _resolve_overlaps(index, flagged, planes, n_tri, per_chunk, height, width, bits) -> None:
+def _resolve_overlaps(index, flagged, planes, n_tri, per_chunk, height, pitch, bits) -> None:
     """Give pixels covered by several runs to the nearest surface (ties: the lower triangle index).
 
     Every overlap of two runs holds an end of one of them, which is then multiply covered too. So the
@@ -427,14 +427,14 @@ def _resolve_overlaps(index, flagged, planes, n_tri, per_chunk, height, width, b
     painted = torch.zeros(pixels.numel(), dtype=index.dtype, device=device).index_add_(0, slot, painted_by)
     rest = index[pixels] - painted  # 0, or what one more run painted: 2**bits + owner
     extra = torch.nonzero(rest).squeeze(1)
-    image = torch.div(pixels, height * width, rounding_mode="floor")
+    image = torch.div(pixels, height * pitch, rounding_mode="floor")
     chunk_row = (image - image % per_chunk) * n_tri  # owner numbers start there
     pixel = torch.cat([pixel, pixels[extra]])
     slot = torch.cat([slot, extra])
     tri = torch.cat([tri, chunk_row[extra] + (rest[extra] - (1 << bits))])
-    local = pixel % (height * width)
-    u = local % width - planes.col0[tri]
-    v = torch.div(local, width, rounding_mode="floor") - planes.row0[tri]
+    local = pixel % (height * pitch)
+    u = local % pitch - planes.col0[tri]
+    v = torch.div(local, pitch, rounding_mode="floor") - planes.row0[tri]
     keys = _depth_keys(planes.bary_depth, tri, u, v, n_tri)
     best = torch.full((pixels.numel(),), torch.iinfo(torch.long).max, device=device)
     best.scatter_reduce_(0, slot, keys, reduce="amin")

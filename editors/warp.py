@@ -208,7 +208,7 @@ def _map_chunks(
         table = shift.new_zeros(3, chunk.offset + n * n_tri, 2)
         table[:, chunk.offset :] = shift[chunk.first * n_tri : chunk.stop * n_tri].transpose(0, 1)
         table = table.view(torch.float64).view(3, -1)
-        index = chunk.index.view(n, height, width)
+        index = chunk.index.view(n, height, width + 1)
         for first in range(chunk.first, chunk.stop, step):  # a few images at a time
             stop = min(chunk.stop, first + step)
             coords = out[first:stop] if out is not None else buffer[: (stop - first) * height * width * 2]
