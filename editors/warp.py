@@ -33,7 +33,7 @@ from editors.raster import Planes, owner_chunks, scratch, tested_extent
 DEFAULT_RING_SCALE = 1.35
 # Sizes of the work units (whole images / whole rows); they bound memory and never change results.
 #: Pixels painted at once by the rasteriser.
-PIXELS_PER_CHUNK = 1 << 19
+PIXELS_PER_CHUNK = 1 << 20
 #: Pixels mapped and sampled (`grid_sample`) at once by `warp_images`.
 PIXELS_PER_STEP = 1 << 19
 #: Pixels whose shift planes are gathered and evaluated at once.
