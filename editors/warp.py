@@ -185,7 +185,7 @@ def _map_chunks(
     per_chunk = max(1, min(n_img, PIXELS_PER_CHUNK // max(1, height * width)))
     step = max(1, min(per_chunk, PIXELS_PER_STEP // max(1, height * width)))
     rows = max(1, min(height, PIXELS_PER_BLOCK // max(1, step * width)))
-    gathered = [scratch(f"plane{k}", step * rows * width, torch.float64, device) for k in range(3)]
+    gathered = scratch("plane", step * rows * width, torch.float64, device)  # one shift plane
     buffer = None if out is not None else scratch("coords", step * height * width * 2, torch.float32, device)
     # Per image, the rectangle its triangles may cover: elsewhere the map is the pixel centre.
     span_w, span_h = tested_extent(planes, height, width)
@@ -222,16 +222,17 @@ def _map_chunks(
             for row in range(row0, row1, rows):
                 end = min(row1, row + rows)
                 pixels = index[local, row:end, col0:col1].reshape(-1)
-                for plane, into in zip(table, gathered):
-                    torch.index_select(plane, 0, pixels, out=into[: pixels.numel()])
-                p0, p1, p2 = (
-                    into[: pixels.numel()].view(torch.float32).view(stop - first, end - row, -1, 2)
-                    for into in gathered
-                )
-                # The reference arithmetic: centre + ((p0 * x + p1 * y) + p2), one rounding each.
+                # The reference arithmetic: centre + ((p0 * x + p1 * y) + p2), one rounding each; each
+                # plane is gathered (as (x, y) pairs, one float64 each) right before it is used.
                 block = coords[:, row:end, col0:col1]
-                torch.mul(p0, xs[:, :, col0:col1], out=block)
-                block.add_(p1.mul_(ys[:, row:end])).add_(p2).add_(centres[:, row:end, col0:col1])
+                plane = gathered[: pixels.numel()]
+                p = plane.view(torch.float32).view(stop - first, end - row, -1, 2)
+                torch.index_select(table[0], 0, pixels, out=plane)
+                torch.mul(p, xs[:, :, col0:col1], out=block)
+                torch.index_select(table[1], 0, pixels, out=plane)
+                block.add_(p.mul_(ys[:, row:end]))
+                torch.index_select(table[2], 0, pixels, out=plane)
+                block.add_(p).add_(centres[:, row:end, col0:col1])
                 if grid:
                     _to_grid(block, size, out=block, scale=scale[col0:col1])
             yield first, stop, coords
