@@ -1,7 +1,7 @@
 """`python -m engine experiment=NAME [key=value ...]`: run an experiment (Hydra app).
 
 A bad config (misspelled key, unknown option, out-of-range value) is reported in one line before
-any work starts. Add `-m` for a multirun sweep, e.g. `-m editor.strength=0.5,1 seed=0,1`.
+any work starts. Add `-m` for a multirun sweep, e.g. `-m strength=0.5,1 seed=0,1`.
 """
 
 from __future__ import annotations

@@ -103,6 +103,16 @@ REGISTRY: dict[str, Asset] = {
             description="MediaPipe Face Landmarker: 478 landmarks, 52 blendshapes, head pose",
         ),
         make_asset(
+            "face_detection_full_range",
+            "face_detection_full_range_sparse.tflite",
+            "2c3728e6da56f21e21a320433396fb06d40d9088f2247c05e5635a688d45dfe1",
+            676_746,
+            "Apache-2.0 (Google MediaPipe)",
+            Source("pypi", "mediapipe==0.10.21",
+                   "mediapipe/modules/face_detection/face_detection_full_range_sparse.tflite"),
+            description="BlazeFace full-range face detector (192x192): small faces and group photos",
+        ),
+        make_asset(
             "age_v1",
             "age-v1.onnx",
             "4f9f0075200bd8ea6cd65ae6e6893cf820c513169382c08e82e533158358ed1c",
@@ -154,6 +164,8 @@ REGISTRY: dict[str, Asset] = {
     ]
 }
 
+#: The engine's own assets (everything else in the registry came from a plugin).
+CORE_ASSETS = frozenset(REGISTRY)
 #: Entry-point group of the modules that register plugins' assets.
 PLUGIN_ASSETS_GROUP = "facecf.assets"
 _PLUGINS_LOADED = False

@@ -39,8 +39,10 @@ def _plugin_names() -> set[str]:
     # Editor directions ("more"/"less" are also scipy's one-sided alternatives: left out) and modes.
     names |= {"older", "younger", "male", "female", "opposite"}
     names |= set(SYMMETRY_MODES) | set(SOURCE_SIDES) - {"average", "left", "right"}
-    core_assets = {"face_landmarker", "age_v1", "gender_v1", "dlib_face_recognition", "lpips_alexnet", "lpips_vgg16"}
-    names |= set(REGISTRY) - core_assets  # the plugins' weights
+    from engine.assets import CORE_ASSETS, load_plugin_assets
+
+    load_plugin_assets()
+    names |= set(REGISTRY) - CORE_ASSETS  # the plugins' weights
     names |= {"fer", "facex", "pyemotion", "semg", "electrodes"}
     return names
 

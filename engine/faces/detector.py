@@ -35,22 +35,10 @@ from typing import Any
 import cv2
 import numpy as np
 
-from engine.assets import Source, make_asset, register_asset
 from engine.faces.landmarker import quiet_native_stderr
 
-#: BlazeFace full-range ("sparse" weights) from the mediapipe 0.10.21 wheel, file only.
-FULL_RANGE_ASSET = register_asset(
-    make_asset(
-        "face_detection_full_range",
-        "face_detection_full_range_sparse.tflite",
-        "2c3728e6da56f21e21a320433396fb06d40d9088f2247c05e5635a688d45dfe1",
-        676_746,
-        "Apache-2.0 (Google MediaPipe)",
-        Source("pypi", "mediapipe==0.10.21",
-               "mediapipe/modules/face_detection/face_detection_full_range_sparse.tflite"),
-        description="BlazeFace full-range face detector (192x192): small faces and group photos",
-    )
-).name
+#: BlazeFace full-range ("sparse" weights) from the mediapipe 0.10.21 wheel (registered in engine.assets).
+FULL_RANGE_ASSET = "face_detection_full_range"
 
 # face_detection_full_range.pbtxt (FaceDetectionOptions) and face_detection.pbtxt (calculator options).
 INPUT_SIZE = 192  # tensor_width, tensor_height

@@ -1,4 +1,4 @@
-"""Aggregate a Hydra multirun into one table: `python -m engine.aggregate multirun/DATE/TIME`.
+"""Aggregate a Hydra multirun into one table: `python -m engine.report.aggregate multirun/DATE/TIME`.
 
 Every job folder's `stats.csv` (and headline) is stacked with the job's overrides as columns, so a
 sweep over editors, strengths, classifiers and seeds can be compared in one place. Writes
@@ -56,7 +56,7 @@ def aggregate(sweep_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m engine.aggregate", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m engine.report.aggregate", description=__doc__.split("\n")[0])
     parser.add_argument("sweep_dir", type=Path, help="the multirun folder, e.g. multirun/2026-11-28/10-00-00")
     args = parser.parse_args(argv)
     try:
