@@ -165,7 +165,7 @@ def _edge_table(
     row, so it selects rows: `[SURE_V0, SURE_V1]` where it surely passes, `[MAYBE_V0, MAYBE_V1]` where
     it may. Also returns which triangles have such a plane.
     """
-    p0, p1, p2 = bary_depth[:, :3].unbind(dim=-1)  # (R, 3) each, float32
+    p0, p1, p2 = bary_depth[:, :3].permute(2, 0, 1).contiguous()  # (R, 3) each, float32
     width, height = span_w.to(p0.dtype)[:, None], span_h.to(p0.dtype)[:, None]
     err = _ROUNDING * (p0.abs() * width + p1.abs() * height + p2.abs())
     safe = torch.where(p0 != 0, p0, torch.ones_like(p0))
