@@ -10,7 +10,9 @@ Timing protocol, the same for every side:
   which runs in this same process, has the same T threads for its numpy/scipy calls (its own warp
   loop is single-threaded);
 * one untimed warm-up call, then the best of `--repeats` timed calls (CUDA synchronised around each),
-  divided by the number of images in a call.
+  divided by the number of images in a call. Other processes on the machine slow the many short
+  multi-threaded steps of the warp more than one long `grid_sample`: compare ratios from one quiet
+  run, not times across runs.
 
 Sides:
 * torch warp: `editors.warp.warp_images` on the whole batch (builds the backward map and samples it);
@@ -24,7 +26,7 @@ Checks (`--check` exits with status 1 if one fails): warp / bare grid_sample <= 
 mean |torch - skimage| inside the face < 2/255; and the same error of the unwarped input at least 5x
 that threshold, so the accuracy check cannot pass vacuously.
 
-    python benchmarks/bench_warp.py [--batch 32] [--size 512] [--threads T] [--repeats 5] [--check]
+    python benchmarks/bench_warp.py [--batch 32] [--size 512] [--threads T] [--repeats 10] [--check]
         [--skimage-images 2] [--amplitude 10] [--device cpu|cuda] [--faces faces.npz | --save-faces
         faces.npz] [--save before_torch_skimage.png]
 """
@@ -43,7 +45,7 @@ def _parse_args() -> argparse.Namespace:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="CPU threads for every side")
-    parser.add_argument("--repeats", type=int, default=5, help="timed calls per side (best is kept)")
+    parser.add_argument("--repeats", type=int, default=10, help="timed calls per side (best is kept)")
     parser.add_argument("--skimage-images", type=int, default=2, help="images per skimage call")
     parser.add_argument("--amplitude", type=float, default=10.0, help="smooth displacement on top (px)")
     parser.add_argument("--device", default="cpu")
