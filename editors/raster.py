@@ -63,7 +63,8 @@ def scratch(name: str, numel: int, dtype: torch.dtype, device: torch.device) -> 
     """A 1-D buffer of `numel` elements with undefined contents, reused across calls (CPU, per thread).
 
     Fresh CPU memory costs a page fault per 4 KiB on first touch, as much as a few passes over it;
-    these buffers keep their pages. The caller must be done with a buffer before asking for it again.
+    these buffers keep their pages (about 60 MB per thread after warping 32 images of 512 px). The
+    caller must be done with a buffer before asking for it again.
     """
     if torch.device(device).type != "cpu":
         return torch.empty(numel, dtype=dtype, device=device)
