@@ -22,7 +22,7 @@ test: install
 	FACECF_OFFLINE=1 $(PY) -m pytest -q
 
 lint:
-	$(PY) -m ruff check engine editors classifiers tests benchmarks
+	$(PY) -m ruff check engine editors classifiers tests benchmarks scripts
 
 bench:
 	$(PY) benchmarks/bench_warp.py

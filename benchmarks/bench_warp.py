@@ -67,9 +67,9 @@ import torch.nn.functional as F  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from editors.mesh import IRIS_CENTRES, demo_face_crops, landmark_group  # noqa: E402
 from editors.symmetry import symmetric_target  # noqa: E402
 from editors.warp import anchor_ring, apply_backward_map, backward_map, warp_images  # noqa: E402
+from engine.faces.mesh import IRIS_CENTRES, landmark_group  # noqa: E402
 
 MAX_RATIO = 3.0  # warp / bare grid_sample, per image
 MAX_ERROR = 2 / 255  # mean |torch - skimage| inside the face
@@ -141,6 +141,19 @@ def best_time(call, repeats: int, device: torch.device) -> float:
     return best
 
 
+def demo_faces(count: int, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The demo set's first `count` faces as the pipeline aligns them: uint8 crops and landmarks."""
+    from engine.data import DemoDataset
+    from engine.faces import FaceAnalyzer
+    from engine.pipeline import analyse_faces
+
+    analyzer = FaceAnalyzer(crop_size=size)
+    batch = analyse_faces(DemoDataset(), analyzer, count=count)
+    analyzer.close()
+    crops = (batch.images * 255).round().byte().permute(0, 2, 3, 1).numpy()
+    return crops, batch.landmarks.numpy()
+
+
 def main(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     if args.faces is not None:  # for machines without mediapipe
@@ -148,7 +161,7 @@ def main(args: argparse.Namespace) -> int:
         crops, landmarks = stored["crops"][: args.batch], stored["landmarks"][: args.batch]
         args.size = crops.shape[1]
     else:
-        crops, landmarks = demo_face_crops(args.batch, args.size)
+        crops, landmarks = demo_faces(args.batch, args.size)
     if args.save_faces is not None:
         np.savez_compressed(args.save_faces, crops=crops, landmarks=landmarks)
     n, size = len(crops), args.size

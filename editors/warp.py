@@ -13,7 +13,7 @@ time and samples each part while it is still in cache.
 
 With the default face-mesh topology, a ring of fixed anchor points around the face oval closes the
 mesh: between the oval and the ring the displacement fades to zero, and outside the ring the image
-stays put. Coordinates follow `editors.mesh`: pixel `(i, j)` has its centre at `(j + 0.5, i + 0.5)`.
+stays put. Coordinates follow `engine.faces.mesh`: pixel `(i, j)` has its centre at `(j + 0.5, i + 0.5)`.
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ import torch
 import torch.nn.functional as F
 
 from editors.filters import max_filter
-from editors.mesh import NUM_LANDMARKS, face_triangles, landmark_group
 from editors.raster import Planes, owner_chunks, scratch, tested_extent
+from engine.faces.mesh import NUM_LANDMARKS, face_triangles, landmark_group
 
 #: Default size of the anchor ring, as a multiple of the face oval's distance from its centroid.
 DEFAULT_RING_SCALE = 1.35

@@ -24,10 +24,10 @@ import torch
 from scipy.stats import wilcoxon
 
 from editors.age import AgeEditor
-from engine.pipeline import make_face_batch
+from engine.audit.age_gender import AgeGenderEstimator
 from engine.data import DemoDataset
 from engine.faces import FaceAnalyzer, FaceLandmarker
-from engine.audit.age_gender import AgeGenderEstimator
+from engine.pipeline import make_face_batch
 
 
 def analyse_demo(crop_size: int, limit: int | None, cache: Path | None) -> tuple[list, list, list]:

@@ -30,10 +30,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from editors.gender import GenderEditor  # noqa: E402
-from engine.pipeline import make_face_batch  # noqa: E402
+from engine.audit.age_gender import AgeGenderEstimator  # noqa: E402
 from engine.data import DemoDataset  # noqa: E402
 from engine.faces import FaceAnalyzer, FaceLandmarker  # noqa: E402
-from engine.audit.age_gender import AgeGenderEstimator  # noqa: E402
+from engine.pipeline import make_face_batch  # noqa: E402
 
 log = logging.getLogger("eval_gender")
 

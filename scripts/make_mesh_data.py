@@ -27,9 +27,9 @@ from scipy.optimize import linear_sum_assignment
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from engine.assets import asset_path  # noqa: E402
 from engine.faces.landmarker import FaceLandmarker  # noqa: E402
 from engine.faces.mesh import MESH_DATA_PATH  # noqa: E402
-from engine.assets import asset_path  # noqa: E402
 
 GEOMETRY_MEMBER = "geometry_pipeline_metadata_landmarks.binarypb"
 

@@ -6,16 +6,6 @@ import numpy as np
 import pytest
 import torch
 
-from editors.mesh import (
-    IRIS_CENTRES,
-    canonical_vertices,
-    demo_face_crops,
-    face_triangles,
-    landmark_group,
-    landmark_groups,
-    mirror_index,
-    visible_vertices,
-)
 from editors.symmetry import symmetric_target
 from editors.warp import (
     DEFAULT_RING_SCALE,
@@ -28,17 +18,25 @@ from editors.warp import (
     warp_images,
     warp_masks,
 )
+from engine.faces.mesh import (
+    IRIS_CENTRES,
+    canonical_vertices,
+    face_triangles,
+    landmark_group,
+    landmark_groups,
+    mirror_index,
+    visible_vertices,
+)
 
 SIZE = 256
 MESH_VERTICES = list(range(468)) + list(IRIS_CENTRES)
 
 
 @pytest.fixture(scope="module")
-def faces() -> tuple[torch.Tensor, torch.Tensor]:
-    """Six real aligned faces: astronaut, Grace Hopper (sharp photos), four upscaled LFW faces."""
-    crops, landmarks = demo_face_crops(6, SIZE)
-    images = torch.from_numpy(crops).permute(0, 3, 1, 2).float() / 255
-    return images, torch.from_numpy(landmarks)
+def faces(real_faces) -> tuple[torch.Tensor, torch.Tensor]:
+    """Six real faces aligned by the pipeline: astronaut, Grace Hopper (sharp photos), four upscaled LFW faces."""
+    batch = real_faces(6, SIZE)
+    return batch.images, batch.landmarks
 
 
 def smooth_field(landmarks: torch.Tensor, amplitude: float, seed: int) -> torch.Tensor:
