@@ -32,13 +32,19 @@ _SCALARS = (int, float, str, bool)
 
 @dataclass(frozen=True)
 class AuditedCondition:
-    """One condition of a chunk as the audit needs it: pixels, their hashes, strength, mask, metadata."""
+    """One condition of a chunk as the audit needs it: pixels, their hashes, strength, mask, metadata.
+
+    `known` holds readings already made of exactly these pixels, by judge name (the face analysis
+    re-detects every crop with the landmark judge's own landmarker, so a sham that is the crop itself
+    need not be re-detected).
+    """
 
     strength: float
     images: torch.Tensor  # (N, 3, H, W) uint8
     hashes: Sequence[str]
     mask: torch.Tensor  # (N, 1, H, W) float
     metadata: Sequence[dict[str, Any]]
+    known: dict[str, dict[str, np.ndarray]] | None = None
 
 
 def _align_tag(align: np.ndarray) -> str:
@@ -67,13 +73,17 @@ class AuditStage:
         """What the rows depend on: the judges, in order. Thresholds are not in it (see `table`)."""
         return {"judges": [[j.name, self._fps[j.name]] for j in self.judges], "v": 2}
 
-    def _read(self, images: torch.Tensor, hashes: Sequence[str], align: np.ndarray | None) -> JudgeView:
-        """Every judge's readings of `images`, from the cache where possible."""
+    def _read(self, images: torch.Tensor, hashes: Sequence[str], align: np.ndarray | None,
+              known: dict[str, dict[str, np.ndarray]] | None = None) -> JudgeView:
+        """Every judge's readings of `images`: known ones, cached ones, and the rest computed."""
         n = len(hashes)
         view = JudgeView(images, {}, np.full((n, 478, 3), np.nan) if align is None else align)
         for judge in self.judges:
             if type(judge).read is Judge.read:
                 continue  # compares pairs only: nothing to read or cache
+            if known and judge.name in known:
+                view.readings.update(known[judge.name])
+                continue
             if align is None and judge.aligned:
                 # The reference is cut on its own re-detected landmarks.
                 view.align = view.readings.get("landmarks", view.align)
@@ -97,7 +107,7 @@ class AuditStage:
 
     def observe(self, ref: AuditedCondition, edits: Sequence[AuditedCondition], ids: Sequence[str]) -> list[dict]:
         """Audit rows (one per image and edit) for one chunk's reference and edits."""
-        reference = self._read(ref.images, ref.hashes, None)
+        reference = self._read(ref.images, ref.hashes, None, ref.known)
         align = reference.readings.get("landmarks", reference.align)
         rows: list[dict[str, Any]] = []
         for cond in edits:

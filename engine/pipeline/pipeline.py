@@ -197,10 +197,20 @@ class Pipeline:
         orig = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).contiguous().to(batch.device)  # type: ignore[arg-type]
         akeys = [im.analysis_key for im in items]
         chunk.batch = batch
-        chunk.conditions = [Condition("original", float("nan"), orig, [pixels_hash(c) for c in crops], "crop", akeys)]  # type: ignore[arg-type]
+        original = Condition("original", float("nan"), orig, [pixels_hash(c) for c in crops], "crop", akeys)  # type: ignore[arg-type]
+        chunk.conditions = [original]
         if self.paired:
             tags = [record_tag(im.record) for im in items]
-            for strength in [0.0, *self.strengths]:
+            strengths = self.strengths
+            if self.editor.sham_is_input:
+                # The editor's pipeline at 0 gives back its input: the sham is the original, pixels,
+                # cache entry and all (nothing to compute or store; the editor contract test holds it).
+                sham_meta = [{"strength": 0.0, "sham": "input"} for _ in items]
+                chunk.conditions.append(Condition("sham", 0.0, orig, original.hashes, "crop", akeys, sham_meta,
+                                                  torch.zeros_like(batch.images[:, :1])))
+            else:
+                strengths = [0.0, *strengths]
+            for strength in strengths:
                 keys = [self.edit.key(a, t, strength) for a, t in zip(akeys, tags)]
                 done = self.edit.run(batch, keys, strength)
                 images = torch.from_numpy(np.stack([d[0] for d in done])).permute(0, 3, 1, 2).contiguous()
@@ -236,7 +246,7 @@ class Pipeline:
                 chunk.results.append(im.finished)
                 n_pred = len(im.finished.predictions)
                 self.cache.count("finished", hit=True)
-                self.cache.count("edit", hit=True, n=sum(c.name != "original" for c in im.finished.conditions))
+                self.cache.count("edit", hit=True, n=sum(c.image_kind == "edit" for c in im.finished.conditions))
                 self.cache.count("pred", hit=True, n=n_pred)
                 continue
             if i not in position:

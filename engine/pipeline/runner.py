@@ -39,7 +39,7 @@ class BatchRunner:
             "bf16" or "fp16". Ignored on CPU, where reduced precision is slower and less exact.
         batch_size: override every classifier's preferred batch size.
         chunk_size: images per pipeline chunk; bounds memory. Smaller chunks let the stages
-            overlap sooner; larger ones batch editors and classifiers better. None: 16 on a CPU,
+            overlap sooner; larger ones batch editors and classifiers better. None: 8 on a CPU,
             128 on CUDA.
         workers: threads for decoding and face analysis.
         overlap: run the pipeline's stages in threads that overlap on different chunks (False: one
@@ -70,7 +70,7 @@ class BatchRunner:
         self.device = resolve_device(device)
         self.amp = amp
         self.batch_size = batch_size
-        self.chunk_size = chunk_size or (128 if self.device.type == "cuda" else 16)
+        self.chunk_size = chunk_size or (128 if self.device.type == "cuda" else 8)
         self.workers = workers
         self.progress_mode = progress
         self.overlap = overlap
