@@ -47,6 +47,8 @@ def test_first_demo_faces_match_the_goldens(run_experiment, experiment):
 
 @pytest.mark.slow
 def test_every_experiment_matches_the_goldens(tmp_path):
-    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "golden.py"), "compare"], capture_output=True,
-                          text=True, cwd=ROOT, timeout=3000)
+    # The goldens were made with chunks of 64 images; the age and gender editors' outputs depend on
+    # which faces share a batch by one grey level at a handful of pixels, so compare like with like.
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "golden.py"), "compare", "runner.chunk_size=64"],
+                          capture_output=True, text=True, cwd=ROOT, timeout=3000)
     assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
