@@ -341,6 +341,8 @@ class Pipeline:
                 put(queues[0], end)
 
         def worker(k: int, stage: str, fn: Callable[[Chunk], Chunk]) -> None:
+            # Per thread: each stage computes on its own share of the cores (see BatchRunner).
+            torch.set_num_threads(self.runner.stage_threads)
             try:
                 while not stop.is_set():
                     try:

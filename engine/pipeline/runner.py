@@ -44,6 +44,9 @@ class BatchRunner:
         workers: threads for decoding and face analysis.
         overlap: run the pipeline's stages in threads that overlap on different chunks (False: one
             chunk through every stage at a time; the results are identical).
+        stage_threads: torch intra-op threads of each overlapping stage; None: half the CPUs (at
+            least one), so the edit and audit stages, which do most of the work, each get their own
+            cores instead of taking turns on all of them.
         progress: "auto" (bars on an interactive terminal, silent under CI), "on" or "off".
     """
 
@@ -56,6 +59,7 @@ class BatchRunner:
         workers: int = 2,
         progress: str = "auto",
         overlap: bool = True,
+        stage_threads: int | None = None,
     ) -> None:
         if amp not in AMP_CHOICES:
             raise ValueError(f"runner.amp must be one of {AMP_CHOICES}, got {amp!r}")
@@ -74,6 +78,9 @@ class BatchRunner:
         self.workers = workers
         self.progress_mode = progress
         self.overlap = overlap
+        if stage_threads is not None and stage_threads < 1:
+            raise ValueError(f"runner.stage_threads must be >= 1 or null, got {stage_threads}")
+        self.stage_threads = stage_threads or max(1, (os.cpu_count() or 2) // 2)
         # The largest batch that fit each classifier after a CUDA OOM, so later chunks start there
         # instead of running out of memory again (keyed by object: two configs of one class differ).
         self._fitted: dict[int, int] = {}
@@ -155,4 +162,5 @@ class BatchRunner:
             "chunk_size": self.chunk_size,
             "workers": self.workers,
             "overlap": self.overlap,
+            "stage_threads": self.stage_threads if self.overlap else torch.get_num_threads(),
         }
