@@ -14,6 +14,7 @@ import logging
 import math
 import os
 import threading
+import weakref
 from typing import Any
 
 import numpy as np
@@ -88,6 +89,13 @@ class FaceLandmarker:
         self._local = threading.local()
         self._all: list[Any] = []
         self._lock = threading.Lock()
+        _LIVE.add(self)
+
+    # No __del__: MediaPipe closes a landmarker by submitting to its dispatcher's worker thread
+    # and waiting. When the garbage collector finalises the landmarker in the same cycle as that
+    # executor, the worker has already been told to exit and the wait never returns (it hung
+    # pytest's final gc). Owners call close(); `close_all` closes whatever an owner forgot, while
+    # the dispatchers still run (the test session calls it at its end).
 
     def _get(self):
         lm = getattr(self._local, "landmarker", None)
@@ -135,8 +143,12 @@ class FaceLandmarker:
             self._all.clear()
         self._local = threading.local()
 
-    def __del__(self):  # MediaPipe's own __del__ can fail at interpreter exit; close early instead
-        try:
-            self.close()
-        except Exception:  # noqa: BLE001
-            pass
+
+#: Every wrapper not yet collected, so that `close_all` can reach those their owners never closed.
+_LIVE: weakref.WeakSet[FaceLandmarker] = weakref.WeakSet()
+
+
+def close_all() -> None:
+    """Close every MediaPipe landmarker still open (call before interpreter shutdown starts)."""
+    for wrapper in list(_LIVE):
+        wrapper.close()
