@@ -132,6 +132,12 @@ def run_pipeline(spec: RunSpec, cache: WorkCache, records: list[ImageRecord]) ->
             close()
 
 
+def _position(image_id: str, order: dict[str, int]) -> tuple[int, int]:
+    """Where a record or one of its faces (`<id>#<k>`, multi-face analysis) sits in dataset order."""
+    base, _, face = image_id.partition("#")
+    return order[base], int(face) if face.isdigit() else -1
+
+
 def _gather(dist: Any, result: PipelineResult, order: dict[str, int]) -> PipelineResult:
     """Every process's results on every process, in dataset order (so N processes equal one)."""
     mine = PipelineResult([dataclasses.replace(r, record=_detached(r.record)) for r in result.results],
@@ -146,8 +152,8 @@ def _gather(dist: Any, result: PipelineResult, order: dict[str, int]) -> Pipelin
             agg = cache.setdefault(kind, {"cached": 0, "computed": 0})
             agg["cached"] += counts["cached"]
             agg["computed"] += counts["computed"]
-    results = sorted((r for p in parts for r in p.results), key=lambda r: order[r.record.image_id])
-    skipped = sorted((s for p in parts for s in p.skipped), key=lambda s: order[s.image_id])
+    results = sorted((r for p in parts for r in p.results), key=lambda r: _position(r.record.image_id, order))
+    skipped = sorted((s for p in parts for s in p.skipped), key=lambda s: _position(s.image_id, order))
     return PipelineResult(results, skipped, timings, cache)
 
 

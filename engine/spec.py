@@ -141,6 +141,10 @@ class RunSpec:
         for name, clf in classifiers.items():
             if not isinstance(clf, Classifier):
                 raise ConfigError(f"classifiers.{name}: {type(clf).__name__} is not an engine.types.Classifier")
+        dataset = check_component("dataset", cfg.dataset)
+        faces = check_component("faces", cfg.faces)
+        if getattr(faces, "multi", None) == "auto":  # the dataset knows whether its photos hold several faces
+            faces.multi = bool(getattr(dataset, "multi_face", False))
         audit_node = _plain(cfg, "audit")
         thresholds = _typed("audit.thresholds", dict(audit_node.pop("thresholds", {}) or {}), AuditThresholds)
         cache_node = _plain(cfg, "cache")
@@ -148,8 +152,8 @@ class RunSpec:
             experiment=str(cfg.experiment_name),
             seed=int(seed),
             resume=bool(cfg.resume),
-            dataset=check_component("dataset", cfg.dataset),
-            faces=check_component("faces", cfg.faces),
+            dataset=dataset,
+            faces=faces,
             editor=editor,
             policy=check_policy(editor.audit_policy(), editor),
             strengths=strengths,

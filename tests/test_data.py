@@ -92,11 +92,14 @@ def test_manifest_keeps_metadata_and_resolves_relative_paths(odd_images, tmp_pat
 
 
 def test_demo_dataset_is_built_from_installed_packages():
-    ds = DemoDataset(limit=3)
+    ds = DemoDataset(limit=3, photos=False)
     assert [r.image_id for r in ds] == ["astronaut", "grace_hopper", "lfw_000"]
     assert ds[0].load().shape == (512, 512, 3)
     lfw = ds[2].load()
     assert lfw.shape == (128, 128, 3) and lfw.dtype == np.uint8
-    assert len(DemoDataset()) == 102
+    assert len(DemoDataset(photos=False)) == 102
+    photos = DemoDataset(n_lfw=0, portraits=False)
+    assert [r.image_id for r in photos][:2] == ["photo_table", "photo_aligned"] and len(photos) == 6
+    assert photos[0].load().shape == (886, 1280, 3) and photos[4].load().shape == (350, 566, 3)  # RGBA: composited
     with pytest.raises(ValueError, match="n_lfw"):
         DemoDataset(n_lfw=101)

@@ -99,7 +99,7 @@ def test_observational_mode_on_an_annotated_manifest(run_experiment, tmp_path):
     from engine.data import DemoDataset
 
     rows = []
-    for i, rec in enumerate(DemoDataset(limit=8)):
+    for i, rec in enumerate(DemoDataset(limit=8, photos=False)):
         path = tmp_path / f"{rec.image_id}.png"
         Image.fromarray(rec.load()).save(path)
         rows.append({"path": path.name, "label": ["happy", "neutral"][i % 2], "age": 20 + 7 * i,

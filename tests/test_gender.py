@@ -25,7 +25,7 @@ def batch():
     torch.set_num_threads(2)
     analyzer = FaceAnalyzer(crop_size=192)
     recs, analyses, crops = [], [], []
-    for rec in DemoDataset(limit=4):
+    for rec in DemoDataset(limit=4, photos=False):
         analysis, crop = analyzer.analyse(rec.image_id, rec.load())
         assert analysis.ok, rec.image_id
         recs.append(rec)

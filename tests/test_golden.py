@@ -39,7 +39,7 @@ def _subset_problems(experiment: str, out: Path) -> list[str]:
 @pytest.mark.parametrize("experiment", ["age_shift", "symmetry", "semg"])
 def test_first_demo_faces_match_the_goldens(run_experiment, experiment):
     # The fixture's fast settings (4 gallery faces, no plots) change no table.
-    _, out = run_experiment(f"experiment={experiment}", "dataset.limit=5")
+    _, out = run_experiment(f"experiment={experiment}", "dataset.limit=5", *golden.GOLDEN_CONDITIONS)
     problems = _subset_problems(experiment, out)
     assert not problems, "\n".join(problems)
     assert len(pd.read_parquet(out / "measurements.parquet")["image_id"].unique()) >= 4
@@ -47,8 +47,7 @@ def test_first_demo_faces_match_the_goldens(run_experiment, experiment):
 
 @pytest.mark.slow
 def test_every_experiment_matches_the_goldens(tmp_path):
-    # The goldens were made with chunks of 64 images; the age and gender editors' outputs depend on
-    # which faces share a batch by one grey level at a handful of pixels, so compare like with like.
-    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "golden.py"), "compare", "runner.chunk_size=64"],
+    # Under the goldens' own conditions (golden.GOLDEN_CONDITIONS: the demo set and chunking they had).
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "golden.py"), "compare"],
                           capture_output=True, text=True, cwd=ROOT, timeout=3000)
     assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]

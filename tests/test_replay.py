@@ -19,7 +19,7 @@ def face_folder(tmp_path):
 
     d = tmp_path / "faces"
     d.mkdir()
-    for rec in DemoDataset(limit=5):
+    for rec in DemoDataset(limit=5, photos=False):
         Image.fromarray(rec.load()).save(d / f"{rec.image_id}.png")
     Image.fromarray(np.full((120, 120, 3), 90, np.uint8)).save(d / "blank.png")  # no face: skipped
     return d
@@ -44,8 +44,8 @@ def test_rerun_replays_without_decoding_and_matches(run_experiment, face_folder,
     assert first.cache["finished"] == {"cached": 0, "computed": 5}
 
     decoded: list[str] = []
-    real = engine.data.load_image_file
-    monkeypatch.setattr(engine.data, "load_image_file", lambda p: decoded.append(str(p)) or real(p))
+    real = engine.data.files.load_image_file
+    monkeypatch.setattr(engine.data.files, "load_image_file", lambda p: decoded.append(str(p)) or real(p))
     second, out2 = run_experiment(*args, out_name="second")
     assert decoded == [], "a finished image's file must not be decoded again"
     assert second.cache["finished"] == {"cached": 5, "computed": 0}
@@ -72,7 +72,7 @@ def test_rerun_replays_without_decoding_and_matches(run_experiment, face_folder,
 
 
 def test_a_changed_file_is_decoded_again(run_experiment, face_folder, monkeypatch):
-    import engine.data
+    import engine.data.files
 
     args = ("experiment=placebo", "dataset=folder", f"dataset.root={face_folder}",
             "dataset.labels_from_subfolders=false", "audit.enabled=false")
@@ -80,8 +80,8 @@ def test_a_changed_file_is_decoded_again(run_experiment, face_folder, monkeypatc
     target = next(face_folder.glob("lfw_*.png"))
     Image.open(target).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(target)
     decoded: list[str] = []
-    real = engine.data.load_image_file
-    monkeypatch.setattr(engine.data, "load_image_file", lambda p: decoded.append(str(p)) or real(p))
+    real = engine.data.files.load_image_file
+    monkeypatch.setattr(engine.data.files, "load_image_file", lambda p: decoded.append(str(p)) or real(p))
     summary, _ = run_experiment(*args, out_name="b")
     assert decoded == [str(target)]
     assert summary.cache["analysis"]["computed"] == 1 and summary.cache["finished"]["cached"] == 4

@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-ARGS = ["experiment=symmetry", "dataset.limit=8", "runner.chunk_size=2", "runner.progress=off",
+ARGS = ["experiment=symmetry", "dataset.limit=8", "dataset.photos=false", "faces.multi=false", "runner.chunk_size=2", "runner.progress=off",
         "report.plots=false", "audit.enabled=false"]
 
 
@@ -69,7 +69,7 @@ def test_sigkill_then_resume_recomputes_nothing_and_matches(tmp_path):
 @pytest.mark.skipif(shutil.which("accelerate") is None and not Path(sys.executable).with_name("accelerate").exists(),
                     reason="accelerate CLI not installed")
 def test_accelerate_two_processes_equal_one(tmp_path):
-    args = ["experiment=symmetry", "dataset.limit=4", "runner.progress=off", "report.plots=false",
+    args = ["experiment=symmetry", "dataset.limit=4", "dataset.photos=false", "runner.progress=off", "report.plots=false",
             "audit.enabled=false"]
     cache = tmp_path / "cache"
     one = _engine(args, tmp_path / "one", cache)

@@ -34,7 +34,7 @@ def demo_faces() -> dict[str, tuple[torch.Tensor, torch.Tensor, np.ndarray]]:
 
     analyzer = FaceAnalyzer()
     out = {}
-    for rec in DemoDataset(n_lfw=0):
+    for rec in DemoDataset(n_lfw=0, photos=False):
         fa, crop = analyzer.analyse(rec.image_id, rec.load())
         assert fa.ok, rec.image_id
         out[rec.image_id] = (

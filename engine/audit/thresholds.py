@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, fields
+from typing import Any
 
 
 @dataclass
@@ -40,9 +41,13 @@ class AuditThresholds:
     max_age_change_nontarget: float = 7.0
     max_p_male_change_nontarget: float = 0.15
     max_identity_distance: float | None = 0.6
+    #: Where calibrated values come from (`python -m engine.calibrate` writes it); not a threshold.
+    provenance: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         for f in fields(self):
+            if f.name == "provenance":
+                continue
             value = getattr(self, f.name)
             if value is None and f.name in ("max_lpips_outside", "max_identity_distance"):
                 continue

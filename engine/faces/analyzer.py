@@ -3,7 +3,9 @@
 `FaceAnalyzer` is the production analyser (MediaPipe): detection runs on the source photo (small
 images are upscaled first), the crop is cut by the one aligner (`engine.faces.align`), and the
 landmarker runs again on the crop, so that originals, shams and edits are all measured by the same
-detector on the same framing. `TemplateFaceAnalyzer` is the stand-in for tests and dry runs that
+detector on the same framing. With `multi`, every face of a photo is analysed (`analyse_all`): the
+full-range detector (`engine.faces.detector`, on tiles of large photos) finds them, including small
+faces and the faces of group photos that the landmarker's own short-range detector misses. `TemplateFaceAnalyzer` is the stand-in for tests and dry runs that
 need no detector: it takes every image as an aligned frontal face and places the canonical mesh on
 it. Both are Hydra `_target_`s of the `faces` group; the pipeline caches what they return.
 """
@@ -15,10 +17,18 @@ from typing import Any
 import cv2
 import numpy as np
 
-from engine.faces.align import CropSpec, align_face, landmark_box
+from engine.faces.align import LEFT_IRIS_CENTRE, RIGHT_IRIS_CENTRE, CropSpec, align_face, landmark_box
 from engine.faces.landmarker import FaceLandmarker
 from engine.faces.template import template_landmarks
 from engine.types import FaceAnalysis
+
+#: Multi-face analysis: the detector's threshold (MediaPipe's full-range graph uses 0.6; the landmarker
+#: confirms every proposal anyway), the landmark region around a detection box (box sides), the least
+#: side the region is upscaled to, and a version to bump when any of this changes.
+MULTI_MIN_SCORE = 0.6
+REGION_SCALE = 2.0
+REGION_MIN_SIDE = 384
+MULTI_VERSION = "1"
 
 
 class FaceAnalyzer:
@@ -32,6 +42,12 @@ class FaceAnalyzer:
         upscale_below: sources whose short side is smaller are upscaled (bicubic) before detection;
             the short-range detector misses faces under about 100 px.
         landmarker: an existing `FaceLandmarker` to share.
+        multi: analyse every face of a photo (True), only the largest (False), or "auto": as the
+            dataset prefers (the demo set: every face).
+        min_face_iod: with `multi`, faces whose eyes are closer than this (source pixels) are skipped
+            with that reason: too small to edit or judge.
+        tile: with `multi`, photos larger than this on their long side are also searched in tiles of
+            this side (faces down to about a tenth of it are found).
     """
 
     version = "1"  # bump when the analysis changes, so cached analyses are recomputed
@@ -44,13 +60,26 @@ class FaceAnalyzer:
         min_detection_confidence: float = 0.5,
         upscale_below: int = 160,
         landmarker: FaceLandmarker | None = None,
+        multi: bool | str = False,
+        min_face_iod: float = 16.0,
+        tile: int = 384,
     ) -> None:
         self.spec = CropSpec(crop_size, eye_distance, eye_height)
         if not 0.0 < min_detection_confidence < 1.0:
             raise ValueError(f"faces.min_detection_confidence must be in (0, 1), got {min_detection_confidence}")
+        if multi not in (True, False, "auto"):
+            raise ValueError(f"faces.multi={multi!r}: allowed: true, false, auto")
+        if not min_face_iod > 0:
+            raise ValueError(f"faces.min_face_iod must be > 0 px, got {min_face_iod}")
+        if tile < 64:
+            raise ValueError(f"faces.tile must be >= 64 px, got {tile}")
         self.upscale_below = upscale_below
         self.min_detection_confidence = min_detection_confidence
+        self.multi = multi
+        self.min_face_iod = float(min_face_iod)
+        self.tile = tile
         self._landmarker = landmarker
+        self._detectors: dict[bool, Any] = {}
 
     @property
     def landmarker(self) -> FaceLandmarker:
@@ -59,16 +88,28 @@ class FaceAnalyzer:
             self._landmarker = FaceLandmarker(min_detection_confidence=self.min_detection_confidence)
         return self._landmarker
 
+    def detector(self, tiled: bool) -> Any:
+        """The full-range face detector, on the whole photo or also on tiles (multi-face analysis)."""
+        if tiled not in self._detectors:
+            from engine.faces.detector import FullRangeFaceDetector
+
+            self._detectors[tiled] = FullRangeFaceDetector(min_score=MULTI_MIN_SCORE, tile=self.tile if tiled else None)
+        return self._detectors[tiled]
+
     def fingerprint(self) -> dict[str, Any]:
         from engine.assets import get_asset
 
-        return {
+        fp = {
             "version": self.version,
             "spec": [self.spec.size, self.spec.eye_distance, self.spec.eye_height],
             "upscale_below": self.upscale_below,
             "min_conf": self.min_detection_confidence,
             "model": get_asset("face_landmarker").sha256,
         }
+        if self.multi is True:  # single-face analyses keep their keys (and their cached work)
+            fp["multi"] = {"v": MULTI_VERSION, "min_face_iod": self.min_face_iod, "tile": self.tile,
+                           "min_score": MULTI_MIN_SCORE, "detector": get_asset("face_detection_full_range").sha256}
+        return fp
 
     def analyse(self, image_id: str, rgb: np.ndarray) -> tuple[FaceAnalysis, np.ndarray | None]:
         """Return the analysis and the aligned crop (RGB uint8), or (ok=False analysis, None)."""
@@ -83,18 +124,74 @@ class FaceAnalyzer:
             return FaceAnalysis(image_id, ok=False, reason="no face detected"), None
         lm_src = det["landmarks"].copy()
         lm_src[:, :3] /= up
+        return self._aligned(image_id, rgb, lm_src, det)
+
+    def _aligned(self, image_id: str, rgb: np.ndarray, lm_src: np.ndarray,
+                 det: dict[str, Any] | None) -> tuple[FaceAnalysis, np.ndarray]:
+        """Cut the aligned crop of the face with source landmarks `lm_src` and re-detect on it."""
         crop, moved, m = align_face(rgb, lm_src, self.spec)
         # Re-detect on the crop: every condition is then measured on identical framing.
         det2 = self.landmarker.detect(crop)
-        if det2 is None:
-            landmarks, blend, pose = moved, det["blendshapes"], det["pose"]
-            reason = "landmarks transferred from the source photo"
-        else:
+        if det2 is not None:
             landmarks, blend, pose = det2["landmarks"], det2["blendshapes"], det2["pose"]
             reason = ""
+        else:
+            landmarks = moved
+            blend = det["blendshapes"] if det is not None else np.zeros(52, np.float32)
+            pose = det["pose"] if det is not None else np.zeros(3, np.float32)
+            reason = "landmarks transferred from the source photo"
         fa = FaceAnalysis(image_id, ok=True, reason=reason, landmarks=landmarks, blendshapes=blend,
                           box=landmark_box(landmarks), pose=pose, crop_from_source=m.astype(np.float32))
         return fa, crop
+
+    def analyse_all(self, image_id: str, rgb: np.ndarray) -> list[tuple[FaceAnalysis, np.ndarray | None]]:
+        """Every face of the photo, left to right: one (analysis, aligned crop) each.
+
+        The full-range detector proposes faces (on the whole photo, and on tiles of a large one); the
+        landmarker then runs on a square region around each, upscaled when small, and confirms it
+        (a proposal where it finds no face is dropped). A photo where the detector finds nothing (a
+        tight face crop, such as the LFW images) gets the single-face analysis. Faces whose eyes are
+        closer than `min_face_iod` come back with ok=False and that reason. No face: an empty list.
+        """
+        tiled = max(rgb.shape[:2]) > self.tile * 5 // 3  # small photos need no tiles
+        proposals = sorted(self.detector(tiled).detect(rgb), key=lambda d: ((d.box[0] + d.box[2]) / 2, d.box[1]))
+        if not proposals:
+            fa, crop = self.analyse(image_id, rgb)
+            return [(fa, crop)] if fa.ok else []
+        out: list[tuple[FaceAnalysis, np.ndarray | None]] = []
+        eyes: list[np.ndarray] = []
+        for det in proposals:
+            landmarks = self._region_landmarks(rgb, det.box)
+            if landmarks is None:
+                continue  # no face where the detector thought one was (a fold of cloth, a poster)
+            mid = (landmarks[RIGHT_IRIS_CENTRE, :2] + landmarks[LEFT_IRIS_CENTRE, :2]) / 2
+            iod = float(np.linalg.norm(landmarks[LEFT_IRIS_CENTRE, :2] - landmarks[RIGHT_IRIS_CENTRE, :2]))
+            if any(np.linalg.norm(mid - e) < 0.5 * iod for e in eyes):
+                continue  # the same face found twice
+            eyes.append(mid)
+            if iod < self.min_face_iod:
+                out.append((FaceAnalysis(image_id, ok=False, reason=f"face too small: {iod:.0f} px between the "
+                                         f"eyes (faces.min_face_iod={self.min_face_iod:g})"), None))
+                continue
+            out.append(self._aligned(image_id, rgb, landmarks, None))
+        return out
+
+    def _region_landmarks(self, rgb: np.ndarray, box: tuple[float, float, float, float]) -> np.ndarray | None:
+        """Landmarks (478, 3) in source pixels of the face in a square region around `box`, or None."""
+        x0, y0, x1, y1 = box
+        side = REGION_SCALE * max(x1 - x0, y1 - y0)
+        cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+        scale = max(1.0, REGION_MIN_SIDE / side)
+        m = np.array([[scale, 0, scale * (side / 2 - cx)], [0, scale, scale * (side / 2 - cy)]])
+        size = int(round(side * scale))
+        region = cv2.warpAffine(rgb, m, (size, size), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
+        det = self.landmarker.detect(region)
+        if det is None:
+            return None
+        out = det["landmarks"].astype(np.float64)
+        out[:, :2] = (out[:, :2] - m[:, 2]) / scale
+        out[:, 2] /= scale
+        return out.astype(np.float32)
 
     def close(self) -> None:
         if self._landmarker is not None:

@@ -15,6 +15,7 @@ work cache by the keys the records hold.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import queue
 import threading
@@ -149,36 +150,53 @@ class Pipeline:
                                               audit.fingerprint() if audit is not None else None)
 
     # -- load and analyse (one record; runs in the worker pool) -----------------------------------
-    def _load_one(self, rec: ImageRecord) -> LoadedImage:
+    def _load_one(self, rec: ImageRecord) -> list[LoadedImage]:
+        """The record's faces: each finished (its record), to compute (with its crop), or skipped."""
         pixels, rgb, failure = self.loader.pixels(rec)
         if pixels is None:
-            return LoadedImage(rec, skipped=SkippedImage(rec.image_id, rec.source, "load", failure))
+            return [LoadedImage(rec, skipped=SkippedImage(rec.image_id, rec.source, "load", failure))]
         akey = self.analyse.key(pixels)
-        fa = self.analyse.fetch_analysis(akey, rec.image_id)
-        crop = None
-        if fa is not None and fa.ok:
-            got = self.cache.get_arrays("finished", record_key(akey, self.record_fp, rec))
-            finished = ImageResult.from_arrays(rec, akey, got) if got is not None else None
-            if finished is not None:
+        faces = self.analyse.faces(akey, rec.image_id)
+        if faces is not None:
+            loaded = [self._cached_face(rec, fkey, fa) for fkey, fa in faces]
+            if all(im is not None for im in loaded):
                 self.cache.count("analysis", hit=True)
-                return LoadedImage(rec, fa, akey, finished=finished)
-            crop = self.cache.get_image("crop", akey)
-            if crop is None:
-                fa = None  # the analysis lost its crop: analyse again
-        if fa is not None:
-            self.cache.count("analysis", hit=True)
-        else:
+                return loaded  # type: ignore[return-value]
+            # A face's crop is gone from the cache: analyse the image again.
+        if rgb is None:
+            rgb, failure = self.loader.decode(rec)
             if rgb is None:
-                rgb, failure = self.loader.decode(rec)
-                if rgb is None:
-                    return LoadedImage(rec, skipped=SkippedImage(rec.image_id, rec.source, "load", failure))
-            fa, crop = self.analyse.compute(akey, rec.image_id, rgb)
+                return [LoadedImage(rec, skipped=SkippedImage(rec.image_id, rec.source, "load", failure))]
+        return [self._face(rec, fkey, fa, crop) for fkey, fa, crop in self.analyse.compute(akey, rec.image_id, rgb)]
+
+    def _face_record(self, rec: ImageRecord, fa: FaceAnalysis) -> ImageRecord:
+        """The record of one face: the image's own, or `<id>#<k>` for a face of a multi-face image."""
+        if fa.image_id == rec.image_id:
+            return rec
+        k = int(fa.image_id.rsplit("#", 1)[1])
+        return dataclasses.replace(rec, image_id=fa.image_id, metadata={**rec.metadata, "source_image": rec.image_id,
+                                                                       "face": k})
+
+    def _face(self, rec: ImageRecord, fkey: str, fa: FaceAnalysis, crop: np.ndarray | None) -> LoadedImage:
+        face = self._face_record(rec, fa)
         if not fa.ok:
-            return LoadedImage(rec, fa, akey, skipped=SkippedImage(rec.image_id, rec.source, "face", fa.reason))
-        return LoadedImage(rec, fa, akey, crop=crop)
+            return LoadedImage(face, fa, fkey, skipped=SkippedImage(face.image_id, rec.source, "face", fa.reason))
+        return LoadedImage(face, fa, fkey, crop=crop)
+
+    def _cached_face(self, rec: ImageRecord, fkey: str, fa: FaceAnalysis) -> LoadedImage | None:
+        """A face whose analysis is cached: its record if it has one, else its crop; None if the crop is gone."""
+        face = self._face_record(rec, fa)
+        if not fa.ok:
+            return self._face(rec, fkey, fa, None)
+        got = self.cache.get_arrays("finished", record_key(fkey, self.record_fp, face))
+        finished = ImageResult.from_arrays(face, fkey, got) if got is not None else None
+        if finished is not None:
+            return LoadedImage(face, fa, fkey, finished=finished)
+        crop = self.cache.get_image("crop", fkey)
+        return None if crop is None else LoadedImage(face, fa, fkey, crop=crop)
 
     def _load_chunk(self, index: int, records: Sequence[ImageRecord], pool: ThreadPoolExecutor) -> Chunk:
-        images = list(pool.map(self._load_one, records))
+        images = [face for faces in pool.map(self._load_one, records) for face in faces]
         for im in images:
             if im.skipped is not None:
                 log.info("skipped image=%s stage=%s reason=%s", im.record.image_id, im.skipped.stage,

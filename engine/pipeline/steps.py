@@ -102,9 +102,11 @@ class LoadStep:
 
 
 class AnalyseStep(CachedStep[tuple[FaceAnalysis, Any]]):
-    """Analyse: face analysis and aligned crop, keyed by the pixels and the analyser's fingerprint.
+    """Analyse: face analyses and aligned crops, keyed by the pixels and the analyser's fingerprint.
 
-    A hit returns the analysis and, when `with_crop`, the cached crop; a finished image needs no crop.
+    One face per image, or with a multi-face analyser every face of it: then the image's entry holds
+    how many faces it has, and face k has its own entry (and crop) under `face_key(key, k)`. Either
+    way `faces` returns (face key, analysis) pairs, and each face's key is its analysis key downstream.
     """
 
     kind = "analysis"
@@ -113,11 +115,16 @@ class AnalyseStep(CachedStep[tuple[FaceAnalysis, Any]]):
         super().__init__(cache)
         self.analyzer = analyzer
         self.fingerprint = fingerprint
+        self.multi = getattr(analyzer, "multi", False) is True
 
     def key(self, pixels: str) -> str:
         return key_of("analysis", pixels, self.fingerprint)
 
-    def fetch_analysis(self, key: str, image_id: str) -> FaceAnalysis | None:
+    @staticmethod
+    def face_key(key: str, k: int) -> str:
+        return key_of("face", key, k)
+
+    def _fetch_one(self, key: str, image_id: str) -> FaceAnalysis | None:
         got = self.cache.get_arrays("analysis", key)
         if got is None:
             return None
@@ -127,8 +134,7 @@ class AnalyseStep(CachedStep[tuple[FaceAnalysis, Any]]):
                             blendshapes=got["blendshapes"], box=got["box"], pose=got["pose"],
                             crop_from_source=got["crop_from_source"])
 
-    def compute(self, key: str, image_id: str, rgb: np.ndarray) -> tuple[FaceAnalysis, np.ndarray | None]:
-        fa, crop = self.analyzer.analyse(image_id, rgb)
+    def _store_one(self, key: str, fa: FaceAnalysis, crop: np.ndarray | None) -> None:
         if fa.ok:
             assert crop is not None
             self.cache.put_image("crop", key, crop)  # image first: the array entry marks it complete
@@ -137,8 +143,43 @@ class AnalyseStep(CachedStep[tuple[FaceAnalysis, Any]]):
                                   crop_from_source=fa.crop_from_source)
         else:
             self.cache.put_arrays("analysis", key, ok=np.array(False), reason=np.array(fa.reason))
+
+    def faces(self, key: str, image_id: str) -> list[tuple[str, FaceAnalysis]] | None:
+        """The cached analyses of the image's faces, or None when the image was not analysed."""
+        if not self.multi:
+            fa = self._fetch_one(key, image_id)
+            return None if fa is None else [(key, fa)]
+        index = self.cache.get_arrays("analysis", key)
+        if index is None:
+            return None
+        if int(index["n_faces"]) == 0:
+            return [(key, FaceAnalysis(image_id, ok=False, reason="no face detected"))]
+        out = []
+        for k in range(int(index["n_faces"])):
+            fk = self.face_key(key, k)
+            fa = self._fetch_one(fk, f"{image_id}#{k}")
+            if fa is None:
+                return None
+            out.append((fk, fa))
+        return out
+
+    def compute(self, key: str, image_id: str, rgb: np.ndarray) -> list[tuple[str, FaceAnalysis, np.ndarray | None]]:
+        """Analyse the image now and store every face (the image's index entry last: it marks completion)."""
         self.cache.count(self.kind, hit=False)
-        return fa, crop
+        if not self.multi:
+            fa, crop = self.analyzer.analyse(image_id, rgb)
+            self._store_one(key, fa, crop)
+            return [(key, fa, crop)]
+        out = []
+        for k, (fa, crop) in enumerate(self.analyzer.analyse_all(image_id, rgb)):
+            fk = self.face_key(key, k)
+            fa.image_id = f"{image_id}#{k}"
+            self._store_one(fk, fa, crop)
+            out.append((fk, fa, crop))
+        self.cache.put_arrays("analysis", key, n_faces=np.array(len(out)))
+        if not out:  # an image with no face is one skipped record, under its own id
+            return [(key, FaceAnalysis(image_id, ok=False, reason="no face detected"), None)]
+        return out
 
 
 class EditStep(CachedStep[tuple[np.ndarray, np.ndarray, dict[str, Any]]]):
