@@ -22,7 +22,7 @@ up; the target thresholds are effect sizes a researcher would accept, not noise.
 provenance (date, git commit, data, faces, percentile).
 
     python -m engine.calibrate [--percentile 99] [--out conf/audit/thresholds/calibrated.yaml]
-        [--folder calibration] [hydra overrides, e.g. dataset.split=tuning dataset.n_lfw=40]
+        [--folder docs/calibration] [--write-docs] [hydra overrides, e.g. dataset.split=tuning dataset.n_lfw=40]
 """
 
 from __future__ import annotations
@@ -192,7 +192,10 @@ def noise_table(df: pd.DataFrame) -> pd.DataFrame:
         for column in REPORTED:
             if column not in group:
                 continue
-            values = group[column].astype(float).abs().dropna().to_numpy()
+            values = group[column].astype(float).dropna().to_numpy()
+            if column.startswith("ssim"):  # a similarity: its noise is how far it falls below 1
+                column, values = f"1-{column}", 1.0 - values
+            values = np.abs(values)
             if len(values) == 0:
                 continue
             out.append({"transform": transform, "measure": column, "n": len(values),
@@ -212,6 +215,40 @@ def thresholds(df: pd.DataFrame, percentile: float) -> dict[str, float]:
     return out
 
 
+#: Where `--write-docs` puts the noise table (between these markers of docs/EDITORS.md).
+DOCS = ROOT / "docs" / "EDITORS.md"
+DOC_BEGIN, DOC_END = "<!-- calibration:begin -->", "<!-- calibration:end -->"
+
+
+def noise_markdown(table: pd.DataFrame, values: dict[str, float], provenance: dict[str, object]) -> str:
+    """The noise table as markdown: p99 of |value| per transform, then over all, and the threshold set."""
+    bound_by = {column: field for field, column in NOISE_THRESHOLDS.items()}
+    transforms = [t for t in table["transform"].unique() if t != "all"]
+    lines = [f"Measured by `python -m engine.calibrate --write-docs` on {provenance['made']} (git "
+             f"{str(provenance['git'])[:7]}; `{provenance['data']}`: {provenance['faces']} faces, "
+             f"{provenance['pairs']} pairs). Cells: 99th percentile of |value| per nuisance transform; "
+             "`all`: over every pair.",
+             "",
+             "| measure | " + " | ".join(transforms) + " | all p50 | all p99 | threshold |",
+             "|---|" + "---|" * (len(transforms) + 3)]
+    for measure, group in table.groupby("measure", sort=False):
+        cells = {row["transform"]: row for _, row in group.iterrows()}
+        field = bound_by.get(measure)
+        threshold = f"{field} = {values[field]}" if field else "–"
+        lines.append(f"| {measure} | " + " | ".join(f"{cells[t]['p99']:.3g}" if t in cells else "–" for t in transforms)
+                     + f" | {cells['all']['p50']:.3g} | {cells['all']['p99']:.3g} | {threshold} |")
+    return "\n".join(lines)
+
+
+def write_docs(text: str, path: Path = DOCS) -> None:
+    doc = path.read_text()
+    if DOC_BEGIN not in doc or DOC_END not in doc:
+        raise SystemExit(f"{path} has no {DOC_BEGIN} ... {DOC_END} markers")
+    head, rest = doc.split(DOC_BEGIN, 1)
+    _, tail = rest.split(DOC_END, 1)
+    path.write_text(f"{head}{DOC_BEGIN}\n{text}\n{DOC_END}{tail}")
+
+
 def write_thresholds(path: Path, values: dict[str, float], provenance: dict[str, object]) -> None:
     import yaml
 
@@ -226,6 +263,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m engine.calibrate", description=__doc__.split("\n")[0])
     p.add_argument("--percentile", type=float, default=99.0)
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="thresholds file to write")
+    p.add_argument("--write-docs", action="store_true", help="write the noise table into docs/EDITORS.md")
     p.add_argument("--folder", type=Path, default=ROOT / "docs" / "calibration", help="where the tables go")
     args, overrides = p.parse_known_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -252,6 +290,8 @@ def main(argv: list[str] | None = None) -> int:
                   "transforms": sorted(df["transform"].unique().tolist())}
     write_thresholds(args.out, values, provenance)
     spec.faces.close()
+    if args.write_docs:
+        write_docs(noise_markdown(table, values, provenance))
     print(table[table["transform"] == "all"].to_string(index=False))
     print(f"\nthresholds -> {args.out} ({time.perf_counter() - t0:.0f} s)")
     for k in sorted(values):
