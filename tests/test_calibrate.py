@@ -10,7 +10,15 @@ import pytest
 import yaml
 
 from engine.audit import AuditThresholds
-from engine.calibrate import CROP_TRANSFORMS, NOISE_THRESHOLDS, TARGETS, _round_up, main, noise_table, thresholds
+from engine.calibrate import (
+    CROP_TRANSFORMS,
+    NOISE_THRESHOLDS,
+    TARGETS,
+    _round_up,
+    main,
+    noise_table,
+    thresholds,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
