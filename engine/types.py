@@ -206,6 +206,13 @@ class AuditPolicy:
             expression does not (electrodes, mirrored texture); the change is still reported.
         judges: extra judges the check needs beyond the audit's own (for example a measure of
             texture asymmetry); they run on the reference and on every edit.
+        occluding: the edit covers part of the face (electrodes, a mask, glasses) and moves no skin.
+            The audit then judges what applies to a covered face: every reading of the edit is taken
+            on the reference's landmarks (a face the landmarker cannot re-find under the cover is not
+            a failed edit); the judged non-target checks (age, p(male)) and the expression check are
+            not applied, since those judges would read the cover rather than the face beneath (their
+            readings are still reported); identity (the edit as drawn, on the reference's landmarks),
+            the change outside the mask and the target are checked as for any edit.
     """
 
     property: str
@@ -213,6 +220,7 @@ class AuditPolicy:
     target: TargetCheck | ReportedTarget | None = None
     expression_kept: bool = True
     judges: tuple[Judge, ...] = ()
+    occluding: bool = False
 
 
 class Editor(ABC):

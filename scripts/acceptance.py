@@ -58,7 +58,7 @@ STUDIES: dict[str, Study] = {
                          "median Δp(male), faces judged female", "female_at_sham"),
     "symmetry": Study("symmetry", (), "delta_image_asymmetry_rel", "median rel. Δ image asymmetry"),
     "asymmetry": Study("asymmetry", (), "delta_symmetry_index_rel", "median rel. Δ symmetry index"),
-    "semg": Study("semg", (), None, "sites drawn and visible"),
+    "semg": Study("semg", (), None, "every site on skin the camera sees drawn"),
 }
 
 #: Targets at strength 1 (issue 10, section 2): study -> [(check, column, op, bound)]; every group.

@@ -283,3 +283,116 @@ def test_real_judges_on_a_placebo_and_a_leaking_edit(real_faces, tmp_path):
     assert out["lpips_out"][1] > 0.05 > out["lpips_out"][0] and out["ssim_out"][1] < 0.99 <= out["ssim_out"][0]
     assert out["lpips_in"][1] < out["lpips_out"][1]
     stage.close()
+
+
+# --- occluding policies (electrodes, masks): judged by the checks that apply to a covered face ------------
+
+OCCLUDING = AuditPolicy("cover", None, ReportedTarget(lambda m: m["drawn"] >= m["requested"], "sites_missing"),
+                        occluding=True)
+
+
+def _covered_table() -> pd.DataFrame:
+    """Five covered faces: none re-found under the cover; the judges of the face beneath read the cover."""
+    return pd.DataFrame({
+        "image_id": [f"im{i}" for i in range(5)], "strength": 1.0,
+        "face_found": False, "face_found_ref": [True, True, False, True, True],
+        "delta_est_age": [25.0, 25.0, np.nan, 25.0, 25.0], "delta_est_p_male": 0.6, "blendshape_change": 0.3,
+        "identity_distance": [0.4, 0.4, np.nan, 0.75, 0.4], "outside_change": [0.0, 0.0, 0.0, 0.0, 0.05],
+        "edit_drawn": [5, 4, 5, 5, 5], "edit_requested": 5,
+    })  # fmt: skip
+
+
+def test_occluding_verdicts_apply_only_the_checks_that_apply():
+    table = _covered_table()
+    out = verdicts(table, OCCLUDING, AuditThresholds())
+    # not re-found under the cover is no failure; only a reference not found is
+    assert out["reasons"].tolist() == ["", "sites_missing", "face_not_found", "identity_changed", "leak_outside_mask"]
+    assert out["valid"].tolist() == [True, False, False, False, False]
+    # age, p(male) and expression read the cover: not applied (NA), said so, their readings kept
+    assert out["check_nontarget"].isna().all() and out["check_expression"].isna().all()
+    assert (out["checks_not_applied"] == "nontarget;expression").all() and (out["landmarks_of_edit"] == "reference").all()
+    assert out["delta_est_age"][0] == 25.0 and out["check_identity"].tolist() == [True, True, True, False, True]
+    assert out["check_outside"].tolist() == [True, True, True, True, False]
+    # the same rows under a policy that is not occluding fail every face on those judges
+    plain = verdicts(table, AuditPolicy("cover", None, OCCLUDING.target), AuditThresholds())
+    assert all({"face_not_found", "nontarget_moved", "expression_moved"} <= set(r.split(";")) for r in plain["reasons"])
+    assert "checks_not_applied" not in plain and plain["check_nontarget"].dtype == bool
+
+
+class _CoverBlindDetector(_TemplateDetector):
+    """Finds the face unless its top-left corner is covered (black), like a landmarker under electrodes."""
+
+    def read(self, view: JudgeView) -> dict[str, np.ndarray]:
+        out = super().read(view)
+        found = view.images[:, :, :4, :4].amax((1, 2, 3)).numpy() > 0
+        out["found"] = found
+        out["landmarks"] = np.where(found[:, None, None], out["landmarks"], np.nan).astype(np.float32)
+        out["blendshapes"] = np.where(found[:, None], out["blendshapes"], np.nan)
+        return out
+
+
+class _MeshSpread(Judge):
+    """A judge of the re-detected mesh (not aligned), as the symmetry judge is: x spread of the landmarks."""
+
+    name = "mesh_spread"
+
+    def read(self, view: JudgeView) -> dict[str, np.ndarray]:
+        return {"spread": np.std(view.readings["landmarks"][..., 0], axis=1)}
+
+    def compare(self, pair: JudgedPair) -> dict[str, np.ndarray]:
+        return {"spread_ref": pair.ref.readings["spread"], "spread_edit": pair.edit.readings["spread"]}
+
+
+def test_stage_reads_an_occluded_edit_on_the_reference_landmarks(tiny_face_batch, tmp_path):
+    from engine.audit import AuditedCondition
+
+    batch = tiny_face_batch
+    ref = (batch.images * 255).round().clamp(1, 255).to(torch.uint8)
+    covered = ref.clone()
+    covered[:, :, :8, :8] = 0  # the cover: the landmarker no longer finds the face
+    mask = torch.zeros(len(ref), 1, *ref.shape[-2:])
+    mask[:, :, :8, :8] = 1.0
+    lms = batch.landmarks.numpy().astype(np.float32)
+    cache = WorkCache(tmp_path)
+    meta = [{"drawn": 5, "requested": 5}] * 4
+
+    def audit(policy: AuditPolicy) -> pd.DataFrame:
+        stage = AuditStage([_CoverBlindDetector(lms), _Brightness(), _MeshSpread()], policy, AuditThresholds(), cache)
+        sham = AuditedCondition(0.0, ref, [f"r{i}" for i in range(4)], mask, [{}] * 4)
+        edit = AuditedCondition(1.0, covered, [f"c{i}" for i in range(4)], mask, meta)
+        return stage.table(stage.observe(sham, [edit], batch.ids)), stage.fingerprint()
+
+    occluded, fp = audit(OCCLUDING)
+    assert not occluded["face_found"].any()  # not re-found under the cover ...
+    assert occluded["valid"].all() and occluded["reasons"].eq("").all()  # ... and still a valid edit
+    # every judge read the edit on the reference's landmarks: aligned ones as always, the mesh judge too
+    assert occluded["align_same"].all() and np.isfinite(occluded["delta_brightness"]).all()
+    np.testing.assert_allclose(occluded["spread_edit"], occluded["spread_ref"])
+    # the same pixels under a policy that is not occluding: the mesh judge finds no face (not a stale cache hit)
+    plain, plain_fp = audit(AuditPolicy("cover", None, OCCLUDING.target))
+    assert np.isnan(plain["spread_edit"]).all() and plain["reasons"].str.contains("face_not_found").all()
+    assert fp != plain_fp  # the rows of the two ways of reading are cached apart
+
+
+def test_identity_of_an_occluded_face_is_measured_on_the_reference_landmarks(real_faces, tmp_path):
+    """The dlib identity judge on the astronaut under opaque pads, cut on the sham's landmarks."""
+    from engine.audit import AuditedCondition
+    from engine.audit.identity import IdentityJudge
+    from engine.audit.landmarks import FaceDetectionJudge
+
+    face = real_faces(1, 256)
+    image = (face.images * 255).round().to(torch.uint8)
+    covered = image.clone()
+    mask = torch.zeros(1, 1, 256, 256)
+    for y, x in ((70, 100), (70, 140), (150, 80), (150, 170), (190, 125)):  # five 14-px pads
+        covered[..., y - 7 : y + 7, x - 7 : x + 7] = 235
+        mask[..., y - 7 : y + 7, x - 7 : x + 7] = 1.0
+    judges = [FaceDetectionJudge(), IdentityJudge()]
+    stage = AuditStage(judges, OCCLUDING, AuditThresholds(), WorkCache(tmp_path))
+    rows = stage.observe(AuditedCondition(0.0, image, ["ref"], mask, [{}]),
+                         [AuditedCondition(1.0, covered, ["cov"], mask, [{"drawn": 5, "requested": 5}])], face.ids)
+    out = stage.table(rows)
+    stage.close()
+    distance = out["identity_distance"][0]
+    assert 0.02 < distance < 0.6  # measured (not NaN, not the reference itself), the same person
+    assert out["valid"][0] and out["landmarks_of_edit"][0] == "reference"

@@ -214,8 +214,8 @@ def test_all_sites_drawn_inside_the_face_on_real_faces(faces: FaceBatch, scheme:
     result = editor.edit(faces, 1.0, seed=0)
     n_sites = len(editor.site_ids())
     for meta in result.metadata:
-        assert meta["sites_requested"] == meta["sites_drawn"] == meta["sites_inside_face"] == n_sites
-        assert all(meta["site_drawn"]) and all(meta["site_inside_face"])
+        assert meta["sites_requested"] == meta["sites_drawn"] == n_sites and meta["sites_not_drawn"] == ""
+        assert all(meta["site_drawn"])
         assert 0.2 < meta["px_per_mm"] * 63.0 / SIZE < 0.4  # crops have an inter-ocular distance ~0.3 * size
         assert meta["max_site_shift_mm"] < 4.0
     # a monopolar electrode sits on its site: the pixel at each site centre is covered
@@ -292,8 +292,27 @@ def test_placement_follows_pose_and_foreshortens(faces: FaceBatch) -> None:
         area.append(float(result.mask.sum()))
     assert area[1] < 0.75 * area[0]
     # far enough round, the far-side masseter is hidden, the near side still drawn
-    masseter = ElectrodeEditor(sites=[("masseter", "both")], wires=False).layout(turned(-60.0))
-    assert masseter.facing.tolist() == [[True, True, False, False]]
+    masseter = ElectrodeEditor(sites=[("masseter", "both")], wires=False)
+    assert masseter.layout(turned(-60.0)).facing.tolist() == [[True, True, False, False]]
+    meta = masseter.edit(_batch(base.images, turned(-60.0)), 1.0, seed=0).metadata[0]  # reported by id, and
+    assert meta["sites_not_drawn"] == "F22" and not masseter.audit_policy().target.reached(meta)  # fails
+
+
+def test_visibility_rule_outline_tolerance_and_facing(faces: FaceBatch) -> None:
+    """Hidden when facing away, or edge-on and beyond OUTLINE_TOLERANCE pad radii outside the outline."""
+    from editors.electrodes.editor import EDGE_ON, MIN_FACING, OUTLINE_TOLERANCE
+
+    lm = faces.landmarks[:1]
+    oval = lm[0, list(FACE_OVAL), :2]
+    edge = oval[oval[:, 0].argmin()]  # the outline's leftmost point: outward is -x
+    points = torch.stack([edge + torch.tensor([dx * OUTLINE_TOLERANCE * 10.0, 0.0]) for dx in (1.0, -0.8, -1.5)])
+
+    def seen(normal_z: float) -> list[bool]:
+        normals = torch.tensor([0.0, 0.0, normal_z]).expand(1, 3, 3)
+        return ElectrodeEditor.visible(points[None], normals, lm, torch.tensor([10.0]))[0].tolist()
+
+    assert seen(-0.5 * EDGE_ON) == seen(0.5 * MIN_FACING) == [True, True, False]  # edge-on: the outline decides
+    assert seen(-2 * EDGE_ON) == [True] * 3 and seen(2 * MIN_FACING) == [False] * 3  # facing / turned away
 
 
 # --- options ------------------------------------------------------------------------------------------------
@@ -378,3 +397,4 @@ def test_invalid_options_raise_naming_field_and_value(kwargs: dict, message: str
 def test_invalid_strength_raises(faces: FaceBatch, strength) -> None:
     with pytest.raises(ValueError, match="strength="):
         ElectrodeEditor(sites=["F1"]).edit(faces, strength, seed=0)
+

@@ -27,7 +27,13 @@ EYE_CORNERS = ((33, 133), (362, 263))  # subject's right eye, subject's left eye
 EAR_LANDMARK = {"right": 234, "left": 454}  # face-oval points beside the tragus
 
 # Appearance (linear RGB-ish, in [0, 1]); chosen by eye against photographs of foam EMG electrodes.
-MIN_FACING = 0.05  # |normal_z| below this the site is edge-on or faces away: not drawn (jaw depth runs steep)
+# Visibility of an electrode (see `ElectrodeEditor.visible`): hidden when its skin faces away (normal_z
+# above +MIN_FACING), or when it is nearly edge-on (|normal_z| < EDGE_ON, where landmark depth cannot tell
+# facing from edge-on) and its centre lies more than OUTLINE_TOLERANCE pad radii beyond the face outline,
+# where less than a third of the pad (a circular segment) would still show.
+MIN_FACING = 0.05
+EDGE_ON = 0.25
+OUTLINE_TOLERANCE = 0.26
 
 
 class ElectrodeEditor(Editor):
@@ -53,6 +59,7 @@ class ElectrodeEditor(Editor):
     """
 
     property = "semg"
+    version = "3"  # metadata reports the sites facing the camera (cached edits of older versions lack it)
     sham_is_input = True  # every change scales with strength (tests/test_editor_contract.py)
 
     def __init__(
@@ -105,10 +112,10 @@ class ElectrodeEditor(Editor):
         return ElectrodeStyle(self.diameter_mm, self.gel_diameter_mm, self.wire_width_mm, self.shadow, self.wires)
 
     def audit_policy(self) -> AuditPolicy:
-        """No judge measures "wears electrodes": the editor reports whether every site was drawn inside the
-        face. Pads cover skin, so re-detected blendshapes may move without the expression changing."""
-        return AuditPolicy(self.property, None, ReportedTarget(all_sites_drawn, "sites_missing"),
-                           expression_kept=False)
+        """No judge measures "wears electrodes": the editor reports whether every site on skin the camera
+        sees was drawn (see `all_sites_drawn`). The pads and leads cover the face (occluding): the landmarker may not re-find it under
+        them, and the age, gender and expression judges would read the cover, not the face beneath."""
+        return AuditPolicy(self.property, None, ReportedTarget(all_sites_drawn, "sites_missing"), occluding=True)
 
     def site_ids(self) -> list[str]:
         """Ids of the sites this editor draws, in drawing order."""
@@ -143,7 +150,7 @@ class ElectrodeEditor(Editor):
         half = sign[None, :, None] * (self.inter_electrode_mm * px_per_mm)[:, None, None]
         centres = centre[:, site_of] + half * fibre[:, site_of]
         normals = normal[:, site_of]
-        facing = normals[..., 2] < -MIN_FACING
+        facing = self.visible(centres[..., :2], normals, lm, 0.5 * self.diameter_mm * px_per_mm)
         centres, shift = self._spread(centres, site_of, facing, px_per_mm)
         wire_end = self._wire_ends(lm, centres[..., :2], site_of, sign * 6.0 * px_per_mm[:, None])
         return ElectrodeLayout(
@@ -217,6 +224,31 @@ class ElectrodeEditor(Editor):
         return torch.where(top[None, :, None], torch.stack([x, y], -1), end)
 
     @staticmethod
+    def visible(points: torch.Tensor, normals: torch.Tensor, landmarks: torch.Tensor,
+                radius: torch.Tensor) -> torch.Tensor:
+        """`(N, E)` bool: whether electrodes at `points` `(N, E, 2)` with skin `normals` can be seen.
+
+        A site near the face's silhouette (the masseter sits on the jaw outline of a frontal face) is
+        edge-on, so neither its normal nor its centre alone can decide: landmark depth there is noisy
+        (it puts the masseter at cos 0.15 on frontal faces, the canonical face at cos 0.33) and the
+        outline moves by about a millimetre with landmark noise. So an electrode is hidden when its skin
+        faces away (normal_z > MIN_FACING), or when it is nearly edge-on (|normal_z| < EDGE_ON) and its
+        centre lies more than OUTLINE_TOLERANCE pad radii (`radius`, (N,) px) beyond the face outline:
+        then under a third of the pad would show. Skin that clearly faces the camera is visible wherever
+        the outline polygon runs (on a turned face the far side of the mesh's oval folds inside the
+        cheek). On faces turned ~15 deg or more the far-side zygomaticus and masseter sites lie beyond the
+        outline in the photo itself: they are genuinely hidden, and reported.
+        """
+        poly = landmarks[:, list(FACE_OVAL), :2]
+        a, b = poly[:, None], poly.roll(-1, dims=1)[:, None]  # (N, 1, V, 2)
+        ab, ap = b - a, points[:, :, None] - a
+        t = (fixed_sum(ap * ab, -1) / fixed_sum(ab * ab, -1).clamp_min(1e-9)).clamp(0.0, 1.0)
+        gap = length(ap - t[..., None] * ab).amin(-1)  # (N, E) distance to the outline
+        near = ElectrodeEditor.inside_face(points, landmarks) | (gap <= OUTLINE_TOLERANCE * radius[:, None])
+        nz = normals[..., 2]
+        return (nz <= MIN_FACING) & ((nz < -EDGE_ON) | near)
+
+    @staticmethod
     def inside_face(points: torch.Tensor, landmarks: torch.Tensor) -> torch.Tensor:
         """`(N, S)` bool: whether 2-D points `(N, S, 2)` lie inside the face-oval polygon (ray casting)."""
         poly = landmarks[:, list(FACE_OVAL), :2]
@@ -244,7 +276,8 @@ class ElectrodeEditor(Editor):
         per_site = torch.zeros(n, s, device=images.device)
         site_placed = per_site.index_add(1, lay.site_of, placed.float()) > 0  # any electrode of the site
         site_drawn = per_site.index_add(1, lay.site_of, drawn_e.float()) > 0
-        inside = self.inside_face(lay.site_centre[..., :2], batch.landmarks.to(images.device))
+        site_facing = torch.zeros(n, s, device=images.device).index_add(1, lay.site_of, lay.facing.float()) > 0
+        ids = self.site_ids()
         metadata = []
         for i in range(n):
             metadata.append({
@@ -252,11 +285,12 @@ class ElectrodeEditor(Editor):
                 "sites_requested": s,
                 "sites_placed": int(site_placed[i].sum()),
                 "sites_drawn": int(site_drawn[i].sum()),
-                "sites_inside_face": int(inside[i].sum()),
+                "sites_facing": int(site_facing[i].sum()),  # on skin the camera sees (see `visible`)
                 "electrodes_drawn": int(drawn_e[i].sum()),
-                "site_ids": self.site_ids(),
+                # hidden by the pose (see `visible`), or off the picture: reported in the audit table
+                "sites_not_drawn": " ".join(k for k, d in zip(ids, site_drawn[i].tolist()) if not d),
+                "site_ids": ids,
                 "site_drawn": site_drawn[i].tolist(),
-                "site_inside_face": inside[i].tolist(),
                 "px_per_mm": float(lay.px_per_mm[i]),
                 "max_site_shift_mm": float(lay.site_shift_mm[i].max()),
                 "mask_fraction": float(mask[i].mean()),
@@ -264,7 +298,20 @@ class ElectrodeEditor(Editor):
         return EditResult(images=out, mask=mask, metadata=metadata)
 
 
+#: The least share of the requested sites that must face the camera for the edit to count: a face so
+#: turned that most sites are behind it is not the intervention the study compares.
+MIN_FACING_SHARE = 0.75
+
+
 def all_sites_drawn(meta: Mapping[str, Any]) -> bool:
-    """Every requested site was drawn, with its centre inside the face oval (the audit's target check)."""
+    """The audit's target check: every site on skin the camera sees was drawn (so it is visible), and
+    at least `MIN_FACING_SHARE` of the requested sites are on such skin.
+
+    A site the head's own turn hides (the far cheek and jaw of a face turned 15 degrees or more) is
+    not drawn, as it would not show in a photo of that person wearing the electrodes: its absence is
+    correct rendering, not a failed edit, and it is listed in `sites_not_drawn` in the audit table.
+    A site that faces the camera but was not drawn (off the picture, fully clipped) fails.
+    """
     requested = float(meta["sites_requested"])
-    return float(meta["sites_drawn"]) >= requested and float(meta.get("sites_inside_face", meta["sites_drawn"])) >= requested
+    facing = float(meta.get("sites_facing", requested))
+    return float(meta["sites_drawn"]) >= facing and facing >= MIN_FACING_SHARE * requested

@@ -27,8 +27,9 @@ class FaceDetectionJudge(Judge):
     """Re-detected landmarks and blendshapes of every image.
 
     Readings: `found` (N,) bool, `landmarks` (N, 478, 3), `blendshapes` (N, 52), NaN where no face.
-    Columns: `face_found` (the edit's face was found again) and `blendshape_change` (mean |change|
-    of the 52 blendshapes between reference and edit: the expression check).
+    Columns: `face_found` (the edit's face was found again), `face_found_ref` (the reference's was
+    found: without it no judge can align on it) and `blendshape_change` (mean |change| of the 52
+    blendshapes between reference and edit: the expression check).
 
     Args:
         landmarker: the analysis's landmarker, shared (one model load per run); None builds one.
@@ -67,6 +68,7 @@ class FaceDetectionJudge(Judge):
     def compare(self, pair: JudgedPair) -> dict[str, np.ndarray]:
         return {
             "face_found": pair.edit.readings["found"].astype(bool),
+            "face_found_ref": pair.ref.readings["found"].astype(bool),
             "blendshape_change": mean_abs_change(pair.edit.readings["blendshapes"], pair.ref.readings["blendshapes"]),
         }
 

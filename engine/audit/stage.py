@@ -3,7 +3,10 @@
 Per chunk the reference (the sham) is read once by every judge, each edit is read with the
 reference's landmarks as alignment (so the chips of reference and edit are cut identically), and
 every judge compares the two into audit columns. Readings are cached by image content (plus the
-alignment, for aligned judges), so a resumed run re-reads nothing. The stage returns plain rows;
+alignment, for aligned judges), so a resumed run re-reads nothing. Under an occluding policy (see
+`AuditPolicy.occluding`) the edit's re-detected landmarks are replaced by the reference's before any
+judge after the landmark judge reads them: the cover moves no skin, and the landmarker may not find the
+face under it; those judges' readings are then keyed by that alignment too. The stage returns plain rows;
 `engine.audit.verdicts` decides validity later, from the rows, so a threshold change re-judges a
 finished run without measuring anything again.
 """
@@ -70,15 +73,27 @@ class AuditStage:
         self._fps = {j.name: stable_hash(j.fingerprint(), 32) for j in self.judges}
 
     def fingerprint(self) -> dict[str, Any]:
-        """What the rows depend on: the judges, in order. Thresholds are not in it (see `table`)."""
-        return {"judges": [[j.name, self._fps[j.name]] for j in self.judges], "v": 2}
+        """What the rows depend on: the judges, in order, and how edits are read. Thresholds are not in it
+        (see `table`)."""
+        fp: dict[str, Any] = {"judges": [[j.name, self._fps[j.name]] for j in self.judges], "v": 2}
+        if self.policy.occluding:  # only then: the other policies keep their cached rows
+            fp["occluding"] = True
+        return fp
 
     def _read(self, images: torch.Tensor, hashes: Sequence[str], align: np.ndarray | None,
-              known: dict[str, dict[str, np.ndarray]] | None = None) -> JudgeView:
-        """Every judge's readings of `images`: known ones, cached ones, and the rest computed."""
+              known: dict[str, dict[str, np.ndarray]] | None = None, occluded: bool = False) -> JudgeView:
+        """Every judge's readings of `images`: known ones, cached ones, and the rest computed.
+
+        `occluded`: the images are occluding edits; once a judge has read "landmarks", they are replaced
+        by `align` (the reference's) for every later judge, whose readings are keyed by it.
+        """
         n = len(hashes)
         view = JudgeView(images, {}, np.full((n, 478, 3), np.nan) if align is None else align)
+        on_reference = False  # later judges read the reference's landmarks (occluded edits)
         for judge in self.judges:
+            if occluded and not on_reference and "landmarks" in view.readings:
+                view.readings["landmarks"] = np.asarray(view.align, dtype=np.float32).copy()
+                on_reference = True
             if type(judge).read is Judge.read:
                 continue  # compares pairs only: nothing to read or cache
             if known and judge.name in known:
@@ -87,8 +102,11 @@ class AuditStage:
             if align is None and judge.aligned:
                 # The reference is cut on its own re-detected landmarks.
                 view.align = view.readings.get("landmarks", view.align)
+            keyed = judge.aligned or on_reference
             keys = [key_of("judge", judge.name, self._fps[judge.name], h,
-                           _align_tag(view.align[i]) if judge.aligned else None) for i, h in enumerate(hashes)]
+                           _align_tag(view.align[i]) if keyed else None,
+                           *(("reference landmarks",) if on_reference and not judge.aligned else ()))
+                    for i, h in enumerate(hashes)]
             got = [self.cache.get_arrays("judge", k) for k in keys]
             todo = [i for i, g in enumerate(got) if g is None]
             self.cache.count("judge", hit=True, n=n - len(todo))
@@ -111,7 +129,7 @@ class AuditStage:
         align = reference.readings.get("landmarks", reference.align)
         rows: list[dict[str, Any]] = []
         for cond in edits:
-            view = self._read(cond.images, cond.hashes, align)
+            view = self._read(cond.images, cond.hashes, align, occluded=self.policy.occluding)
             pair = JudgedPair(reference, view, cond.mask)
             columns: dict[str, np.ndarray] = {}
             for judge in self.judges:

@@ -13,6 +13,17 @@ and `reasons`, reading only the editor's `AuditPolicy` and the `AuditThresholds`
 * ``leak_outside_mask``   pixels (or LPIPS) changed outside the edit mask;
 * ``identity_changed``    the face no longer reads as the same person;
 * ``face_not_found``      a judge could not measure the reference or the edit.
+
+An occluding policy (`AuditPolicy.occluding`: electrodes, masks, anything that covers the face) is
+judged by the checks that apply to a covered face. The stage has read the edit on the reference's
+landmarks, so a face the landmarker cannot re-find under the cover is not ``face_not_found`` (only a
+reference it cannot find is). The judged non-target checks (age, p(male)) and the expression check
+are not applied: those judges read the cover, not the face beneath, and measuring them on the edit
+with the covered pixels filled from the reference would measure the reference itself (an occluder
+changes nothing outside its mask), so it could never fail. Their check columns are left empty (NA),
+`checks_not_applied` names them and `landmarks_of_edit` ("reference") says on which landmarks the edit
+was read; their readings stay in the table. Identity is checked on the edit as drawn, cut on the
+reference's landmarks, for the same reason: with the cover masked out the pair would be identical.
 """
 
 from __future__ import annotations
@@ -113,6 +124,10 @@ def _reported_target(out: pd.DataFrame, target: ReportedTarget, reasons: _Reason
     out["check_target"] = reached
 
 
+#: The checks an occluding policy does not apply (see the module docstring).
+NOT_APPLIED_WHEN_OCCLUDING = ("check_nontarget", "check_expression")
+
+
 def _bounded(values: np.ndarray | None, limit: float | None) -> np.ndarray | None:
     """True where `values` do not exceed `limit` (NaN passes: a missing measure is flagged elsewhere)."""
     if values is None or limit is None:
@@ -134,14 +149,19 @@ def verdicts(df: pd.DataFrame, policy: AuditPolicy, thresholds: AuditThresholds,
 
     Returns:
         A copy of `df` with check_target (when the policy has a target), check_nontarget,
-        check_identity (when measured), check_expression, check_outside, reasons and valid.
+        check_identity (when measured), check_expression, check_outside, reasons and valid; an
+        occluding policy's table also has checks_not_applied and landmarks_of_edit (its checks that
+        do not apply are NA).
     """
     out = df.copy()
     n = len(out)
     reasons = _Reasons(n)
-    if "face_found" in out:
-        reasons.flag(~out["face_found"].fillna(False).astype(bool).to_numpy(), "face_not_found")
-    for column in KEPT_READINGS:  # a judge that could not measure the face cannot vouch for it
+    occluding = policy.occluding
+    # Under a cover only the reference must be found: the edit is read on its landmarks.
+    found = "face_found_ref" if occluding else "face_found"
+    if found in out:
+        reasons.flag(~out[found].fillna(False).astype(bool).to_numpy(), "face_not_found")
+    for column in () if occluding else KEPT_READINGS:  # a judge that could not measure the face cannot vouch for it
         values = _values(out, column)
         if values is not None:
             reasons.flag(np.isnan(values), "face_not_found")
@@ -162,7 +182,8 @@ def verdicts(df: pd.DataFrame, policy: AuditPolicy, thresholds: AuditThresholds,
         ok = _bounded(np.abs(values), getattr(thresholds, field)) if values is not None and column not in targeted else None
         if ok is not None:
             kept &= ok
-    reasons.flag(~kept, "nontarget_moved")
+    if not occluding:
+        reasons.flag(~kept, "nontarget_moved")
     out["check_nontarget"] = kept
 
     same_person = _bounded(_values(out, "identity_distance"), thresholds.max_identity_distance)
@@ -174,7 +195,8 @@ def verdicts(df: pd.DataFrame, policy: AuditPolicy, thresholds: AuditThresholds,
     if expression is not None:
         if not policy.expression_kept:  # reported, not checked: the edit covers or replaces skin
             expression = np.ones(n, dtype=bool)
-        reasons.flag(~expression, "expression_moved")
+        if not occluding:
+            reasons.flag(~expression, "expression_moved")
         out["check_expression"] = expression
 
     outside = np.ones(n, dtype=bool)
@@ -186,6 +208,12 @@ def verdicts(df: pd.DataFrame, policy: AuditPolicy, thresholds: AuditThresholds,
     reasons.flag(~outside, "leak_outside_mask")
     out["check_outside"] = outside
 
+    if occluding:  # what was measured, and which checks do not apply
+        for column in NOT_APPLIED_WHEN_OCCLUDING:
+            if column in out:
+                out[column] = pd.array([pd.NA] * n, dtype="boolean")
+        out["checks_not_applied"] = ";".join(c.removeprefix("check_") for c in NOT_APPLIED_WHEN_OCCLUDING)
+        out["landmarks_of_edit"] = "reference"
     out["reasons"] = reasons.joined()
     out["valid"] = [not r for r in reasons.rows]
     return out
