@@ -17,10 +17,11 @@ from editors.symmetry.asymmetry import (
     nasolabial_path,
     palsy_weights,
 )
+from editors.symmetry.measures import MouthCornerJudge, lower_mouth_side, mouth_corner_height
 from engine.audit.landmarks import mesh_asymmetry as redetected_index
 from engine.faces import face_masks
 from engine.faces.mesh import canonical_vertices, landmark_group, mirror_index
-from engine.types import FaceBatch
+from engine.types import FaceBatch, JudgedPair, JudgeView
 
 SIZE = 256
 PX_PER_CM = 12.0
@@ -75,8 +76,12 @@ def test_weights_are_one_sided_and_the_two_sides_mirror_each_other() -> None:
     canon_x = np.array(canonical_vertices())[:, 0]
     mirror = np.array(mirror_index())
     left, right = palsy_weights("left"), palsy_weights("right")
-    assert set(left) == {"mouth", "cheek", "brow", "lid"}
-    for name in left:
+    assert set(left) == {"mouth", "cheek", "brow", "lid", "pull"}
+    np.testing.assert_allclose(left["pull"], right["pull"][mirror], atol=1e-12)
+    # The healthy side's pull moves the lips at the midline but leaves the healthy corner.
+    assert left["pull"][MOUTH_CORNERS["left"]] > 0.95 and left["pull"][[0, 17]].min() > 0.9
+    assert left["pull"][MOUTH_CORNERS["right"]] < 0.05 and left["pull"][468:].max() == 0
+    for name in set(left) - {"pull"}:
         assert left[name][:468][canon_x <= 0].max() == 0  # the subject's right half and midline stay
         assert right[name][:468][canon_x >= 0].max() == 0
         np.testing.assert_allclose(left[name], right[name][mirror], atol=1e-12)
@@ -92,7 +97,7 @@ def test_weights_are_one_sided_and_the_two_sides_mirror_each_other() -> None:
 def test_the_subjects_side_droops_on_the_opposite_side_of_the_image(side: str) -> None:
     """Subject's left = image right in a non-mirrored photo; the corner moves straight down by the set IODs."""
     face = canonical_face()
-    editor = AsymmetryEditor(side=side, droop_mouth=0.1, droop_cheek=0.0)
+    editor = AsymmetryEditor(side=side, droop_mouth=0.1, droop_cheek=0.0, pull_mouth=0.0, lift_healthy=0.0)
     shift = editor.displacement(face, 1.0)[0]
     corner, other = MOUTH_CORNERS[side], MOUTH_CORNERS["right" if side == "left" else "left"]
     on_image_right = face[0, corner, 0] > SIZE / 2
@@ -117,7 +122,7 @@ def test_droop_follows_the_head_not_the_image_axes() -> None:
     expected = torch.tensor([-math.sin(math.radians(30.0)), math.cos(math.radians(30.0))])
     assert torch.allclose(down[0, :2], expected, atol=0.02)
     assert iod.item() == pytest.approx(canonical_iod_px(), rel=1e-3)
-    shift = AsymmetryEditor(side="left", droop_cheek=0.0).displacement(face, 1.0)[
+    shift = AsymmetryEditor(side="left", droop_cheek=0.0, pull_mouth=0.0).displacement(face, 1.0)[
         0, MOUTH_CORNERS["left"], :2
     ]
     assert torch.allclose(torch.nn.functional.normalize(shift, dim=0), expected, atol=0.03)
@@ -125,6 +130,26 @@ def test_droop_follows_the_head_not_the_image_axes() -> None:
     unrolled = canonical_face()
     _, medial, _ = face_axes(unrolled, "left")
     assert medial[0, 0] < -0.99
+
+
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_the_healthy_side_lifts_its_corner_and_pulls_the_lips_over(side: str) -> None:
+    face = canonical_face()
+    iod = canonical_iod_px()
+    only = {"droop_mouth": 0.0, "droop_cheek": 0.0, "droop_brow": 0.0, "eyelid": 0.0}
+    other = "right" if side == "left" else "left"
+    toward_healthy = 1.0 if side == "left" else -1.0  # the healthy side's image direction (x)
+    lift = AsymmetryEditor(side=side, **only, pull_mouth=0.0, lift_healthy=0.1).displacement(face, 1.0)[0]
+    corner = lift[MOUTH_CORNERS[other], :2]
+    # Up and out by 0.1 IOD, at 45 degrees; the drooping corner does not move.
+    assert corner.norm() == pytest.approx(0.1 * iod, rel=0.03)
+    assert corner[1] < -0.06 * iod and toward_healthy * corner[0] < -0.06 * iod
+    assert lift[MOUTH_CORNERS[side]].norm() < 1e-3
+    pull = AsymmetryEditor(side=side, **only, pull_mouth=0.05, lift_healthy=0.0).displacement(face, 1.0)[0]
+    # The midline of the lips moves 0.05 IOD toward the healthy side, the healthy corner stays.
+    for lip in (0, 17):
+        assert -toward_healthy * pull[lip, 0] == pytest.approx(0.05 * iod, rel=0.1)
+    assert pull[MOUTH_CORNERS[other]].norm() < 0.003 * iod
 
 
 def test_strength_scales_the_field_linearly() -> None:
@@ -158,9 +183,9 @@ def test_strength_one_raises_the_symmetry_index_and_reports_the_droop(batch: Fac
     shift = editor.displacement(batch.landmarks, 1.0)
     corner_shift = torch.stack([shift[i, MOUTH_CORNERS[s], :2].norm() for i, s in enumerate(sides)])
     np.testing.assert_allclose(droop, corner_shift.numpy(), rtol=1e-5)
-    # The corner's own 0.08 IOD plus the sagging cheek beside it, seen in the image plane.
-    assert ((droop > 0.08 * iod.numpy()) & (droop < 0.14 * iod.numpy())).all(), droop / iod.numpy()
-    assert all(m["brow_droop_px"] > 2 and m["lower_lid_sag_px"] > 1 for m in result.metadata)
+    # The corner's own 0.10 IOD plus the sagging cheek beside it and the pull, seen in the image plane.
+    assert ((droop > 0.10 * iod.numpy()) & (droop < 0.17 * iod.numpy())).all(), droop / iod.numpy()
+    assert all(m["brow_droop_px"] > 2 and m["lower_lid_sag_px"] > 0.4 for m in result.metadata)
     assert torch.allclose(result.landmarks, batch.landmarks + shift)
     assert result.images.min() >= 0 and result.images.max() <= 1
 
@@ -170,9 +195,10 @@ def test_sham_mask_batch_equals_one_by_one_and_seed_does_not_matter(batch: FaceB
     sham = editor.sham(batch, seed=5)
     assert (sham.images - batch.images).abs().max() < 1e-5
     assert sham.mask.sum() == 0 and torch.equal(sham.landmarks, batch.landmarks)
-    part = batch.select([0, 3])
+    sides = lower_mouth_side(batch.landmarks.numpy())
+    part = batch.select([sides.index("left"), sides.index("right")])  # "auto" picks per face: a mixed batch
     full = editor.edit(part, 0.6, seed=0)
-    assert {m["side"] for m in full.metadata} == {"left", "right"}  # "auto" picks per face: a mixed batch
+    assert [m["side"] for m in full.metadata] == ["left", "right"]
     assert torch.equal(full.images, editor.edit(part, 0.6, seed=99).images)
     changed = (full.images - part.images).abs().amax(dim=1, keepdim=True) > 1e-5
     assert changed.any() and not (changed & (full.mask == 0)).any()
@@ -187,7 +213,8 @@ def test_sham_mask_batch_equals_one_by_one_and_seed_does_not_matter(batch: FaceB
 def test_fold_flattening_stays_on_the_fold(batch: FaceBatch) -> None:
     part = batch.select([1])  # Grace Hopper: deep nasolabial folds
     editor = AsymmetryEditor(
-        side="right", droop_mouth=0, droop_cheek=0, droop_brow=0, eyelid=0, flatten_nasolabial=1
+        side="right", droop_mouth=0, droop_cheek=0, droop_brow=0, eyelid=0, flatten_nasolabial=1, pull_mouth=0,
+        lift_healthy=0,
     )
     result = editor.edit(part, 1.0, seed=0)
     changed = (result.images - part.images).abs().amax(dim=1)[0] > 1 / 255
@@ -200,13 +227,19 @@ def test_fold_flattening_stays_on_the_fold(batch: FaceBatch) -> None:
 
 
 def test_redetected_landmarks_see_the_droop_on_sharp_photos(batch: FaceBatch) -> None:
-    """The real landmarker on the edited portraits: the engine audit's 3-D index rises clearly."""
+    """The real landmarker on the edited portraits: the 3-D index rises and the mouth corner drops."""
     part = batch.select([0, 1])
-    edited = AsymmetryEditor(side="left").edit(part, 1.0, seed=0).images
-    index = redetected_index(redetect(torch.cat([part.images, edited])))
+    result = AsymmetryEditor().edit(part, 1.0, seed=0)
+    found = redetect(torch.cat([part.images, result.images]))
+    index = redetected_index(found)
     before, after = index[:2], index[2:]
     print(f"\nre-detected 3-D index before {before.round(4)} after {after.round(4)}")
-    assert (after > 1.3 * before).all()  # measured: +102 % and +52 % at SIZE 256
+    assert (after > 1.3 * before).all()
+    sides = [m["side"] for m in result.metadata]
+    drop = [mouth_corner_height(found[2 + i : 3 + i], s, found[i : i + 1])[0]
+            - mouth_corner_height(found[i : i + 1], s, found[i : i + 1])[0] for i, s in enumerate(sides)]
+    print(f"re-detected mouth corner drop {np.round(drop, 3)} IOD")
+    assert min(drop) > 0.06  # the target corner offset is about 0.16 IOD; MediaPipe follows most of it
 
 
 @pytest.mark.parametrize(
@@ -215,6 +248,7 @@ def test_redetected_landmarks_see_the_droop_on_sharp_photos(batch: FaceBatch) ->
         ({"side": "image_left"}, "side='image_left'.*auto"),
         ({"droop_mouth": -0.1}, "droop_mouth=-0.1"),
         ({"eyelid": 0.5}, "eyelid=0.5"),
+        ({"lift_healthy": 0.4}, "lift_healthy=0.4"),
         ({"flatten_nasolabial": 1.5}, "flatten_nasolabial=1.5"),
         ({"mask_dilation_px": -2}, "mask_dilation_px=-2"),
     ],
@@ -227,6 +261,49 @@ def test_bad_arguments_raise_naming_the_value(kwargs: dict, message: str) -> Non
 def test_property_direction_strength_check_and_fingerprint(batch: FaceBatch) -> None:
     editor = AsymmetryEditor(side="right")
     assert editor.property == "symmetry" and editor.direction == "less"
-    assert editor.fingerprint()["side"] == "right" and editor.fingerprint()["droop_mouth"] == 0.08
+    assert editor.fingerprint()["side"] == "right" and editor.fingerprint()["droop_mouth"] == 0.10
     with pytest.raises(ValueError, match="strength=1.5"):
         editor.edit(batch.select([0]), 1.5, seed=0)
+
+
+# --- the audit's mouth-corner judge ------------------------------------------------------------------------
+
+
+def _pair(ref: np.ndarray, edit: np.ndarray) -> JudgedPair:
+    def view(landmarks: np.ndarray) -> JudgeView:
+        return JudgeView(torch.zeros(len(landmarks), 3, 8, 8, dtype=torch.uint8), {"landmarks": landmarks}, ref)
+
+    return JudgedPair(view(ref), view(edit), torch.zeros(len(ref), 1, 8, 8))
+
+
+@pytest.mark.parametrize("roll", [0.0, 25.0])
+def test_mouth_corner_judge_reports_the_drop_in_iod_on_the_drooping_side(roll: float) -> None:
+    ref = canonical_face(roll).numpy().astype(np.float64)
+    iod = canonical_iod_px()
+    edit = ref.copy()
+    # The subject's left corner moves 0.05 IOD down the face (the rolled face's own down axis).
+    down = np.array([-math.sin(math.radians(roll)), math.cos(math.radians(roll))])
+    edit[0, MOUTH_CORNERS["left"], :2] += 0.05 * iod * down
+    left = MouthCornerJudge("left").compare(_pair(ref, edit))["mouth_corner_drop"]
+    right = MouthCornerJudge("right").compare(_pair(ref, edit))["mouth_corner_drop"]
+    assert left[0] == pytest.approx(0.05, abs=0.002) and right[0] == pytest.approx(-0.05, abs=0.002)
+    # A whole-face shift or a rise of the other corner: no drop, and the same drop, respectively.
+    assert abs(MouthCornerJudge("left").compare(_pair(ref, ref + 7.0))["mouth_corner_drop"][0]) < 1e-9
+    lifted = ref.copy()
+    lifted[0, MOUTH_CORNERS["right"], :2] -= 0.05 * iod * down
+    assert MouthCornerJudge("left").compare(_pair(ref, lifted))["mouth_corner_drop"][0] == pytest.approx(0.05, abs=0.002)
+    # No face found: NaN.
+    assert np.isnan(MouthCornerJudge("left").compare(_pair(ref, np.full_like(ref, np.nan)))["mouth_corner_drop"][0])
+
+
+def test_mouth_corner_judge_auto_scores_the_side_the_editor_drooped(batch: FaceBatch) -> None:
+    lm = batch.landmarks.numpy().astype(np.float64)
+    editor = AsymmetryEditor(side="auto")
+    result = editor.edit(batch, 1.0, seed=0)
+    sides = [m["side"] for m in result.metadata]
+    assert sides == lower_mouth_side(lm)
+    drop = MouthCornerJudge("auto").compare(_pair(lm, result.landmarks.numpy().astype(np.float64)))
+    # On the target landmarks: the 0.10 IOD droop plus the healthy corner's lift (0.08 / sqrt 2), roughly.
+    assert ((drop["mouth_corner_drop"] > 0.12) & (drop["mouth_corner_drop"] < 0.2)).all(), drop
+    judges = editor.audit_policy().judges
+    assert [j.name for j in judges] == ["image_asymmetry", "mouth_corner"] and judges[1].side == "auto"

@@ -211,6 +211,8 @@ def test_bad_strength_raises_naming_the_value(batch: FaceBatch, strength: float)
         ({"seam_width": 0.0}, "seam_width=0.0"),
         ({"top_limit": -1.0}, "top_limit=-1.0"),
         ({"detail_scale": 2.0}, "detail_scale=2.0"),
+        ({"mirror_share": 0.0}, "mirror_share=0.0"),
+        ({"mirror_share": 0.7}, "mirror_share=0.7"),
         ({"mask_dilation_px": -1}, "mask_dilation_px=-1"),
     ],
 )
@@ -308,6 +310,18 @@ def test_average_texture_evens_out_the_shading_and_keeps_the_eyes() -> None:
     cheeks_y = int(batch.landmarks[0, 1, 1])
     red = result.images[0, 0, cheeks_y, 90:166]
     assert (red - 0.5).abs().max() < 0.02
+
+
+def test_mirror_share_blends_that_much_of_the_mirror_image() -> None:
+    """A share of 0.25 moves every pixel half as far as the full average (0.5) does."""
+    batch = frontal_batch(gradient_image())
+    full = SymmetryEditor(mode="texture", detail_scale=None).edit(batch, 1.0, seed=0).images - batch.images
+    half = SymmetryEditor(mode="texture", detail_scale=None, mirror_share=0.25).edit(batch, 1.0, seed=0)
+    assert full.abs().max() > 0.1
+    torch.testing.assert_close(half.images - batch.images, 0.5 * full, atol=1e-5, rtol=0)
+    # The asymmetry left is (1 - 2 * share) of the original where the blend is complete.
+    meta = half.metadata[0]
+    assert meta["image_asymmetry_after"] == pytest.approx(0.5 * meta["image_asymmetry_before"], rel=0.25)
 
 
 @pytest.mark.parametrize("mode", ["texture", "both"])

@@ -1,18 +1,19 @@
 """Unilateral facial droop: the resting appearance of a lower-motor-neuron (peripheral) facial palsy.
 
-A peripheral facial palsy (Bell's palsy, House-Brackmann grades III-V at rest) weakens every muscle of
-the facial nerve on one side, so gravity and the healthy side's tone win:
+A peripheral facial palsy (Bell's palsy; visibly asymmetric at rest from House-Brackmann grade V) weakens
+every muscle of the facial nerve on one side, so gravity and the healthy side's tone win:
 
 * the mouth corner sags and the lip line slopes down toward it (zygomaticus/levator weakness);
 * the cheek sags and the nasolabial fold flattens (its crease is held by the same elevators);
 * the brow sits lower and the forehead loses its lift and wrinkles (frontalis weakness);
 * the lower lid sags away from the eye and the aperture widens (orbicularis oculi weakness; the
-  upper lid is lifted by a different nerve, so it stays).
+  upper lid is lifted by a different nerve, so it stays);
+* the healthy side, unopposed, pulls the lips toward itself and lifts its own mouth corner a little.
 
 The editor moves landmarks by a displacement field built on MediaPipe's canonical face: each region
 has anchor landmarks, a magnitude in inter-ocular distances (IOD, eye-centre to eye-centre) and a
-Gaussian falloff over the 3-D mesh, and every weight fades to 0 at the facial midline, so the other half
-does not move. Directions follow the head: "down" is the face's own forehead-to-chin axis and
+Gaussian falloff over the 3-D mesh; the sagging regions fade to 0 at the facial midline, so the other
+half does not sag (only its mouth corner and the lips move, pulled by the healthy side). Directions follow the head: "down" is the face's own forehead-to-chin axis and
 "medial" points toward its symmetry plane, so pitch, roll and yaw are respected. The image is then
 warped with `editors.warp.warp_images`; the fold flattening also removes the fold's mid-scale shading.
 
@@ -30,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from editors.filters import max_filter
-from editors.symmetry.measures import ImageAsymmetryJudge
+from editors.symmetry.measures import ImageAsymmetryJudge, MouthCornerJudge, lower_mouth_side
 from editors.symmetry.mirror import (
     inter_ocular_distance,
     smooth_within,
@@ -47,7 +48,11 @@ SIDE_CHOICES: tuple[str, ...] = (*SIDES, "auto")
 #: Mouth corners (subject's left, subject's right).
 MOUTH_CORNERS = {"left": 291, "right": 61}
 #: Falloff radii (IOD) of each region's displacement over the mesh.
-RADIUS = {"mouth": 0.38, "cheek": 0.4, "brow_above": 0.5, "brow_below": 0.14, "lid": 0.1}
+RADIUS = {"mouth": 0.38, "cheek": 0.4, "brow_above": 0.5, "brow_below": 0.14, "lid": 0.1, "pull": 0.3}
+#: Lip landmarks (upper and lower lip on the midline) that anchor the mouth's pull toward the healthy side.
+LIP_MIDLINE = (0, 13, 14, 17)
+#: The pull fades from 1 at the midline to 0 this far (IOD) toward the healthy side (about its mouth corner).
+PULL_FADE = 0.4
 #: The weights reach 1 this far (IOD) from the midline, and are 0 on it.
 SIDE_RAMP = 0.25
 #: Nasolabial fold, from the nose wing around the mouth, as points of the canonical face (cm, x to the
@@ -129,10 +134,14 @@ def palsy_weights(side: str) -> dict[str, np.ndarray]:
         "brow": spread(brow, brow_profile, np.where(below_brow, RADIUS["brow_below"], RADIUS["brow_above"])),
         "lid": spread(lid, lid_profile, RADIUS["lid"]) * below_eye,
     }
+    # The healthy side's tone pulls the lips over: the whole affected half and the midline move, the
+    # healthy corner stays (so the pull is not ramped to 0 at the midline like the sagging regions).
+    pull = spread([MOUTH_CORNERS[side], *LIP_MIDLINE], np.ones(1 + len(LIP_MIDLINE)), RADIUS["pull"])
+    toward_healthy = _smoothstep(1 + sign * canon[:, 0] / iod / PULL_FADE)
     out = {}
-    for name, weight in weights.items():
+    for name, weight in [*((k, w * lateral) for k, w in weights.items()), ("pull", pull * toward_healthy)]:
         full = np.zeros(NUM_LANDMARKS)
-        full[: len(canon)] = weight * lateral
+        full[: len(canon)] = weight
         out[name] = full
     return out
 
@@ -170,22 +179,39 @@ def _segment_distance(pixels: torch.Tensor, a: torch.Tensor, b: torch.Tensor) ->
 class AsymmetryEditor(Editor):
     """Makes faces less symmetric: a one-sided droop like a peripheral facial palsy, at rest.
 
+    Clinical scale. A still photograph shows only the resting items of a grading scale. The edit at
+    strength 1 approximates the resting appearance of House-Brackmann grade V (the first grade with
+    asymmetry at rest; grades II-IV are symmetric at rest, so at rest they look like strength 0), scored
+    on the Sunnybrook resting-symmetry items as mouth "corner drooped" (1), cheek "nasolabial fold less
+    pronounced" (1) and eye "normal" (0; the lower lid sags about 0.6 mm, below what a rater grades
+    "wide"): a resting-asymmetry score of 2 x 5 = 10 of 20. On eFACE's static zones it lowers the
+    oral-commissure, nasolabial-fold and brow scores and leaves the palpebral fissure. Displacements scale
+    linearly with strength. Strength 1: the mouth corner sags about 6 mm and the healthy corner rises
+    about 3.5 mm (and moves 3.5 mm out), so the corners differ by about 10 mm; the brow sags about 3 mm:
+    a clear resting droop (HB V). Strength 0.5 (corners about 5 mm apart): a mild droop, about the least
+    a rater scores "corner drooped" (the HB IV-V border). Voluntary movement, which defines HB grades
+    II-IV, is not simulated.
+
     Magnitudes are at strength 1, in inter-ocular distances (IOD, about 63 mm in adults, so 0.1 IOD is
-    about 6 mm); the defaults (mouth corner about 5 mm, brow about 4 mm, lower lid about 1.5 mm) resemble
-    a moderate palsy (House-Brackmann III-IV) at rest, and keep MediaPipe's 52 expression blendshapes
-    within a mean absolute change of 0.05 on the demo faces (larger droops read as a lost smile).
+    about 6 mm). On the tuning demo faces MediaPipe re-detects most of the mouth-corner offset (the audit's
+    `mouth_corner_drop`), and the 52 expression blendshapes move by a mean absolute change of about 0.03:
+    MediaPipe reads a one-sided droop partly as a lost smile on both sides.
 
     Args:
         side: the SUBJECT's side that droops, "left" or "right" (the subject's left is on the image's
-            right in a non-mirrored photo), or "auto": per face, the side whose full droop raises the
-            symmetry index more (a face already lower on one side droops there; a fixed side can make
-            such a face a little MORE symmetric). The side used is in the metadata.
+            right in a non-mirrored photo), or "auto": per face, the side whose mouth corner already sits
+            lower (`editors.symmetry.measures.lower_mouth_side`; a droop on the other side would first
+            make such a face MORE symmetric). The side used is in the metadata.
         droop_mouth: how far the mouth corner sags (IOD); the lips and chin beside it follow.
         droop_cheek: how far the cheek beside the nasolabial fold sags down and inward (IOD).
         flatten_nasolabial: share in [0, 1] of the fold's mid-scale shading (its crease) removed.
         droop_brow: how far the brow sags (IOD, lateral end; 60 % of it at the medial end); the forehead
             above follows, so it loses its lift.
         eyelid: how far the middle of the lower lid sags (IOD), widening the eye aperture.
+        pull_mouth: how far the lips are pulled toward the healthy side (IOD, at the midline and the
+            drooping half; the healthy corner stays).
+        lift_healthy: how far the healthy side's mouth corner rises and moves out (IOD): its zygomatic
+            tone is no longer balanced by the palsied side.
         mask_dilation_px: how far the returned edit mask extends beyond the changed pixels.
     """
 
@@ -193,17 +219,20 @@ class AsymmetryEditor(Editor):
     sham_is_input = True  # every change scales with strength (tests/test_editor_contract.py)
     direction: str | None = "less"
 
-    #: Bumped when the output changes without a config change (2: running-sum box filters).
-    version = 2
+    #: Bumped when the output changes without a config change (2: running-sum box filters; 3: the "auto"
+    #: side is the side whose mouth corner sits lower).
+    version = 3
 
     def __init__(
         self,
-        side: str = "left",
-        droop_mouth: float = 0.08,
-        droop_cheek: float = 0.04,
+        side: str = "auto",
+        droop_mouth: float = 0.10,
+        droop_cheek: float = 0.05,
         flatten_nasolabial: float = 0.7,
-        droop_brow: float = 0.06,
-        eyelid: float = 0.025,
+        droop_brow: float = 0.05,
+        eyelid: float = 0.01,
+        pull_mouth: float = 0.03,
+        lift_healthy: float = 0.08,
         mask_dilation_px: int = 3,
     ) -> None:
         if side not in SIDE_CHOICES:
@@ -215,6 +244,8 @@ class AsymmetryEditor(Editor):
             ("droop_cheek", droop_cheek),
             ("droop_brow", droop_brow),
             ("eyelid", eyelid),
+            ("pull_mouth", pull_mouth),
+            ("lift_healthy", lift_healthy),
         ):
             if not 0.0 <= float(value) <= 0.3:
                 raise ValueError(
@@ -230,6 +261,8 @@ class AsymmetryEditor(Editor):
         self.flatten_nasolabial = float(flatten_nasolabial)
         self.droop_brow = float(droop_brow)
         self.eyelid = float(eyelid)
+        self.pull_mouth = float(pull_mouth)
+        self.lift_healthy = float(lift_healthy)
         self.mask_dilation_px = int(mask_dilation_px)
 
     def droop_field(self, landmarks: torch.Tensor, side: str) -> torch.Tensor:
@@ -238,6 +271,8 @@ class AsymmetryEditor(Editor):
             k: torch.as_tensor(v, dtype=landmarks.dtype, device=landmarks.device)
             for k, v in palsy_weights(side).items()
         }
+        healthy = torch.as_tensor(palsy_weights(SIDES[1 - SIDES.index(side)])["mouth"], dtype=landmarks.dtype,
+                                  device=landmarks.device)
         down, medial, iod = face_axes(landmarks, side)
         # The sagging cheek also slides a little toward the nose: the fold's bulge flattens.
         cheek_direction = F.normalize(down + 0.5 * medial, dim=-1)
@@ -246,6 +281,9 @@ class AsymmetryEditor(Editor):
             + weights["cheek"][None, :, None] * self.droop_cheek * cheek_direction[:, None]
             + weights["brow"][None, :, None] * self.droop_brow * down[:, None]
             + weights["lid"][None, :, None] * self.eyelid * down[:, None]
+            + weights["pull"][None, :, None] * self.pull_mouth * medial[:, None]
+            # The healthy side's unopposed zygomatic tone: its corner rises and moves out (away from the palsy).
+            + healthy[None, :, None] * self.lift_healthy * F.normalize(medial - down, dim=-1)[:, None]
         )
         return iod[:, None, None] * field
 
@@ -253,11 +291,7 @@ class AsymmetryEditor(Editor):
         """The subject's side that droops, per face (decided at strength 1, so it never depends on strength)."""
         if self.side != "auto":
             return [self.side] * landmarks.shape[0]
-        gain = {side: symmetry_index(landmarks + self.droop_field(landmarks, side)) for side in SIDES}
-        return [
-            "left" if left >= right else "right"
-            for left, right in zip(gain["left"].tolist(), gain["right"].tolist(), strict=True)
-        ]
+        return lower_mouth_side(landmarks.detach().cpu().double().numpy())
 
     def displacement(self, landmarks: torch.Tensor, strength: float) -> torch.Tensor:
         """`(N, 478, 3)` landmark displacement of the droop at `strength`, in landmark units."""
@@ -272,9 +306,14 @@ class AsymmetryEditor(Editor):
         return strength * field
 
     def audit_policy(self) -> AuditPolicy:
-        """Asymmetry must rise, on the re-detected mesh or in the mirror image (whichever shows it)."""
+        """Asymmetry must rise, on the re-detected mesh or in the mirror image (whichever shows it).
+
+        The mouth-corner judge adds `mouth_corner_drop`: the droop a person sees, read from the
+        re-detected landmarks on the side this editor drooped (reported, not a pass/fail check).
+        """
         target = TargetCheck(("delta_symmetry_index_rel", "delta_image_asymmetry_rel"), "min_symmetry_change", sign=+1)
-        return AuditPolicy(self.property, self.direction, target, judges=(ImageAsymmetryJudge(),))
+        return AuditPolicy(self.property, self.direction, target,
+                           judges=(ImageAsymmetryJudge(), MouthCornerJudge(self.side)))
 
     def edit(self, batch: FaceBatch, strength: float, seed: int) -> EditResult:
         """Droop one side of every face by `strength` (0 is the sham: same pipeline, no change).

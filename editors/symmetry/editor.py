@@ -70,6 +70,8 @@ class SymmetryEditor(Editor):
         keep_eyes: leave the eye openings (iris, sclera, catchlights: gaze and highlights, not facial
             symmetry) out of the texture mirroring.
         eye_feather: how far (IOD) beyond the lid margin the kept eye region fades out.
+        mirror_share: for "average": the share of the mirror image blended in, in (0, 0.5]; 0.5 makes
+            the averaged scales fully symmetric, a share s leaves (1 - 2 s) of their asymmetry.
         measure_image: add the image-space asymmetry before/after to the metadata (texture mode needs no
             extra warp for it; both and shape modes need one and two).
         mask_dilation_px: how far the returned edit mask extends beyond the changed pixels.
@@ -92,6 +94,7 @@ class SymmetryEditor(Editor):
         detail_scale: float | None = 0.02,
         keep_eyes: bool = True,
         eye_feather: float = 0.06,
+        mirror_share: float = 0.5,
         measure_image: bool = True,
         mask_dilation_px: int = 3,
     ) -> None:
@@ -112,6 +115,8 @@ class SymmetryEditor(Editor):
             )
         if detail_scale is not None and not 0.0 < float(detail_scale) <= 1.0:
             raise ValueError(f"SymmetryEditor detail_scale={detail_scale!r} must be None or in (0, 1] IODs")
+        if not 0.0 < float(mirror_share) <= 0.5:
+            raise ValueError(f"SymmetryEditor mirror_share={mirror_share!r} must be in (0, 0.5]")
         if mask_dilation_px < 0:
             raise ValueError(f"SymmetryEditor mask_dilation_px={mask_dilation_px} must be >= 0")
         self.mode = mode
@@ -122,6 +127,7 @@ class SymmetryEditor(Editor):
         self.detail_scale = None if detail_scale is None else float(detail_scale)
         self.keep_eyes = bool(keep_eyes)
         self.eye_feather = float(eye_feather)
+        self.mirror_share = float(mirror_share)
         self.measure_image = bool(measure_image)
         self.mask_dilation_px = int(mask_dilation_px)
 
@@ -206,7 +212,7 @@ class SymmetryEditor(Editor):
             below = ((self.top_limit - height_above_eyes(landmarks, size)) / self.face_feather).clamp(0, 1)
             weight = weight * below * below * (3 - 2 * below)
         if self.source_side == "average":
-            return 0.5 * weight
+            return self.mirror_share * weight
         side = midline_distance(coords, landmarks)
         onto = -side if self.source_side == "left" else side  # > 0 on the half that receives the copy
         ramp = (onto / self.seam_width).clamp(0, 1)

@@ -1,7 +1,8 @@
-"""The audit's image-space symmetry judge: how different a face looks from its own mirror image.
+"""The symmetry editors' audit judges: image-space asymmetry and mouth-corner droop.
 
 Landmarks alone miss the shading and texture facet of symmetry (a mirrored texture keeps the mesh),
-so the symmetry editors add this judge to the audit through their `AuditPolicy`.
+so the symmetry editors add this judge to the audit through their `AuditPolicy`. The asymmetry editor
+also adds `MouthCornerJudge`: the droop of one mouth corner, which is what a person sees first.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import torch
 from editors.symmetry.mirror import image_asymmetry as weighted_asymmetry
 from editors.symmetry.mirror import inner_face_weight, mirror_map, mirror_visibility
 from engine.faces import face_masks
+from engine.faces.mesh import landmark_group
 from engine.types import Judge, JudgedPair, JudgeView
 
 
@@ -53,3 +55,68 @@ class ImageAsymmetryJudge(Judge):
         with np.errstate(invalid="ignore", divide="ignore"):
             rel = np.where(ref > 0, (edit - ref) / np.where(ref > 0, ref, 1.0), np.nan)
         return {"image_asymmetry_ref": ref, "image_asymmetry_edit": edit, "delta_image_asymmetry_rel": rel}
+
+
+#: The subject's sides (MediaPipe's landmark names: the subject's left is on the image's right).
+SIDES = ("left", "right")
+#: MediaPipe mouth corners by the SUBJECT's side (the subject's left is on the image's right).
+MOUTH_CORNER_LANDMARKS = {"left": 291, "right": 61}
+
+
+def mouth_corner_height(landmarks: np.ndarray, side: str, frame: np.ndarray) -> np.ndarray:
+    """(N,) how far the `side` mouth corner sits below the other one, in IODs of `frame`'s face.
+
+    "Below" is along the face's own down axis, perpendicular to the line through the eye centres of
+    `frame` (N, 478, 3), and the unit is `frame`'s image-plane inter-ocular distance, so a reference
+    and its edit are measured on one ruler and head roll does not count. NaN where either has no face.
+    """
+    lm, fr = np.asarray(landmarks, dtype=np.float64), np.asarray(frame, dtype=np.float64)
+    right_eye = fr[:, list(landmark_group("right_eye")), :2].mean(axis=1)
+    left_eye = fr[:, list(landmark_group("left_eye")), :2].mean(axis=1)
+    across = left_eye - right_eye
+    iod = np.linalg.norm(across, axis=-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        # The eye line's normal pointing down the face (image y grows downward).
+        down = np.stack([across[:, 1], -across[:, 0]], axis=-1) / iod[:, None]
+        down *= np.where(down[:, 1:] < 0, -1.0, 1.0)
+        other = "right" if side == "left" else "left"
+        gap = lm[:, MOUTH_CORNER_LANDMARKS[side], :2] - lm[:, MOUTH_CORNER_LANDMARKS[other], :2]
+        return (gap * down).sum(axis=-1) / iod
+
+
+def lower_mouth_side(landmarks: np.ndarray) -> list[str]:
+    """Per face, the subject's side whose mouth corner already sits lower ("left" on a tie).
+
+    The `side="auto"` rule of the asymmetry editor, shared with `MouthCornerJudge` so the judge scores
+    the side the editor drooped: a droop on the other side would first make such a face MORE symmetric.
+    """
+    height = mouth_corner_height(landmarks, "left", landmarks)
+    return ["right" if h < 0 else "left" for h in height.tolist()]
+
+
+class MouthCornerJudge(Judge):
+    """The droop of one mouth corner, read from the re-detected MediaPipe landmarks.
+
+    Column `mouth_corner_drop`: how much further the `side` mouth corner sits below the other corner in
+    the edit than in the reference, in inter-ocular distances, positive when that side droops (both
+    measured on the reference's eye line and IOD; see `mouth_corner_height`).
+
+    Args:
+        side: the SUBJECT's drooping side, "left" or "right", or "auto": per face the side
+            `lower_mouth_side` picks on the reference, as the editor does (the editor's input landmarks
+            are the reference's: its sham is its input).
+    """
+
+    name = "mouth_corner"
+
+    def __init__(self, side: str = "left") -> None:
+        if side not in ("left", "right", "auto"):
+            raise ValueError(f"MouthCornerJudge side={side!r}: allowed: left, right, auto")
+        self.side = side
+
+    def compare(self, pair: JudgedPair) -> dict[str, np.ndarray]:
+        ref, edit = pair.ref.readings["landmarks"], pair.edit.readings["landmarks"]
+        sides = lower_mouth_side(ref) if self.side == "auto" else [self.side] * len(ref)
+        left = np.array([side == "left" for side in sides])
+        drop = {side: mouth_corner_height(edit, side, ref) - mouth_corner_height(ref, side, ref) for side in SIDES}
+        return {"mouth_corner_drop": np.where(left, drop["left"], drop["right"])}
