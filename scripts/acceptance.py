@@ -198,7 +198,9 @@ def main(argv: list[str] | None = None) -> int:
     from engine.config import compose_config
 
     git = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    thresholds = compose_config(["experiment=age_shift", *extra]).audit.thresholds
+    # The thresholds every study was judged by (editor overrides belong to one study's editor only).
+    shared = [e for e in extra if not e.lstrip("+").startswith("editor.")]
+    thresholds = compose_config(["experiment=age_shift", *shared]).audit.thresholds
     provenance = {"made": time.strftime("%Y-%m-%d"), "git": git or "unknown", "split": args.split,
                   "thresholds": (thresholds.get("provenance") or {}).get("by", "default (pre-registered)")
                   if thresholds.get("provenance") else "default", "overrides": extra}

@@ -79,8 +79,10 @@ def test_mask_contains_every_changed_pixel(batch, target, strength):
     assert changed.any()
     assert not (changed & (result.mask <= 0)).any()
     assert result.mask.shape == (len(batch), 1, *batch.size)
-    # The mask is the face and its surroundings, not the whole frame.
-    assert 0.2 < float(result.mask.mean()) < 0.9
+    # The mask is the face and its surroundings (toward female with the long hair framing it), not the
+    # whole frame.
+    assert 0.2 < float(result.mask.mean()) < (0.96 if target == "female" else 0.9)
+    assert float(result.mask.amin(dim=(1, 2, 3)).max()) == 0.0
 
 
 def test_edits_go_the_intended_way(batch):
@@ -154,3 +156,32 @@ def test_config_names_every_knob():
 
     editor = instantiate(OmegaConf.to_container(cfg))
     assert isinstance(editor, GenderEditor) and editor.property == "gender"
+
+
+def test_long_hair_frames_the_face_toward_female_only(batch):
+    """Toward female (opt-in), hair fills a band around the face oval; the face inside the oval is untouched."""
+    from editors.gender.hair import hair_region
+    from editors.gender.texture import region_masks
+
+    female = GenderEditor(target="female", long_hair=1.0).edit(batch, 1.0, seed=0)
+    bare = GenderEditor(target="female", long_hair=0.0).edit(batch, 1.0, seed=0)
+    region = hair_region(female.landmarks, batch.size, torch.zeros(len(batch)))
+    band = (region > 0.8).float()
+    iod = (female.landmarks[:, 468, :2] - female.landmarks[:, 473, :2]).norm(dim=-1)
+    oval = region_masks(female.landmarks, batch.size, iod, torch.zeros(len(batch))).oval
+    centre = (oval > 0.99).float()
+
+    def mean(img: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+        return (img.mean(1, keepdim=True) * m).sum((1, 2, 3)) / m.sum((1, 2, 3)).clamp(min=1)
+
+    assert (band.mean((1, 2, 3)) > 0.05).all()  # a real frame, not a few pixels
+    assert float((band * (oval > 0.5)).sum()) == 0.0  # the landmarker's face oval stays clear of hair
+    # The band is repainted with hair (the scalp's colour): a clear change, not a faint tint.
+    assert ((female.images - bare.images).abs().mean(1, keepdim=True) * band).sum((1, 2, 3)).div(
+        band.sum((1, 2, 3))
+    ).min() > 0.05
+    # Inside the oval only the hair's soft contact shadow reaches the face's rim.
+    inside = (female.images - bare.images).abs().mul(centre).sum((1, 2, 3)) / (3 * centre.sum((1, 2, 3)))
+    assert float(inside.max()) < 0.003
+    male = GenderEditor(target="male", long_hair=1.0).edit(batch, 1.0, seed=0)
+    assert torch.equal(male.mask, GenderEditor(target="male", long_hair=0.0).edit(batch, 1.0, seed=0).mask)

@@ -1,8 +1,9 @@
 """Offline gender editor: a landmark warp toward sex-typical proportions plus texture cues.
 
 Shape: the published male/female differences in `editors/data/gender_proportions.csv` (jaw, face and nose
-widths, nose and lower-face heights, mouth width, eye fissure, lip fullness, brow height and thickness)
-move the 478 mesh landmarks (`editors.gender_shape`) and `editors.warp` warps the photo onto them.
+widths, nose and lower-face heights) move the 478 mesh landmarks (`editors.gender.shape`), with the eyes,
+brows and mouth carried rigidly (the landmarker reads their shapes as expression), and `editors.warp`
+warps the photo onto them. Long hair (`editors.gender.hair`) is opt-in (`long_hair`, off by default).
 
 Texture (`editors.gender_texture`), on the warped photo, in mesh-following soft regions:
 
@@ -38,6 +39,7 @@ import torch
 
 from editors.gender import masks as gm
 from editors.gender import texture as gt
+from editors.gender.hair import render_hair, scalp_colour
 from editors.gender.shape import (
     PROPORTIONS_PATH,
     SHAPE_FEATURES,
@@ -76,19 +78,22 @@ class GenderEditor(Editor):
         lip_to_skin: blend of the lips toward the skin around them (toward male).
         skin_smoothing: share of the fine skin detail removed (toward female).
         skin_tone: relative skin lightening (female) / darkening (male).
+        long_hair: opacity of long hair framing the face (toward female; `editors.gender.hair`).
+        hair_darkening: how much darker than the scalp hair above the forehead the long hair is.
         ring_scale: anchor ring of the warp (multiple of the face oval); nothing outside it changes.
         proportions_path: the proportions table.
     """
 
     property = "gender"
     sham_is_input = True  # every change scales with strength (tests/test_editor_contract.py)
+    version = "rigid-features-4"  # bumped when the output changes without a config change (edit cache)
 
     def __init__(
         self,
         target: str = "female",
         metadata_key: str = "gender",
         shape_gain: float = 1.0,
-        stubble: float = 0.4,
+        stubble: float = 0.25,
         stubble_grain: float = 0.3,
         grain_mm: float = 0.3,
         brow_density: float = 1.0,
@@ -100,8 +105,10 @@ class GenderEditor(Editor):
         lip_darkening: float = 0.12,
         lip_redness: float = 0.15,
         lip_to_skin: float = 0.1,
-        skin_smoothing: float = 0.4,
+        skin_smoothing: float = 0.25,
         skin_tone: float = 0.02,
+        long_hair: float = 0.0,
+        hair_darkening: float = 0.0,
         ring_scale: float = DEFAULT_RING_SCALE,
         proportions_path: str | None = None,
     ) -> None:
@@ -116,7 +123,8 @@ class GenderEditor(Editor):
             "eyeshadow": (eyeshadow, 0.0, 0.9),
             "lip_darkening": (lip_darkening, 0.0, 0.9), "lip_redness": (lip_redness, 0.0, 1.0),
             "lip_to_skin": (lip_to_skin, 0.0, 1.0), "skin_smoothing": (skin_smoothing, 0.0, 1.0),
-            "skin_tone": (skin_tone, 0.0, 0.3), "ring_scale": (ring_scale, 1.05, 3.0),
+            "skin_tone": (skin_tone, 0.0, 0.3), "long_hair": (long_hair, 0.0, 1.0),
+            "hair_darkening": (hair_darkening, 0.0, 0.9), "ring_scale": (ring_scale, 1.05, 3.0),
         }  # fmt: skip
         for name, (value, lo, hi) in knobs.items():
             if not (isinstance(value, (int, float)) and math.isfinite(value) and lo <= value <= hi):
@@ -139,6 +147,8 @@ class GenderEditor(Editor):
         self.lip_to_skin = float(lip_to_skin)
         self.skin_smoothing = float(skin_smoothing)
         self.skin_tone = float(skin_tone)
+        self.long_hair = float(long_hair)
+        self.hair_darkening = float(hair_darkening)
         self.ring_scale = float(ring_scale)
         self.proportions_path = str(proportions_path or PROPORTIONS_PATH)
         self._ratios = female_ratios(load_proportions(self.proportions_path))
@@ -164,12 +174,8 @@ class GenderEditor(Editor):
         return out
 
     def shape_amounts(self, signed: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Per feature `(N,)`: log-ratio (sizes) or IOD displacement (brow height) for signed strengths."""
-        amounts = {}
-        for name in SHAPE_FEATURES:
-            base = self._ratios[name] if name == "brow_height" else math.log(self._ratios[name])
-            amounts[name] = signed * self.shape_gain * base
-        return amounts
+        """Per warped feature `(N,)`: the log-ratio to apply for signed strengths (+ female, - male)."""
+        return {name: signed * self.shape_gain * math.log(self._ratios[name]) for name in SHAPE_FEATURES}
 
     # -- the edit ---------------------------------------------------------------------------------
     def audit_policy(self) -> AuditPolicy:
@@ -204,6 +210,13 @@ class GenderEditor(Editor):
             warped, regions, iod, own_blur, female * s, male * s, batch.generators(seed, "stubble")
         )
         allowed = self.allowed_region(src, dst, size)
+        if self.long_hair > 0:
+            skin = gt.masked_mean(warped, regions.cheeks)
+            colour = scalp_colour(images, src, skin) * (1.0 - self.hair_darkening)
+            textured, support = render_hair(
+                textured, dst, colour, female * s * self.long_hair, own_blur, batch.generators(seed, "hair")
+            )
+            allowed = torch.maximum(allowed, support)
         out = torch.where(allowed > 0, textured, images).clamp(0.0, 1.0)
         metadata = [
             {"target": t, "strength": s, "shape_gain": self.shape_gain,

@@ -20,15 +20,14 @@ import numpy as np
 import torch
 
 from editors.gender.masks import canonical_frame
-from engine.faces.mesh import landmark_group
 
 PROPORTIONS_PATH = Path(__file__).parent / "data" / "gender_proportions.csv"
 VALUE_KINDS = ("reference", "measured", "direction_only")
-#: Features the warp knows how to apply; every one must be in the table.
-SHAPE_FEATURES: tuple[str, ...] = (
-    "face_width", "jaw_width", "nose_height", "lower_face_height", "nose_width", "mouth_width",
-    "eye_fissure", "lip_fullness", "brow_height", "brow_thickness",
-)  # fmt: skip
+#: Features the warp applies; every one must be in the table. Proportions only: the table's mouth width,
+#: eye fissure, lip fullness and brow height / thickness rows are documented but not warped, because the
+#: face landmarker reads eyelids, brows, lips and mouth corners as expression (blendshapes), so warping
+#: them changes the expression the audit must see kept.
+SHAPE_FEATURES: tuple[str, ...] = ("face_width", "jaw_width", "nose_height", "lower_face_height", "nose_width")
 NASION, SUBNASALE, CHIN, STOMION_UP, STOMION_DOWN = 168, 2, 152, 13, 14
 RIGHT_IRIS, LEFT_IRIS = 468, 473
 
@@ -115,36 +114,27 @@ def _smoothstep(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
     return t * t * (3.0 - 2.0 * t)
 
 
+def _rigid_zone(d: np.ndarray) -> np.ndarray:
+    """1 inside the unit (elliptic) distance, fading to 0 at 1.5: a feature and a soft margin around it."""
+    return 1.0 - _smoothstep(d, 1.0, 1.5)
+
+
 @lru_cache(maxsize=1)
 def feature_weights() -> dict[str, np.ndarray]:
     """Per-landmark `(478,)` weights of each feature, from the canonical face (x right, y down, IOD units)."""
     xy = canonical_frame()["xy"]
     cx, cy = xy[:, 0], xy[:, 1]
-    eyes = list(landmark_group("right_eye")) + list(landmark_group("left_eye"))
-    iris = list(range(468, 478))
-    brows = list(landmark_group("right_eyebrow")) + list(landmark_group("left_eyebrow"))
     w: dict[str, np.ndarray] = {}
     # Widths: a horizontal scale profile over height; the eye line and forehead stay put.
     w["face_width"] = _smoothstep(cy, 0.05, 0.35) * (1.0 - _smoothstep(cy, 0.55, 1.1))
     w["jaw_width"] = _smoothstep(cy, 0.55, 1.25)
     nose = np.exp(-0.5 * ((cx / 0.42) ** 2 + ((cy - 0.62) / 0.2) ** 2))
     w["nose_width"] = np.clip(nose / np.exp(-0.5 * (0.25 / 0.42) ** 2), 0.0, 1.0)
-    mouth = np.exp(-0.5 * ((cy - 1.12) / 0.14) ** 2) * (1.0 - _smoothstep(np.abs(cx), 0.55, 0.8))
-    w["mouth_width"] = mouth
-    # Lip fullness: vermilion heights about the mouth line, fading out at the corners (keeps the smile).
-    w["lip_fullness"] = np.exp(-0.5 * ((cy - 1.12) / 0.2) ** 2) * (1.0 - _smoothstep(np.abs(cx), 0.2, 0.4))
-    # Eye fissure: the eyelids around each eye, not the iris (iris size does not differ by sex).
-    eye_d = np.minimum(np.hypot(cx + 0.5, cy), np.hypot(cx - 0.5, cy))
-    eye_w = np.exp(-0.5 * (eye_d / 0.2) ** 2)
-    eye_w[iris] = 0.0
-    w["eye_fissure"] = eye_w
-    brow_w = np.exp(-0.5 * ((cy + 0.32) / 0.16) ** 2) * (1.0 - _smoothstep(cy, -0.2, -0.07))
-    brow_w *= _smoothstep(np.abs(cx), 0.05, 0.2)
-    brow_w[eyes + iris] = 0.0
-    w["brow_height"] = brow_w
-    thick = np.zeros(478)
-    thick[brows] = 1.0
-    w["brow_thickness"] = thick
+    # Rigid zones: each eye with its brow, and the mouth, move as one piece with their centre, so the
+    # proportions change around them while their shapes (what the landmarker reads as expression) stay.
+    w["rigid_right_eye"] = _rigid_zone(np.hypot((cx + 0.5) / 0.42, (cy + 0.12) / 0.4))
+    w["rigid_left_eye"] = _rigid_zone(np.hypot((cx - 0.5) / 0.42, (cy + 0.12) / 0.4))
+    w["rigid_mouth"] = _rigid_zone(np.hypot(cx / 0.62, (cy - 1.12) / 0.28))
     return {k: v.astype(np.float32) for k, v in w.items()}
 
 
@@ -163,8 +153,7 @@ def target_landmarks(landmarks: torch.Tensor, amounts: dict[str, torch.Tensor]) 
 
     Args:
         landmarks: `(N, 478, 3)` crop pixels.
-        amounts: per feature, `(N,)` log-ratio to apply (`log(r) * signed strength * gain`) for size features,
-            or a displacement in IOD units for `brow_height` (positive raises the brows).
+        amounts: per feature of `SHAPE_FEATURES`, `(N,)` log-ratio to apply (`log(r) * signed strength * gain`).
 
     Returns:
         `(N, 478, 3)` target landmarks (z unchanged); zero amounts return the input exactly.
@@ -186,7 +175,6 @@ def target_landmarks(landmarks: torch.Tensor, amounts: dict[str, torch.Tensor]) 
         u - u_mid
     )
     du = du + scale("nose_width") * weights["nose_width"] * (u - u[:, SUBNASALE : SUBNASALE + 1])
-    du = du + scale("mouth_width") * weights["mouth_width"] * (u - u_mid)
 
     # Vertical layout: the nose (eye line to subnasale) and the lower face (subnasale to chin) are
     # rescaled; everything above the eye line stays.
@@ -195,24 +183,18 @@ def target_landmarks(landmarks: torch.Tensor, amounts: dict[str, torch.Tensor]) 
     dv = torch.where(
         v <= v_sn, shift_sn * v.clamp(min=0.0) / v_sn, shift_sn + scale("lower_face_height") * (v - v_sn)
     )
-    # Lip fullness is relative to the (already rescaled) lower face.
-    v_sto = (v[:, STOMION_UP : STOMION_UP + 1] + v[:, STOMION_DOWN : STOMION_DOWN + 1]) / 2
-    lower = 1.0 + scale("lower_face_height")
-    dv = dv + scale("lip_fullness") * weights["lip_fullness"] * (v - v_sto) * lower
 
-    # Eye fissure: grow or shrink the lids about each iris centre.
-    canonical_x = torch.as_tensor(canonical_frame()["xy"][:, 0], device=landmarks.device, dtype=torch.float32)
-    for iris, side in ((RIGHT_IRIS, -1.0), (LEFT_IRIS, 1.0)):
-        near = weights["eye_fissure"] * (side * canonical_x > 0).float()
-        du = du + scale("eye_fissure") * near * (u - u[:, iris : iris + 1])
-        dv = dv + scale("eye_fissure") * near * (v - v[:, iris : iris + 1])
-
-    # Brows: raise (positive amount) and thin/thicken about each brow's own centre line.
-    dv = dv - amounts["brow_height"][:, None] * weights["brow_height"]
-    for group in ("right_eyebrow", "left_eyebrow"):
-        idx = torch.as_tensor(landmark_group(group), device=landmarks.device)
-        v_mid = v[:, idx].mean(dim=1, keepdim=True)
-        dv[:, idx] = dv[:, idx] + scale("brow_thickness") * (v[:, idx] - v_mid)
+    # Eyes (with brows) and mouth move rigidly with their centres, so their shapes are kept exactly.
+    zones = (("rigid_right_eye", (RIGHT_IRIS,)), ("rigid_left_eye", (LEFT_IRIS,)),
+             ("rigid_mouth", (STOMION_UP, STOMION_DOWN)))  # fmt: skip
+    total = sum(weights[name] for name, _ in zones).clamp(min=1.0)
+    keep = 1.0 - sum(weights[name] for name, _ in zones) / total
+    du_r, dv_r = du * keep, dv * keep
+    for name, centre_idx in zones:
+        w = weights[name] / total
+        du_r = du_r + w * du[:, list(centre_idx)].mean(dim=1, keepdim=True)
+        dv_r = dv_r + w * dv[:, list(centre_idx)].mean(dim=1, keepdim=True)
+    du, dv = du_r, dv_r
 
     shift = (du[..., None] * ex[:, None] + dv[..., None] * ey[:, None]) * iod[:, None, None]
     out = landmarks.clone()

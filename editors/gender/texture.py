@@ -101,7 +101,6 @@ def region_masks(
     lips_outer = poly("lips_outer", 0.012)
     lips = (lips_outer - poly("lips_inner", 0.012)).clamp(0.0, 1.0)
     lips_zone = poly("lips_outer", 0.04)
-    lips_cut = poly("lips_outer", 0.01)
     brows = (poly(gm.RIGHT_BROW_LOOP, 0.015) + poly(gm.LEFT_BROW_LOOP, 0.015)).clamp(0.0, 1.0)
     brows_wide = (poly(gm.RIGHT_BROW_LOOP, 0.035) + poly(gm.LEFT_BROW_LOOP, 0.035)).clamp(0.0, 1.0)
     brows_wide = torch.maximum(
@@ -126,7 +125,9 @@ def region_masks(
     ).clamp(0.0, 1.0) * (1.0 - eyes_core)
     low = _subset(0.2, 3.0)
     density = torch.as_tensor(beard_density()[low], device=lm.device)
-    beard = gm.splat_field(lm[:, low], density, size, 0.06 * iod) * poly("face_oval", 0.05) * (1.0 - lips_cut)
+    # The lip margin stays clear: beard shadow on the vermilion border reads as a lip-contour change to
+    # the landmarker (mouth blendshapes move).
+    beard = gm.splat_field(lm[:, low], density, size, 0.06 * iod) * poly("face_oval", 0.05) * (1.0 - lips_zone)
     cheeks = gm.splat_field(
         lm[:, mid], torch.as_tensor(cheek_weights()[mid], device=lm.device), size, 0.06 * iod
     )

@@ -1,0 +1,188 @@
+"""Long hair framing the face, the strongest female cue a face-only editor can add.
+
+Long hair falling beside the cheeks is what viewers (and face-gender networks) read first as female;
+brows, lids and lips alone barely move a judgement of a man's face. The hair is rendered, not pasted:
+
+* its region lies outside the face oval the landmarker fits (slightly grown), from above the forehead
+  down both sides of the face to below the jaw, with no fringe: hair over the face's edge moves the
+  re-detected mesh (blendshapes);
+* strands radiate from the parting (a texture that varies fast across strands and slowly along
+  them), in two octaves of clumping, with no drawn highlight (it read as a light streak);
+* its colour is the photo's own scalp hair just above the forehead (`scalp_colour`), falling back to
+  dark brown-black where there is none;
+* the hair's inner edge casts a soft shadow on the skin; everything, edges and strands, is softened
+  by the photo's own estimated blur, so the hair is never sharper than the photo.
+
+Off by default (`long_hair: 0`): on sharp photos it still reads as a drawn-on wig.
+
+The strand texture comes from the per-image generators, so it is deterministic given the seed.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from editors.gender import masks as gm
+
+#: Strand texture resolution: samples across the strands (over +-_ARC IOD of arc) and along them.
+_ACROSS, _ALONG, _ARC = 1600, 12, 8.0
+
+
+def face_coordinates(
+    landmarks: torch.Tensor, size: tuple[int, int]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Pixel coordinates in the face frame, `(u, v)` each `(N, 1, H, W)` in IOD units, and the IOD `(N,)`.
+
+    Origin between the eyes, u toward the subject's left (image right), v down the face.
+    """
+    from editors.gender.shape import face_frame
+
+    centre, ex, ey, iod = face_frame(landmarks)
+    h, w = size
+    ys = torch.arange(h, device=landmarks.device, dtype=torch.float32) + 0.5
+    xs = torch.arange(w, device=landmarks.device, dtype=torch.float32) + 0.5
+    gy, gx = torch.meshgrid(ys, xs, indexing="ij")
+    dx = gx[None] - centre[:, 0, None, None]
+    dy = gy[None] - centre[:, 1, None, None]
+    u = (dx * ex[:, 0, None, None] + dy * ex[:, 1, None, None]) / iod[:, None, None]
+    v = (dx * ey[:, 0, None, None] + dy * ey[:, 1, None, None]) / iod[:, None, None]
+    return u[:, None], v[:, None], iod
+
+
+def _scaled_oval(landmarks: torch.Tensor, sx: float, sy: float, lift: float) -> torch.Tensor:
+    """The face oval scaled about its centroid by (sx, sy) in the face frame and raised by `lift` IOD."""
+    from editors.gender.shape import face_frame
+    from engine.faces.mesh import landmark_group
+
+    _, ex, ey, iod = face_frame(landmarks)
+    oval = landmarks[:, list(landmark_group("face_oval")), :2]
+    c = oval.mean(dim=1, keepdim=True)
+    rel = oval - c
+    a = (rel * ex[:, None]).sum(-1, keepdim=True)
+    b = (rel * ey[:, None]).sum(-1, keepdim=True)
+    return c + sx * a * ex[:, None] + (sy * b - lift * iod[:, None, None]) * ey[:, None]
+
+
+def hair_region(landmarks: torch.Tensor, size: tuple[int, int], blur_px: torch.Tensor) -> torch.Tensor:
+    """Soft coverage `(N, 1, H, W)` of long hair with a centre parting, before strand texture."""
+    lm = landmarks[..., :2].float()
+    u, v, iod = face_coordinates(lm, size)
+    feather = ((0.04 * iod) ** 2 + blur_px**2).sqrt()
+    # A soft outer silhouette: hair ends in loose strands, not at a cut line.
+    outer = gm.soft_polygons(_scaled_oval(lm, 1.5, 1.2, 0.2), size, ((0.05 * iod) ** 2 + blur_px**2).sqrt())
+    # The face oval the landmarker fits (slightly grown) stays clear: hair over the face's edge moves the
+    # re-detected mesh, i.e. the expression the audit must see kept. No fringe over the forehead either.
+    inner = gm.soft_polygons(_scaled_oval(lm, 1.06, 1.04, 0.0), size, feather)
+    v_chin = _frame_v(lm, 152)
+    # The neck column under the jaw stays clear; the hair hangs behind and beside it.
+    neck = torch.sigmoid((0.95 - u.abs()) / 0.05) * torch.sigmoid((v - (v_chin - 0.6)) / 0.08)
+    cover = outer * (1.0 - inner) * (1.0 - neck)
+    # Hair ends below the jaw (a soft edge; strands make it ragged).
+    cover = cover * torch.sigmoid((v_chin + 0.9 - v) / 0.12)
+    return cover.clamp(0.0, 1.0)
+
+
+def _frame_v(landmarks: torch.Tensor, index: int) -> torch.Tensor:
+    """v coordinate `(N, 1, 1, 1)` of one landmark in the face frame."""
+    from editors.gender.shape import face_frame
+
+    centre, _, ey, iod = face_frame(landmarks)
+    return (((landmarks[:, index, :2] - centre) * ey).sum(-1) / iod).view(-1, 1, 1, 1)
+
+
+#: Hair colour where the photo shows no scalp hair above the forehead (bald, shaved, cropped): dark
+#: brown-black, the commonest hair colour.
+FALLBACK_COLOUR = (0.10, 0.075, 0.06)
+
+
+def scalp_colour(images: torch.Tensor, landmarks: torch.Tensor, skin: torch.Tensor) -> torch.Tensor:
+    """The photo's own scalp hair colour `(N, 3, 1, 1)`, from a band just above the forehead.
+
+    The darker half of the band is hair (the rest may be background or skin showing through); when even
+    that half is about as light as the skin `skin (N, 3, 1, 1)` there is no hair there and the colour
+    falls back to `FALLBACK_COLOUR`.
+    """
+    from editors.gender.texture import luminance
+
+    lm = landmarks[..., :2].float()
+    u, v, _ = face_coordinates(lm, tuple(images.shape[-2:]))
+    v_top = _frame_v(lm, 10)
+    band = (u.abs() < 0.7) & (v > v_top - 0.45) & (v < v_top - 0.12)
+    lum = luminance(images)
+    colours = []
+    for i in range(images.shape[0]):  # per image: quantiles differ in sample count
+        values = lum[i][band[i]]
+        fallback = images.new_tensor(FALLBACK_COLOUR)
+        if values.numel() < 16:
+            colours.append(fallback)
+            continue
+        dark = band[i] & (lum[i] <= values.quantile(0.5))
+        colour = images[i][:, dark[0]].mean(dim=1)
+        skin_lum = luminance(skin[i : i + 1]).view(())
+        colours.append(colour if float(luminance(colour.view(1, 3, 1, 1))) < 0.8 * float(skin_lum) else fallback)
+    return torch.stack(colours).view(-1, 3, 1, 1)
+
+
+def strand_texture(
+    landmarks: torch.Tensor, size: tuple[int, int], generators: list[torch.Generator]
+) -> torch.Tensor:
+    """Zero-mean strand texture `(N, 1, H, W)`, about unit spread, radiating from the parting."""
+    lm = landmarks[..., :2].float()
+    u, v, _ = face_coordinates(lm, size)
+    parting_v = _frame_v(lm, 10) - 0.45
+    angle = torch.atan2(u, v - parting_v)  # 0 straight down, +-pi straight up
+    radius = torch.hypot(u, v - parting_v)
+    # Sample a texture stretched along the strands: x = arc length across them (fast), y = radius (slow);
+    # arc length, not angle, so strands keep their width from the parting to the ends.
+    across = (angle * radius / _ARC).clamp(-1.0, 1.0)
+    grid = torch.cat([across, (radius / 3.0 - 1.0).clamp(-1.0, 1.0)], dim=1)
+    grid = grid.permute(0, 2, 3, 1)
+    noise = torch.stack(
+        [torch.randn(2, _ALONG, _ACROSS, generator=g) for g in generators]
+    ).to(landmarks.device)
+    fine = gm.gaussian_blur(noise[:, :1], 1.0)
+    coarse = gm.gaussian_blur(noise[:, 1:], 8.0)
+    coarse = coarse / coarse.flatten(1).std(dim=1).view(-1, 1, 1, 1).clamp(min=1e-6)
+    fine = fine / fine.flatten(1).std(dim=1).view(-1, 1, 1, 1).clamp(min=1e-6)
+    tex = 0.5 * fine + 0.7 * coarse
+    return F.grid_sample(tex, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def render_hair(
+    images: torch.Tensor,
+    landmarks: torch.Tensor,
+    colour: torch.Tensor,
+    amount: torch.Tensor,
+    blur_px: torch.Tensor,
+    generators: list[torch.Generator],
+    shadow: float = 0.25,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Composite long hair onto `images`; returns the images and the hair's hard support `(N, 1, H, W)`.
+
+    Args:
+        images: `(N, 3, H, W)` in [0, 1].
+        landmarks: `(N, 478, 2|3)` target landmarks.
+        colour: `(N, 3, 1, 1)` base hair colour.
+        amount: `(N,)` opacity in [0, 1] (strength times the per-face female amount).
+        blur_px: `(N,)` the photo's own blur in pixels.
+        generators: one per image, for the strand texture.
+        shadow: darkening of the skin just inside the hair's edge.
+    """
+    size = tuple(images.shape[-2:])
+    cover = hair_region(landmarks, size, blur_px)
+    tex = gm.gaussian_blur(strand_texture(landmarks, size, generators), blur_px)
+    _, _, iod = face_coordinates(landmarks[..., :2].float(), size)
+    # Strand shading only, no sheen band: a drawn highlight reads as a light streak.
+    gain = (1.0 + 0.15 * tex).clamp(0.3, 2.0)
+    hair = (colour * gain).clamp(0.0, 1.0)
+    # Ragged ends and a thin, strand-broken edge: strands reach a little further or stop a little short.
+    alpha = (cover * (1.0 + 0.35 * tex)).clamp(0.0, 1.0) * amount.view(-1, 1, 1, 1)
+    # The hair's edge shadows the skin beside it (ambient occlusion under a curtain of hair).
+    halo = gm.gaussian_blur(cover, 0.06 * iod) - cover
+    shade = 1.0 - shadow * amount.view(-1, 1, 1, 1) * halo.clamp(min=0.0) * 2.0
+    out = images * shade.clamp(0.5, 1.0)
+    out = out * (1.0 - alpha) + hair * alpha
+    # Beyond 0.2 % coverage a change is under a grey level: that is where the edit's mask ends.
+    reach = cover + gm.gaussian_blur(cover, 0.06 * iod)
+    return out, ((reach > 2e-3) & (amount.view(-1, 1, 1, 1) > 0)).to(images.dtype)
