@@ -1,14 +1,17 @@
 """Manipulation check of the offline age editor on the demo set, with the independent age/gender judge.
 
-For every face the landmarker finds, the sham (strength 0) and the edits are cut exactly as the engine
-does it (`FaceAnalyzer` crop, `make_face_batch`), quantised to uint8, re-detected by the Face Landmarker
-(landmarks and blendshapes of each image itself) and judged by the dlib-models age and gender networks.
-Reported per group (sharp portraits, blurry LFW faces, all): the median change of estimated age (edit -
-sham) with a paired Wilcoxon test, the median |change of p(male)|, and the mean absolute blendshape
-change. The judge never feeds back into the editor.
+For every face of the chosen demo half (every face of a multi-face photo is its own record, as in the
+engine), the sham (strength 0) and the edits are cut exactly as the engine does it (`FaceAnalyzer` crop,
+`make_face_batch`), quantised to uint8, re-detected by the Face Landmarker (landmarks and blendshapes)
+and judged by the dlib-models age and gender networks on chips cut at the sham's landmarks, as the
+audit does. Reported per group (sharp faces: portraits and multi-face photos; blurry LFW faces; all):
+the median change of estimated age (edit - sham) with a paired Wilcoxon test, the median |change of
+p(male)|, the mean absolute blendshape change with the blendshapes that moved most, and the share of
+faces that pass the audit's judged checks at the calibrated thresholds. The judge never feeds back
+into the editor.
 
 Usage:
-    python scripts/eval_age.py [--crop-size 384] [--strengths 0.5 1] [--direction older]
+    python scripts/eval_age.py [--split tuning] [--crop-size 384] [--strengths 0.5 1] [--direction older]
         [--limit N] [--batch 16] [--save-dir /tmp/age_eval] [--override key=value ...]
 """
 
@@ -30,27 +33,32 @@ from engine.faces import FaceAnalyzer, FaceLandmarker
 from engine.pipeline import make_face_batch
 
 
-def analyse_demo(crop_size: int, limit: int | None, cache: Path | None) -> tuple[list, list, list]:
-    """Records, analyses and crops of every demo face the landmarker finds (cached in `cache`)."""
+def analyse_demo(crop_size: int, limit: int | None, cache: Path | None, split: str = "tuning") -> tuple[list, list, list]:
+    """Records, analyses and crops of every demo face of `split`, cut as the engine cuts them.
+
+    Every face of a multi-face photo becomes its own record `<image id>#<k>`, as in the engine; faces
+    the landmarker does not find again on their own crop (the audit could not judge them) are left out.
+    The result is cached in `cache`.
+    """
     import pickle
 
     if cache is not None and cache.exists():
         with cache.open("rb") as fh:
             plain, analyses, crops = pickle.load(fh)
         return [_PlainRecord(i, m) for i, m in plain], analyses, crops
-    analyzer = FaceAnalyzer(crop_size=crop_size)
+    analyzer = FaceAnalyzer(crop_size=crop_size, multi=True)
     records, analyses, crops = [], [], []
-    for rec in DemoDataset(limit=limit).records:
-        fa, crop = analyzer.analyse(rec.image_id, rec.load())
-        if fa.ok:
-            records.append(rec)
-            analyses.append(fa)
-            crops.append(crop)
+    for rec in DemoDataset(limit=limit, split=split).records:
+        for k, (fa, crop) in enumerate(analyzer.analyse_all(rec.image_id, rec.load())):
+            if fa.ok and crop is not None and not fa.reason:
+                records.append(_PlainRecord(f"{rec.image_id}#{k}", dict(rec.metadata)))
+                analyses.append(fa)
+                crops.append(crop)
     analyzer.close()
     if cache is not None:
         with cache.open("wb") as fh:
-            pickle.dump(([(r.image_id, dict(r.metadata)) for r in records], analyses, crops), fh)
-    return [_PlainRecord(r.image_id, dict(r.metadata)) for r in records], analyses, crops
+            pickle.dump(([(r.image_id, r.metadata) for r in records], analyses, crops), fh)
+    return records, analyses, crops
 
 
 class _PlainRecord:
@@ -65,21 +73,29 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
 
 
 def judge(
-    rgb: np.ndarray, landmarker: FaceLandmarker, estimator: AgeGenderEstimator
+    rgb: np.ndarray, landmarker: FaceLandmarker, estimator: AgeGenderEstimator, align: np.ndarray | None = None
 ) -> dict[str, np.ndarray]:
-    """Re-detect and judge uint8 crops `(N, H, W, 3)`; NaN where no face is found."""
+    """Re-detect and judge uint8 crops `(N, H, W, 3)`; NaN where no face is found.
+
+    As in the audit, the age and gender chips are cut at `align (N, 478, 3)` (the sham's re-detected
+    landmarks) when given, so an edit is judged on the same chip as its sham; else at each image's own.
+    """
     n = len(rgb)
     age, p_male = np.full(n, np.nan), np.full(n, np.nan)
     blend = np.full((n, 52), np.nan)
+    landmarks = np.full((n, 478, 3), np.nan)
     dets = [landmarker.detect(np.ascontiguousarray(im)) for im in rgb]
     found = [i for i, d in enumerate(dets) if d is not None]
     if found:
-        lms = np.stack([dets[i]["landmarks"] for i in found])
-        imgs = torch.from_numpy(rgb[found]).permute(0, 3, 1, 2).float() / 255.0
-        est = estimator.estimate(imgs, lms)
-        age[found], p_male[found] = est["est_age"], est["est_p_male"]
+        landmarks[found] = np.stack([dets[i]["landmarks"] for i in found])
         blend[found] = np.stack([dets[i]["blendshapes"] for i in found])
-    return {"age": age, "p_male": p_male, "blend": blend}
+    chips = landmarks if align is None else align
+    usable = [i for i in found if np.isfinite(chips[i]).all()]
+    if usable:
+        imgs = torch.from_numpy(rgb[usable]).permute(0, 3, 1, 2).float() / 255.0
+        est = estimator.estimate(imgs, chips[usable])
+        age[usable], p_male[usable] = est["est_age"], est["est_p_male"]
+    return {"age": age, "p_male": p_male, "blend": blend, "landmarks": landmarks}
 
 
 def summarise(ref: dict, edit: dict, rows: np.ndarray) -> dict[str, float]:
@@ -99,6 +115,16 @@ def summarise(ref: dict, edit: dict, rows: np.ndarray) -> dict[str, float]:
         "frac_abs_d_pmale_over_0.5": float(np.mean(d_male > 0.5)) if len(d_male) else float("nan"),
         "mean_abs_d_blend": float(np.mean(d_blend)) if len(d_blend) else float("nan"),
     }
+    # The audit's verdict on the three judged checks (calibrated thresholds), over every face of the
+    # group: a face whose sham or edit is not found counts as not valid, as in the audit.
+    lim = calibrated_thresholds()
+    with np.errstate(invalid="ignore"):
+        valid = (
+            (edit["age"] - ref["age"] >= lim["min_age_change"])
+            & (np.abs(edit["p_male"] - ref["p_male"]) <= lim["max_p_male_change_nontarget"])
+            & (np.abs(edit["blend"] - ref["blend"]).mean(axis=1) <= lim["max_blendshape_change"])
+        )
+    out["valid_share"] = float(valid[rows].mean()) if rows.any() else float("nan")
     if len(d_age) >= 6 and np.any(d_age != 0):
         out["wilcoxon_p"] = float(wilcoxon(d_age).pvalue)
     if len(d_age):
@@ -108,6 +134,14 @@ def summarise(ref: dict, edit: dict, rows: np.ndarray) -> dict[str, float]:
         top = np.argsort(per)[::-1][:5]
         out["top_blendshapes"] = {blendshape_names()[k]: round(float(per[k]), 3) for k in top}
     return out
+
+
+def calibrated_thresholds() -> dict[str, float]:
+    """The audit's default (calibrated) thresholds, read from the config."""
+    import yaml
+
+    path = Path(__file__).resolve().parents[1] / "conf" / "audit" / "thresholds" / "calibrated.yaml"
+    return yaml.safe_load(path.read_text())
 
 
 def parse_override(text: str) -> tuple[str, object]:
@@ -124,6 +158,8 @@ def main() -> None:
     ap.add_argument("--strengths", type=float, nargs="+", default=[0.5, 1.0])
     ap.add_argument("--direction", default="older")
     ap.add_argument("--limit", type=int, default=None)
+    ap.add_argument("--split", default="tuning", choices=("tuning", "evaluation", "all"),
+                    help="demo half (tune on the tuning half only)")
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--save-dir", type=Path, default=None, help="side-by-side PNGs (sham | edits)")
@@ -133,7 +169,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.manual_seed(0)
 
-    records, analyses, crops = analyse_demo(args.crop_size, args.limit, args.analysis_cache)
+    records, analyses, crops = analyse_demo(args.crop_size, args.limit, args.analysis_cache, args.split)
     editor = AgeEditor(direction=args.direction, **dict(parse_override(o) for o in args.override))
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     outputs: dict[float, list[np.ndarray]] = {s: [] for s in [0.0, *args.strengths]}
@@ -147,9 +183,10 @@ def main() -> None:
     rgb = {s: np.concatenate(v) for s, v in outputs.items()}
 
     landmarker, estimator = FaceLandmarker(), AgeGenderEstimator()
-    measures = {s: judge(im, landmarker, estimator) for s, im in rgb.items()}
-    origin = np.array([r.metadata.get("origin", "") for r in records])
-    groups = {"portraits": origin == "portrait", "lfw": origin == "lfw", "all": np.ones(len(records), bool)}
+    sham = judge(rgb[0.0], landmarker, estimator)
+    measures = {s: sham if s == 0.0 else judge(im, landmarker, estimator, sham["landmarks"]) for s, im in rgb.items()}
+    lfw = np.array([r.image_id.startswith("lfw_") for r in records])
+    groups = {"sharp": ~lfw, "lfw": lfw, "all": np.ones(len(records), bool)}
     summary = {
         "crop_size": args.crop_size,
         "direction": args.direction,
@@ -162,9 +199,9 @@ def main() -> None:
         summary["results"][str(s)] = {
             g: summarise(measures[0.0], measures[s], rows) for g, rows in groups.items()
         }
-    summary["per_portrait"] = {
+    summary["per_sharp_face"] = {
         records[i].image_id: {str(s): round(float(measures[s]["age"][i]), 2) for s in measures}
-        for i in np.flatnonzero(groups["portraits"])
+        for i in np.flatnonzero(groups["sharp"])
     }
     print(json.dumps(summary, indent=2))
     if args.json:
