@@ -154,7 +154,7 @@ def markdown(table: pd.DataFrame, provenance: dict) -> str:
              f"(git {provenance['git']}, demo `{provenance['split']}` half, thresholds "
              f"`{provenance['thresholds']}`). Strength 1 against the sham.",
              "",
-             "| study | faces | n | valid | median effect | effect | top failure reasons |",
+             "| study | group | faces | valid | median effect | effect | top failure reasons |",
              "|---|---|---|---|---|---|---|"]
     for _, r in table.iterrows():
         effect = "–" if not np.isfinite(r["median_effect"]) else f"{r['median_effect']:+.3g}"

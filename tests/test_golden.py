@@ -1,8 +1,8 @@
 """Outputs stay what they were: the tables of every demo experiment against tests/data/golden/.
 
-The goldens were saved before the redesign (`scripts/golden.py save`); intended changes since then are
-listed in `scripts/golden.py` (column renames, the placebo editor's class name) and nothing else may
-move by more than 1e-6. The fast tests check the per-image rows of the first demo faces; the slow
+The goldens were saved before the redesign and held it; they were saved again after issue 10's
+intended changes to the editors and the audit (see `scripts/golden.py`). Nothing may move by more
+than 1e-6. The fast tests check the per-image rows of the first demo faces; the slow
 one reruns every experiment whole, statistics included (`pytest -m slow tests/test_golden.py`).
 """
 
