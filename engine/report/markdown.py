@@ -65,7 +65,7 @@ def paired_report(outputs: Any, frames: dict[str, pd.DataFrame], headline: str, 
         f"{', '.join(f'{s:g}' for s in spec.strengths)}",
         f"- reference condition: **{ref}** (same pipeline at strength 0 unless set to `original`)",
         f"- classifiers: {', '.join(f'`{c}`' for c in spec.classifiers)}",
-        f"- images: {n_used} analysed of {outputs.n_records}; {len(outputs.skipped)} skipped (see `skipped.csv`)",
+        f"- {_faces_line(n_used, outputs.n_records, len(outputs.skipped))}",
         "",
     ]
     tests = frames.get("tests", pd.DataFrame())
@@ -112,3 +112,9 @@ def run_section(outputs: Any, provenance: dict[str, Any]) -> list[str]:
     lines += ["", f"git {git.get('commit') or 'n/a'}{' (dirty)' if git.get('dirty') else ''}; "
               + ", ".join(f"{k} {v}" for k, v in provenance["packages"].items() if v), ""]
     return lines
+
+
+def _faces_line(n_faces: int, n_records: int, n_skipped: int) -> str:
+    """How many faces were analysed from how many images (with multi-face analysis they differ)."""
+    return (f"faces analysed: {n_faces}, from {n_records} images; {n_skipped} skipped (images without a face, "
+            "or faces too small; see `skipped.csv`)")
