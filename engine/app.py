@@ -26,7 +26,7 @@ from engine.data import ImageRecord
 from engine.pipeline import Pipeline, PipelineResult
 from engine.pipeline.tables import audit_rows, edits_table, measurements_table, skipped_table
 from engine.spec import CacheSpec, RunOutputs, RunSpec
-from engine.types import ConfigError
+from engine.types import ConfigError, stable_hash
 
 log = logging.getLogger("engine")
 
@@ -51,14 +51,38 @@ def output_dir_for(cfg: DictConfig) -> Path:
     raise ConfigError("no output folder: run through `python -m engine` (Hydra sets hydra.run.dir)")
 
 
-def guard_output(out: Path, resume: bool) -> None:
-    """Refuse to overwrite a finished or started run unless `resume=true`."""
+#: Config keys that do not change a run's results: how it runs, how it reports, whether it resumes.
+NOT_RESULT_KEYS = ("runner", "report", "resume", "hydra")
+
+
+def result_fingerprint(cfg: DictConfig) -> dict[str, str]:
+    """Per top-level config key that shapes the results (experiment, dataset, faces, editor, strengths,
+    seed, classifiers, audit, stats), a hash of its resolved value."""
+    from omegaconf import OmegaConf
+
+    values = OmegaConf.to_container(cfg, resolve=True)
+    assert isinstance(values, dict)
+    return {str(k): stable_hash(v, 16) for k, v in sorted(values.items()) if k not in NOT_RESULT_KEYS}
+
+
+def guard_output(out: Path, resume: bool, fingerprint: dict[str, str] | None = None) -> None:
+    """Refuse to overwrite a finished or started run unless `resume=true`, and refuse to resume a
+    run with a config whose results would differ (its results would silently replace the other's)."""
     state = out / RUN_STATE
-    if state.exists() and not resume:
-        info = json.loads(state.read_text() or "{}")
+    if not state.exists():
+        return
+    info = json.loads(state.read_text() or "{}")
+    if not resume:
         raise ConfigError(
             f"output folder {out} already holds a run (status: {info.get('status', '?')}); pass resume=true to "
             "continue it from the cache, or choose another hydra.run.dir"
+        )
+    stored = info.get("fingerprint")
+    if fingerprint is not None and stored is not None and stored != fingerprint:
+        changed = sorted(k for k in set(stored) | set(fingerprint) if stored.get(k) != fingerprint.get(k))
+        raise ConfigError(
+            f"resume=true: output folder {out} holds a run with another config (differs in: {', '.join(changed)}); "
+            "resume it with its own settings, or choose another hydra.run.dir"
         )
 
 
@@ -169,13 +193,14 @@ def run(cfg: DictConfig, out: Path | None = None) -> RunSummary:
     spec = RunSpec.from_config(cfg)
     out = out or output_dir_for(cfg)
     out.mkdir(parents=True, exist_ok=True)
+    fingerprint = result_fingerprint(cfg)
     if dist.is_main:
-        guard_output(out, spec.resume)
+        guard_output(out, spec.resume, fingerprint)
     if dist.active:  # one GPU per process
         spec.runner.device = torch.device(dist.device(spec.runner.device.type))
     dist.barrier()  # nobody starts before the main process has accepted the output folder
     if dist.is_main:
-        _set_state(out, status="running", started=time.strftime("%Y-%m-%d %H:%M:%S"))
+        _set_state(out, status="running", started=time.strftime("%Y-%m-%d %H:%M:%S"), fingerprint=fingerprint)
     seed_everything(spec.seed)
     t_start = time.perf_counter()
     log.info("experiment=%s editor=%s property=%s strengths=%s classifiers=%s device=%s rank=%d/%d",

@@ -56,6 +56,19 @@ def test_refuses_to_overwrite_without_resume(run_experiment):
     assert all(v["computed"] == 0 for v in summary.cache.values())
 
 
+def test_resume_refuses_a_config_whose_results_differ(run_experiment):
+    """A `semg` run resumed into a `placebo` run's folder silently replaced its results (issue 11)."""
+    _, out = run_experiment("experiment=placebo", "dataset.limit=2", out_name="same")
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    with pytest.raises(ConfigError, match=r"another config \(differs in: .*editor.*experiment_name"):
+        run_experiment("experiment=semg", "dataset.limit=2", "resume=true", out_name="same")
+    with pytest.raises(ConfigError, match=r"differs in: dataset"):
+        run_experiment("experiment=placebo", "dataset.limit=3", "resume=true", out_name="same")
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before, "a refused run wrote"
+    # How it runs and reports is not the result: such a resume is accepted.
+    run_experiment("experiment=placebo", "dataset.limit=2", "resume=true", "report.plots=true", out_name="same")
+
+
 def test_placebo_identity_edit_is_not_significant(run_experiment):
     _, out = run_experiment("experiment=placebo", "dataset.limit=8")
     tests = _stats(out)
