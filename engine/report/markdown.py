@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import html
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+
+
+def cell(value: Any) -> str:
+    """Text safe in a Markdown table cell and in the HTML a viewer renders it to: `|` would split the
+    cell (a test family such as `edit:mcnemar|fer|age` added two cells to every row), and labels, ids
+    and config strings come from users (`<img src=x onerror=...>` must stay text)."""
+    text = html.escape(str(value), quote=False).replace("|", "\\|")
+    return " ".join(text.split())  # a newline would end the table row
 
 
 def markdown_table(df: pd.DataFrame, floatfmt: str = ".3g", max_rows: int = 40) -> str:
@@ -18,9 +27,9 @@ def markdown_table(df: pd.DataFrame, floatfmt: str = ".3g", max_rows: int = 40) 
     def fmt(v: Any) -> str:
         if isinstance(v, (float, np.floating)):
             return "" if np.isnan(v) else format(float(v), floatfmt)
-        return str(v)
+        return cell(v)
 
-    lines = ["| " + " | ".join(map(str, cols)) + " |", "|" + "---|" * len(cols)]
+    lines = ["| " + " | ".join(map(cell, cols)) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in df.itertuples(index=False)]
     return "\n".join(lines) + "\n"
 
@@ -57,14 +66,14 @@ def paired_report(outputs: Any, frames: dict[str, pd.DataFrame], headline: str, 
     n_used = int(outputs.measurements["image_id"].nunique()) if not outputs.measurements.empty else 0
     ref = stats.meta.get("reference", "sham") if stats is not None else "sham"
     lines = [
-        f"# {spec.experiment}",
+        f"# {cell(spec.experiment)}",
         "",
         f"**{headline}.**",
         "",
-        f"- editor: `{spec.editor.name}` changes **{spec.policy.property}**; strengths "
+        f"- editor: `{cell(spec.editor.name)}` changes **{cell(spec.policy.property)}**; strengths "
         f"{', '.join(f'{s:g}' for s in spec.strengths)}",
         f"- reference condition: **{ref}** (same pipeline at strength 0 unless set to `original`)",
-        f"- classifiers: {', '.join(f'`{c}`' for c in spec.classifiers)}",
+        f"- classifiers: {', '.join(f'`{cell(c)}`' for c in spec.classifiers)}",
         f"- {_faces_line(n_used, outputs.n_records, len(outputs.skipped))}",
         "",
     ]

@@ -1,0 +1,49 @@
+"""report.md stays well-formed: every table row has its header's cells, and user text stays text."""
+
+from __future__ import annotations
+
+import re
+
+from engine.report.markdown import cell, markdown_table
+
+
+def _tables(markdown: str) -> list[list[str]]:
+    """Consecutive lines that start with `|`: one list per table."""
+    tables, current = [], []
+    for line in markdown.splitlines():
+        if line.startswith("|"):
+            current.append(line)
+        elif current:
+            tables.append(current)
+            current = []
+    return tables + ([current] if current else [])
+
+
+def _cells(row: str) -> int:
+    """Cells of a Markdown table row (an escaped `\\|` is text inside a cell)."""
+    return len(re.split(r"(?<!\\)\|", row.strip())) - 2
+
+
+def test_a_cell_escapes_pipes_html_and_newlines():
+    assert cell("edit:mcnemar|fer|age") == "edit:mcnemar\\|fer\\|age"
+    assert cell("<img src=x onerror=alert(1)>") == "&lt;img src=x onerror=alert(1)&gt;"
+    assert cell("two\nlines") == "two lines"
+
+
+def test_every_table_of_a_real_report_is_well_formed(run_experiment):
+    _, out = run_experiment("experiment=placebo", "dataset.limit=3")
+    report = (out / "report.md").read_text()
+    tables = _tables(report)
+    assert len(tables) >= 3
+    assert any("|" in line.replace("\\|", "") and "\\|" in line for t in tables for line in t), \
+        "the test families hold a '|': at least one table must carry an escaped one"
+    for table in tables:
+        width = _cells(table[0])
+        assert all(_cells(row) == width for row in table), table[:3]
+
+
+def test_user_labels_cannot_inject_html_into_the_report():
+    import pandas as pd
+
+    text = markdown_table(pd.DataFrame({"label": ["<script>alert(1)</script>"], "n": [1]}))
+    assert "<script>" not in text and "&lt;script&gt;" in text
