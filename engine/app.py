@@ -191,6 +191,13 @@ def run(cfg: DictConfig, out: Path | None = None) -> RunSummary:
 
     dist = context()
     spec = RunSpec.from_config(cfg)
+    t0 = time.perf_counter()
+    records = list(spec.dataset)
+    index_seconds = time.perf_counter() - t0
+    if not records:  # before the folder is claimed: an empty run is a mistake, not "0 analysed of 0"
+        where = next((f" at {v}" for k in ("root", "path") if (v := getattr(spec.dataset, k, None))), "")
+        raise ConfigError(f"the dataset ({type(spec.dataset).__name__}{where}) has no images: nothing to analyse; "
+                          "check dataset.root / dataset.path, dataset.split or dataset.limit")
     out = out or output_dir_for(cfg)
     out.mkdir(parents=True, exist_ok=True)
     fingerprint = result_fingerprint(cfg)
@@ -206,10 +213,7 @@ def run(cfg: DictConfig, out: Path | None = None) -> RunSummary:
     log.info("experiment=%s editor=%s property=%s strengths=%s classifiers=%s device=%s rank=%d/%d",
              spec.experiment, spec.editor.name, spec.policy.property, list(spec.strengths), list(spec.classifiers),
              spec.runner.device, dist.rank, dist.world_size)
-    t0 = time.perf_counter()
-    records = list(spec.dataset)
     order = {r.image_id: i for i, r in enumerate(records)}
-    index_seconds = time.perf_counter() - t0
     with work_cache(spec.cache) as cache:
         result, hook = run_pipeline(spec, cache, dist.shard(records))
         if dist.active:

@@ -126,3 +126,11 @@ def test_observational_mode_on_an_annotated_manifest(run_experiment, tmp_path):
     assert tests["p_adj"].between(0, 1).all()
     assert "Demonstration" not in (out / "report.md").read_text()
     assert "output-property dependencies" in summary.headline
+
+
+def test_an_empty_dataset_is_an_error_not_an_empty_run(run_experiment, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ConfigError, match=r"has no images: nothing to analyse"):
+        run_experiment("experiment=placebo", "dataset=folder", f"dataset.root={empty}", out_name="empty_run")
+    assert not (tmp_path / "empty_run" / "run_state.json").exists(), "an empty run must not claim a folder"
