@@ -103,3 +103,26 @@ def test_demo_dataset_is_built_from_installed_packages():
     assert photos[0].load().shape == (886, 1280, 3) and photos[4].load().shape == (350, 566, 3)  # RGBA: composited
     with pytest.raises(ValueError, match="n_lfw"):
         DemoDataset(n_lfw=101)
+
+
+def test_files_that_share_a_name_keep_their_extension_in_the_id(tmp_path, run_experiment):
+    """`a.jpg` beside `a.png` gave one id twice and aborted the run (issue 11, item 2)."""
+    from PIL import Image
+
+    from engine.data import DemoDataset, ImageFolderDataset
+
+    root = tmp_path / "images"
+    root.mkdir()
+    faces = [rec.load() for rec in DemoDataset(limit=4, photos=False)][2:]
+    Image.fromarray(faces[0]).save(root / "a.jpg", quality=95)
+    Image.fromarray(faces[1]).save(root / "a.png")
+    Image.fromarray(faces[1]).save(root / "b.png")
+    ids = [r.image_id for r in ImageFolderDataset(str(root), labels_from_subfolders=False)]
+    assert ids == ["a.jpg", "a.png", "b"]
+    summary, out = run_experiment("experiment=placebo", "dataset=folder", f"dataset.root={root}",
+                                  "dataset.labels_from_subfolders=false", "audit.enabled=false", out_name="dup")
+    import pandas as pd
+
+    got = set(pd.read_parquet(out / "measurements.parquet")["image_id"].str.split("#").str[0])
+    skipped = set(pd.read_csv(out / "skipped.csv")["image_id"].astype(str).str.split("#").str[0])
+    assert got | skipped == {"a.jpg", "a.png", "b"}

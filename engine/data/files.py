@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,9 @@ from engine.data.records import IMAGE_EXTENSIONS, Dataset, ImageLoadError, Image
 class ImageFolderDataset(Dataset):
     """Images under `root`. With `labels_from_subfolders`, `root/<label>/*.jpg` gives labels.
 
-    Ids are the relative path without extension, so they are stable across machines.
+    Ids are the relative path without extension, so they are stable across machines; where two files
+    would share one (`a.jpg` beside `a.png`), each keeps its extension (`a.jpg`, `a.png`), so ids stay
+    unique and do not depend on which files happen to be listed first.
     """
 
     name = "folder"
@@ -39,12 +42,14 @@ class ImageFolderDataset(Dataset):
     def _build(self) -> list[ImageRecord]:
         pattern = "**/*" if self.recursive else "*"
         files = sorted(p for p in self.root.glob(pattern) if p.is_file() and p.suffix.lower() in self.extensions)
+        stems = Counter(p.relative_to(self.root).with_suffix("").as_posix() for p in files)
         recs = []
         for p in files:
             rel = p.relative_to(self.root)
             label = rel.parts[0] if self.labels_from_subfolders and len(rel.parts) > 1 else None
-            recs.append(ImageRecord(rel.with_suffix("").as_posix(), str(p), lambda p=p: load_image_file(p), label,
-                                    file=str(p)))
+            stem = rel.with_suffix("").as_posix()
+            image_id = stem if stems[stem] == 1 else rel.as_posix()
+            recs.append(ImageRecord(image_id, str(p), lambda p=p: load_image_file(p), label, file=str(p)))
         return recs
 
 
