@@ -126,3 +126,29 @@ def test_files_that_share_a_name_keep_their_extension_in_the_id(tmp_path, run_ex
     got = set(pd.read_parquet(out / "measurements.parquet")["image_id"].str.split("#").str[0])
     skipped = set(pd.read_csv(out / "skipped.csv")["image_id"].astype(str).str.split("#").str[0])
     assert got | skipped == {"a.jpg", "a.png", "b"}
+
+
+def test_a_malformed_manifest_is_one_line_before_any_work(tmp_path):
+    """Duplicate or empty ids and a latin-1 manifest gave tracebacks mid-run (issue 11, item 2)."""
+    from engine.data import ManifestDataset
+    from engine.types import ConfigError
+
+    def manifest(text: str, encoding: str = "utf-8") -> str:
+        path = tmp_path / "m.csv"
+        path.write_bytes(text.encode(encoding))
+        return str(path)
+
+    with pytest.raises(ConfigError, match=r"1 ids repeat in 'id' \(x\)") as info:
+        list(ManifestDataset(manifest("id,path\nx,a.png\nx,b.png\ny,c.png\n")))
+    assert "\n" not in str(info.value)
+    with pytest.raises(ConfigError, match=r"empty 'id' on line\(s\) 3"):
+        list(ManifestDataset(manifest("id,path\nx,a.png\n,b.png\n")))
+    with pytest.raises(ConfigError, match=r"ids repeat in paths \(sub/a.png\)"):
+        list(ManifestDataset(manifest("path\nsub/a.png\nsub/a.png\n")))
+    ids = [r.image_id for r in ManifestDataset(manifest("path\na.jpg\na.png\nb.png\n"))]
+    assert ids == ["a.jpg", "a.png", "b"]
+    latin = manifest("path,name\na.png,Jos\u00e9\n", encoding="latin-1")
+    with pytest.raises(ConfigError, match=r"not utf-8 text .*dataset.encoding=latin-1"):
+        list(ManifestDataset(latin))
+    rec = next(iter(ManifestDataset(latin, encoding="latin-1")))
+    assert rec.metadata["name"] == "Jos\u00e9"

@@ -11,6 +11,7 @@ import numpy as np
 from PIL import Image
 
 from engine.data.records import IMAGE_EXTENSIONS, Dataset, ImageLoadError, ImageRecord, load_image_file
+from engine.types import ConfigError
 
 
 class ImageFolderDataset(Dataset):
@@ -71,8 +72,10 @@ class ManifestDataset(Dataset):
         subject_column: str | None = "subject",
         id_column: str | None = "id",
         limit: int | None = None,
+        encoding: str = "utf-8",
     ) -> None:
         super().__init__(limit)
+        self.encoding = encoding
         self.path = Path(path).expanduser()
         if not self.path.is_file():
             raise ValueError(f"dataset.path: manifest not found: {self.path}")
@@ -83,21 +86,19 @@ class ManifestDataset(Dataset):
         self.id_column = id_column
 
     def _build(self) -> list[ImageRecord]:
-        import pandas as pd
 
-        table = pd.read_parquet(self.path) if self.path.suffix == ".parquet" else pd.read_csv(self.path)
+        table = self._read_table()
         if self.path_column not in table.columns:
-            raise ValueError(
+            raise ConfigError(
                 f"dataset.path_column: column '{self.path_column}' not in {self.path.name}; "
                 f"columns are: {', '.join(map(str, table.columns))}"
             )
         special = {self.path_column, self.label_column, self.subject_column, self.id_column}
+        ids = self._ids(table)
         recs = []
-        for _, row in table.iterrows():
+        for image_id, (_, row) in zip(ids, table.iterrows()):
             p = Path(str(row[self.path_column]))
             p = p if p.is_absolute() else self.root / p
-            image_id = str(row[self.id_column]) if self.id_column in table.columns else Path(
-                str(row[self.path_column])).with_suffix("").as_posix()
             meta = {k: _plain(v) for k, v in row.items() if k not in special}
             recs.append(
                 ImageRecord(
@@ -111,6 +112,42 @@ class ManifestDataset(Dataset):
                 )
             )
         return recs
+
+
+    def _read_table(self):  # noqa: ANN202 - a pandas DataFrame
+        import pandas as pd
+
+        if self.path.suffix == ".parquet":
+            return pd.read_parquet(self.path)
+        try:
+            return pd.read_csv(self.path, encoding=self.encoding)
+        except UnicodeDecodeError as exc:
+            raise ConfigError(
+                f"dataset.path: {self.path.name} is not {self.encoding} text (byte {exc.object[exc.start]:#04x} at "
+                f"offset {exc.start}); save it as UTF-8, or name its encoding, e.g. dataset.encoding=latin-1"
+            ) from None
+
+    def _ids(self, table) -> list[str]:  # noqa: ANN001 - a pandas DataFrame
+        """One unique, non-empty id per row, or a one-line error naming the offending rows."""
+        if self.id_column in table.columns:
+            raw = table[self.id_column]
+            empty = [i + 2 for i, v in enumerate(raw) if v is None or (isinstance(v, float) and np.isnan(v))
+                     or not str(v).strip()]  # +2: the header is line 1 of the file
+            if empty:
+                raise ConfigError(f"dataset.path: {self.path.name}: empty '{self.id_column}' on line(s) "
+                                  f"{', '.join(map(str, empty[:5]))}{' ...' if len(empty) > 5 else ''}")
+            ids = [str(v).strip() for v in raw]
+        else:  # from the path: without extension, unless two files share a name
+            paths = [Path(str(v)) for v in table[self.path_column]]
+            stems = Counter(p.with_suffix("").as_posix() for p in paths)
+            ids = [p.with_suffix("").as_posix() if stems[p.with_suffix("").as_posix()] == 1 else p.as_posix()
+                   for p in paths]
+        repeated = [k for k, n in Counter(ids).items() if n > 1]
+        if repeated:
+            source = f"'{self.id_column}'" if self.id_column in table.columns else "paths"
+            raise ConfigError(f"dataset.path: {self.path.name}: {len(repeated)} ids repeat in {source} "
+                              f"({', '.join(repeated[:5])}{' ...' if len(repeated) > 5 else ''}); ids must be unique")
+        return ids
 
 
 FER2013_LABELS = ("anger", "disgust", "fear", "happiness", "sadness", "surprise", "neutral")
