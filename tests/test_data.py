@@ -152,3 +152,25 @@ def test_a_malformed_manifest_is_one_line_before_any_work(tmp_path):
         list(ManifestDataset(latin))
     rec = next(iter(ManifestDataset(latin, encoding="latin-1")))
     assert rec.metadata["name"] == "Jos\u00e9"
+
+
+def test_a_file_name_that_is_not_utf8_is_analysed_not_fatal(tmp_path, run_experiment):
+    """A non-UTF-8 file name made pyarrow raise at the end of the run (issue 11, item 2)."""
+    import os
+
+    from PIL import Image
+
+    from engine.data import DemoDataset
+
+    root = tmp_path / "images"
+    root.mkdir()
+    face = next(iter(DemoDataset(limit=3, photos=False))).load()
+    name = os.fsdecode(b"caf\xe9.png")  # latin-1 bytes: not UTF-8
+    Image.fromarray(face).save(os.path.join(str(root), name))
+    Image.fromarray(face).save(root / "plain.png")
+    _, out = run_experiment("experiment=placebo", "dataset=folder", f"dataset.root={root}",
+                            "dataset.labels_from_subfolders=false", "audit.enabled=false", out_name="names")
+    import pandas as pd
+
+    ids = set(pd.read_parquet(out / "measurements.parquet")["image_id"].str.split("#").str[0])
+    assert ids == {"caf\\xe9", "plain"}

@@ -14,6 +14,13 @@ from engine.data.records import IMAGE_EXTENSIONS, Dataset, ImageLoadError, Image
 from engine.types import ConfigError
 
 
+def printable(name: str) -> str:
+    """A file name as text every table can hold: bytes that are not UTF-8 (Python keeps them as
+    surrogates, which Parquet and CSV writers refuse) are written as `\\xNN`, so the id stays unique
+    and stable while the file itself is still opened by its real name."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 class ImageFolderDataset(Dataset):
     """Images under `root`. With `labels_from_subfolders`, `root/<label>/*.jpg` gives labels.
 
@@ -50,7 +57,8 @@ class ImageFolderDataset(Dataset):
             label = rel.parts[0] if self.labels_from_subfolders and len(rel.parts) > 1 else None
             stem = rel.with_suffix("").as_posix()
             image_id = stem if stems[stem] == 1 else rel.as_posix()
-            recs.append(ImageRecord(image_id, str(p), lambda p=p: load_image_file(p), label, file=str(p)))
+            recs.append(ImageRecord(printable(image_id), printable(str(p)), lambda p=p: load_image_file(p),
+                                    None if label is None else printable(label), file=str(p)))
         return recs
 
 
