@@ -174,3 +174,23 @@ def test_a_file_name_that_is_not_utf8_is_analysed_not_fatal(tmp_path, run_experi
 
     ids = set(pd.read_parquet(out / "measurements.parquet")["image_id"].str.split("#").str[0])
     assert ids == {"caf\\xe9", "plain"}
+
+
+def test_images_over_the_pixel_cap_are_refused_from_the_header_or_decoded_reduced(tmp_path, monkeypatch):
+    """A 328 KB 16-bit PNG of 13,000 x 13,000 took 5.5 GB to load (issue 11, item 3)."""
+    from PIL import Image
+
+    from engine.data.records import ImageLoadError, load_image_file
+
+    monkeypatch.setenv("FACECF_MAX_PIXELS", str(1_000_000))
+    big_png = tmp_path / "big.png"
+    Image.new("I;16", (1200, 1000), 30000).save(big_png)  # 1.2 MP > 1 MP
+    with pytest.raises(ImageLoadError, match=r"too large: 1200x1000 px .* over the 1 MP cap"):
+        load_image_file(big_png)
+    big_jpg = tmp_path / "big.jpg"
+    Image.new("RGB", (2000, 1500), (200, 120, 60)).save(big_jpg, quality=90)  # 3 MP: decoded at half size
+    arr = load_image_file(big_jpg)
+    assert arr.shape == (750, 1000, 3) and abs(int(arr[10, 10, 0]) - 200) <= 3
+    monkeypatch.delenv("FACECF_MAX_PIXELS")
+    grey16 = load_image_file(big_png)  # under the default cap: 16-bit to 8-bit in integers
+    assert grey16.dtype == np.uint8 and grey16[0, 0, 0] == round(30000 * 255 / 65535)

@@ -54,18 +54,49 @@ def to_rgb_uint8(img: Image.Image) -> np.ndarray:
     Transparent pixels are composited over white rather than dropped to black.
     """
     img = ImageOps.exif_transpose(img)
-    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        arr = np.asarray(img, dtype=np.float64)
-        hi = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
-        if img.mode == "F" and arr.max() <= 1.0:
-            hi = 1.0
-        arr = np.clip(arr / hi * 255.0 + 0.5, 0, 255).astype(np.uint8)
-        return np.repeat(arr[..., None], 3, axis=2)
+    if img.mode.startswith("I;16"):  # integer arithmetic: a large 16-bit image never becomes float64
+        arr = np.asarray(img).astype(np.uint32)
+        grey = ((arr * 255 + 32767) // 65535).astype(np.uint8)
+        return np.repeat(grey[..., None], 3, axis=2)
+    if img.mode in ("I", "F"):
+        arr = np.asarray(img, dtype=np.float32)
+        top = float(arr.max()) if arr.size else 0.0
+        hi = 1.0 if img.mode == "F" and top <= 1.0 else (65535.0 if top > 255 else 255.0)
+        grey = np.clip(arr * np.float32(255.0 / hi) + np.float32(0.5), 0, 255).astype(np.uint8)
+        return np.repeat(grey[..., None], 3, axis=2)
     if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
         rgba = img.convert("RGBA")
         white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return np.asarray(Image.alpha_composite(white, rgba).convert("RGB"))
     return np.asarray(img.convert("RGB"))
+
+
+#: The most pixels an image may have when decoded (default 40 MP; FACECF_MAX_PIXELS overrides it).
+#: PIL's own bomb limit (about 179 MP) lets a 328 KB 16-bit PNG of 13,000 x 13,000 take 5.5 GB.
+DEFAULT_MAX_PIXELS = 40_000_000
+
+
+def max_pixels() -> int:
+    value = os.environ.get("FACECF_MAX_PIXELS", "")
+    return int(value) if value.strip().isdigit() and int(value) > 0 else DEFAULT_MAX_PIXELS
+
+
+def _within_pixel_cap(img: Image.Image) -> None:
+    """Check the size from the header, before decoding: a JPEG is decoded reduced (by 2, 4 or 8, as
+    its codec can) to fit; any other format above the cap is refused with the reason."""
+    cap = max_pixels()
+    w, h = img.size
+    if w * h <= cap:
+        return
+    if img.format == "JPEG":
+        scale = 2
+        while scale < 8 and (w // scale) * (h // scale) > cap:
+            scale *= 2
+        img.draft("RGB", (w // scale, h // scale))
+        if img.size[0] * img.size[1] <= cap:
+            return
+    raise ImageLoadError(f"image too large: {w}x{h} px ({w * h / 1e6:.0f} MP) is over the "
+                         f"{cap / 1e6:.0f} MP cap (FACECF_MAX_PIXELS)")
 
 
 def load_image_file(path: str | os.PathLike) -> np.ndarray:
@@ -77,6 +108,7 @@ def load_image_file(path: str | os.PathLike) -> np.ndarray:
         raise ImageLoadError("empty file")
     try:
         with Image.open(p) as img:
+            _within_pixel_cap(img)
             img.load()  # forces the full decode, so truncation is caught here
             arr = to_rgb_uint8(img)
     except UnidentifiedImageError:
@@ -92,6 +124,7 @@ def load_image_bytes(data: bytes) -> np.ndarray:
     """Like `load_image_file` for bytes in memory."""
     try:
         with Image.open(io.BytesIO(data)) as img:
+            _within_pixel_cap(img)
             img.load()
             return np.ascontiguousarray(to_rgb_uint8(img))
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
