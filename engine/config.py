@@ -252,3 +252,18 @@ def precheck(argv: Sequence[str]) -> None:
     from engine.spec import RunSpec
 
     RunSpec.from_config(cfg)
+    if not any(a in ("-m", "--multirun") for a in argv):
+        _check_run_folder(argv, cfg)
+
+
+def _check_run_folder(argv: Sequence[str], cfg: DictConfig) -> None:
+    """Refuse a named run folder that holds another run before Hydra starts: Hydra writes the job's
+    `.hydra/` config files as it starts, so a refusal inside the app would already have replaced the
+    existing run's record of its own config."""
+    from pathlib import Path
+
+    from engine.app import guard_output, result_fingerprint
+
+    named = [a.split("=", 1)[1] for a in argv if a.startswith("hydra.run.dir=")]
+    if named and "${" not in named[-1]:
+        guard_output(Path(named[-1]).expanduser(), bool(cfg.get("resume", False)), result_fingerprint(cfg))

@@ -90,3 +90,20 @@ def test_cli_prints_one_line_and_exits_2(tmp_path):
     assert len(lines) == 1 and "strength=2" in lines[0] and "[0, 1]" in lines[0]
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "outputs").exists(), "a bad config must not start a run"
+
+
+def test_a_refused_run_leaves_the_existing_run_untouched(tmp_path):
+    """Hydra wrote `.hydra/*.yaml` into the folder before the app refused it (issue 11, item 4)."""
+    import json
+
+    run_dir = tmp_path / "run"
+    (run_dir / ".hydra").mkdir(parents=True)
+    (run_dir / "run_state.json").write_text(json.dumps({"status": "finished", "fingerprint": {"editor": "other"}}))
+    for name in ("config.yaml", "hydra.yaml", "overrides.yaml"):
+        (run_dir / ".hydra" / name).write_text(f"the earlier run's {name}\n")
+    before = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
+    for extra, message in (([], "resume=true"), (["resume=true"], "another config")):
+        proc = subprocess.run([sys.executable, "-m", "engine", "experiment=placebo", "dataset.limit=1",
+                               f"hydra.run.dir={run_dir}", *extra], capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 2 and message in proc.stderr, proc.stderr[-2000:]
+    assert {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()} == before
