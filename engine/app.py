@@ -25,6 +25,7 @@ from engine.cache import WorkCache
 from engine.data import ImageRecord
 from engine.pipeline import Pipeline, PipelineResult
 from engine.pipeline.tables import audit_rows, edits_table, measurements_table, skipped_table
+from engine.report.files import write_text
 from engine.spec import CacheSpec, RunOutputs, RunSpec
 from engine.types import ConfigError, stable_hash
 
@@ -234,8 +235,8 @@ def run(cfg: DictConfig, out: Path | None = None) -> RunSummary:
             headline = write_observational_outputs(outputs, frame, cache)
         timings["report"] = time.perf_counter() - t0
     timings["total"] = time.perf_counter() - t_start
-    (out / "timings.json").write_text(json.dumps(timings, indent=2))
-    (out / "run_stats.json").write_text(json.dumps({"cache": result.cache_summary,
+    write_text(out / "timings.json", json.dumps(timings, indent=2))
+    write_text(out / "run_stats.json", json.dumps({"cache": result.cache_summary,
                                                      "processes": dist.world_size}, indent=2))
     _set_state(out, status="finished", finished=time.strftime("%Y-%m-%d %H:%M:%S"))
     dist.barrier()

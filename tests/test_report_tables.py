@@ -47,3 +47,21 @@ def test_user_labels_cannot_inject_html_into_the_report():
 
     text = markdown_table(pd.DataFrame({"label": ["<script>alert(1)</script>"], "n": [1]}))
     assert "<script>" not in text and "&lt;script&gt;" in text
+
+
+def test_a_write_that_fails_leaves_the_earlier_file_whole_and_no_temporary(tmp_path):
+    """A full disk left a truncated gallery/index.html under its real name (issue 11, item 5)."""
+    import pandas as pd
+    import pytest
+
+    from engine.report.files import atomic_path, write_table, write_text
+
+    page = tmp_path / "index.html"
+    write_text(page, "<html>complete</html>")
+    with pytest.raises(OSError, match="No space left"), atomic_path(page) as tmp:
+        tmp.write_text("<html>trunc")
+        raise OSError(28, "No space left on device")
+    assert page.read_text() == "<html>complete</html>"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["index.html"]
+    write_table(pd.DataFrame({"a": [1, 2]}), tmp_path / "t.parquet")
+    assert pd.read_parquet(tmp_path / "t.parquet")["a"].tolist() == [1, 2]

@@ -15,6 +15,8 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from engine.report.files import write_table
+
 
 def job_overrides(job_dir: Path) -> dict[str, str]:
     """The job's command-line overrides (Hydra writes them to .hydra/overrides.yaml)."""
@@ -64,8 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     except FileNotFoundError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    stats.to_csv(args.sweep_dir / "aggregate_stats.csv", index=False)
-    heads.to_csv(args.sweep_dir / "aggregate_headline.csv", index=False)
+    write_table(stats, args.sweep_dir / "aggregate_stats.csv")
+    write_table(heads, args.sweep_dir / "aggregate_headline.csv")
     with pd.option_context("display.max_colwidth", 120, "display.width", 200):
         print(heads.drop(columns=["headline"]).to_string(index=False))
     print(f"\n{len(heads)} jobs -> {args.sweep_dir / 'aggregate_stats.csv'}")

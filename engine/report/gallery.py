@@ -19,6 +19,7 @@ from PIL import Image
 
 from engine.cache import WorkCache
 from engine.pipeline.record import ImageResult
+from engine.report.files import write_text
 
 
 def _png_data_uri(rgb: np.ndarray, size: int) -> str:
@@ -98,7 +99,7 @@ def write_gallery(out_dir: Path, results: Sequence[ImageResult], cache: WorkCach
                      f"<tr>{''.join(heads)}</tr><tr>{''.join(cells)}</tr></table>")
     parts.append("</body></html>")
     path = gdir / "index.html"
-    path.write_text("\n".join(parts))
+    write_text(path, "\n".join(parts))
     return path
 
 

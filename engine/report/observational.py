@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from engine.report.files import write_table, write_text
 from engine.report.markdown import markdown_table
 from engine.report.outputs import gallery, headline_numbers, write_tables
 from engine.report.provenance import stamp, write_json
@@ -18,7 +19,7 @@ def write_observational_outputs(outputs: Any, frame: Any, cache: Any) -> str:
     provenance = stamp(spec.config, outputs.runner)
     write_tables(outputs)
     if not outputs.annotations.empty:
-        outputs.annotations.to_csv(out / "annotations.csv", index=False)
+        write_table(outputs.annotations, out / "annotations.csv")
     tests = stats.tests
     primary = stats.meta.get("primary", "ols_hc3")
     t = tests[tests["test"] == primary]
@@ -26,8 +27,8 @@ def write_observational_outputs(outputs: Any, frame: Any, cache: Any) -> str:
     pct = 100.0 * k / n if n else float("nan")
     headline = (f"{k} of {n} output-property dependencies significant ({pct:.1f} %) given the label, "
                 f"alpha={stats.meta['alpha']:g}, {stats.meta['correction']}-corrected per {stats.meta['family']}")
-    tests.to_csv(out / "stats.csv", index=False)
-    stats.headline.to_csv(out / "stats_headline.csv", index=False)
+    write_table(tests, out / "stats.csv")
+    write_table(stats.headline, out / "stats_headline.csv")
     write_json(out / "stats.json", {"headline": headline, "k": k, "n": n, "percent": pct, "stamp": provenance,
                                     "stats": json.loads(stats.to_json())})
     demo = obs.annotate or obs.label == "consensus"
@@ -48,6 +49,6 @@ def write_observational_outputs(outputs: Any, frame: Any, cache: Any) -> str:
               f"## Tests ({primary})", "",
               markdown_table(t.sort_values("p_adj")[["classifier", "output", "property", "n", "estimate", "ci_low",
                                                      "ci_high", "p_raw", "p_adj", "reject"]]), ""]
-    (out / "report.md").write_text("\n".join(lines))
+    write_text(out / "report.md", "\n".join(lines))
     gallery(outputs, cache, f"{experiment}: originals (observational)")
     return headline

@@ -14,6 +14,7 @@ from typing import Any
 import pandas as pd
 
 from engine.cache import WorkCache
+from engine.report.files import write_table, write_text
 from engine.report.gallery import write_gallery
 from engine.report.markdown import paired_report
 from engine.report.provenance import stamp, write_json
@@ -33,12 +34,12 @@ def headline_numbers(stats: Any) -> tuple[int, int]:
 def write_tables(outputs: Any) -> None:
     """The measurement tables every mode writes."""
     out = outputs.out
-    outputs.measurements.to_parquet(out / "measurements.parquet", index=False)
-    outputs.skipped.to_csv(out / "skipped.csv", index=False)
+    write_table(outputs.measurements, out / "measurements.parquet")
+    write_table(outputs.skipped, out / "skipped.csv")
     if not outputs.edits.empty:
-        outputs.edits.to_csv(out / "edits.csv", index=False)
+        write_table(outputs.edits, out / "edits.csv")
     if outputs.audit is not None and not outputs.audit.empty:
-        outputs.audit.to_csv(out / "audit.csv", index=False)
+        write_table(outputs.audit, out / "audit.csv")
 
 
 def gallery(outputs: Any, cache: WorkCache, title: str) -> Path:
@@ -61,10 +62,10 @@ def write_outputs(outputs: Any, cache: WorkCache) -> str:
                 f"{stats.meta.get('correction', '?')}-corrected within each "
                 f"{stats.meta.get('family', '?')} family" if stats is not None else "no images with a face: no tests")
     if not tests.empty:
-        tests.to_csv(out / "stats.csv", index=False)
+        write_table(tests, out / "stats.csv")
     for name, df in frames.items():
         if name != "tests" and df is not None and not df.empty:
-            df.to_csv(out / f"stats_{name}.csv", index=False)
+            write_table(df, out / f"stats_{name}.csv")
     stats_json: dict[str, Any] = {"headline": headline, "k": k, "n": n, "percent": pct, "stamp": provenance}
     if stats is not None:
         stats_json["stats"] = json.loads(stats.to_json())
@@ -73,7 +74,7 @@ def write_outputs(outputs: Any, cache: WorkCache) -> str:
     if spec.report.plots and stats is not None and not tests.empty:
         plot_files = _plots(out, frames, outputs.measurements)
     page = gallery(outputs, cache, f"{spec.experiment}: {spec.editor.name} ({spec.policy.property})")
-    (out / "report.md").write_text(paired_report(outputs, frames, headline, plot_files, page, provenance))
+    write_text(out / "report.md", paired_report(outputs, frames, headline, plot_files, page, provenance))
     return headline
 
 

@@ -12,6 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from engine.report.files import atomic_path
 from engine.stats.dose import dose_frame  # noqa: E402
 from engine.stats.pairing import validate_measurements  # noqa: E402
 
@@ -54,7 +55,8 @@ def _row_label(row: pd.Series) -> str:
 def _save(fig: plt.Figure, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120, bbox_inches="tight")
     plt.close(fig)
     return path
 

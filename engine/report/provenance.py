@@ -12,6 +12,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from engine.report.files import write_text
+
 STAMPED_PACKAGES = ("facecf", "torch", "torchvision", "numpy", "scipy", "statsmodels", "pandas", "mediapipe",
                     "hydra-core", "omegaconf", "transformers", "onnxruntime", "pillow", "lpips")
 
@@ -64,4 +66,4 @@ def _jsonable(o: Any) -> Any:
 
 
 def write_json(path: Path, obj: Any) -> None:
-    path.write_text(json.dumps(obj, indent=2, default=_jsonable, allow_nan=True))
+    write_text(path, json.dumps(obj, indent=2, default=_jsonable, allow_nan=True))
