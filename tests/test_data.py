@@ -194,3 +194,27 @@ def test_images_over_the_pixel_cap_are_refused_from_the_header_or_decoded_reduce
     monkeypatch.delenv("FACECF_MAX_PIXELS")
     grey16 = load_image_file(big_png)  # under the default cap: 16-bit to 8-bit in integers
     assert grey16.dtype == np.uint8 and grey16[0, 0, 0] == round(30000 * 255 / 65535)
+
+
+def test_a_symlink_loop_is_a_skipped_row_not_a_hang_or_a_silent_drop(tmp_path, run_experiment):
+    """Symlink loops were silently dropped (issue 11, item 6)."""
+    import os
+
+    from PIL import Image
+
+    from engine.data import DemoDataset, ImageFolderDataset
+
+    root = tmp_path / "images"
+    (root / "sub").mkdir(parents=True)
+    face = next(iter(DemoDataset(limit=3, photos=False))).load()
+    Image.fromarray(face).save(root / "sub" / "a.png")
+    os.symlink(root, root / "sub" / "back")  # sub/back -> images: a loop
+    records = list(ImageFolderDataset(str(root), labels_from_subfolders=False))
+    assert [r.image_id for r in records] == ["sub/a", "sub/back/"]
+    _, out = run_experiment("experiment=placebo", "dataset=folder", f"dataset.root={root}",
+                            "dataset.labels_from_subfolders=false", "audit.enabled=false", out_name="loop")
+    import pandas as pd
+
+    skipped = pd.read_csv(out / "skipped.csv")
+    row = skipped[skipped["image_id"] == "sub/back/"].iloc[0]
+    assert "symbolic link loop" in row["reason"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -12,6 +13,10 @@ from PIL import Image
 
 from engine.data.records import IMAGE_EXTENSIONS, Dataset, ImageLoadError, ImageRecord, load_image_file
 from engine.types import ConfigError
+
+
+def _raise(reason: str) -> np.ndarray:
+    raise ImageLoadError(reason)
 
 
 def printable(name: str) -> str:
@@ -47,9 +52,35 @@ class ImageFolderDataset(Dataset):
         self.recursive = recursive
         self.extensions = tuple(e.lower() for e in extensions)
 
+    def _walk(self) -> tuple[list[Path], list[tuple[Path, str]]]:
+        """The image files under `root`, and the folders that could not be listed, with why.
+
+        Symbolic links to folders are followed once: a link back to a folder already listed (a loop)
+        is reported, not followed forever or silently dropped; so is a folder that cannot be read.
+        """
+        files: list[Path] = []
+        problems: list[tuple[Path, str]] = []
+        seen: set[str] = set()
+
+        def unreadable(exc: OSError) -> None:
+            problems.append((Path(exc.filename or self.root), f"unreadable folder: {exc.strerror or exc}"))
+
+        for folder, dirs, names in os.walk(self.root, onerror=unreadable, followlinks=True):
+            real = os.path.realpath(folder)
+            if real in seen:
+                problems.append((Path(folder), f"symbolic link loop: {folder} is {real}, already listed"))
+                dirs[:] = []
+                continue
+            seen.add(real)
+            dirs.sort()
+            if not self.recursive:
+                dirs[:] = []
+            files += [Path(folder) / n for n in names if Path(n).suffix.lower() in self.extensions
+                      and (Path(folder) / n).is_file()]
+        return sorted(files), sorted(problems)
+
     def _build(self) -> list[ImageRecord]:
-        pattern = "**/*" if self.recursive else "*"
-        files = sorted(p for p in self.root.glob(pattern) if p.is_file() and p.suffix.lower() in self.extensions)
+        files, problems = self._walk()
         stems = Counter(p.relative_to(self.root).with_suffix("").as_posix() for p in files)
         recs = []
         for p in files:
@@ -59,6 +90,9 @@ class ImageFolderDataset(Dataset):
             image_id = stem if stems[stem] == 1 else rel.as_posix()
             recs.append(ImageRecord(printable(image_id), printable(str(p)), lambda p=p: load_image_file(p),
                                     None if label is None else printable(label), file=str(p)))
+        for folder, reason in problems:  # each becomes a skipped.csv row with its reason
+            rel = printable(os.path.relpath(folder, self.root))
+            recs.append(ImageRecord(f"{rel}/", printable(str(folder)), lambda r=reason: _raise(r)))
         return recs
 
 
