@@ -9,9 +9,11 @@ prove it recomputed nothing.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
+import logging
 import os
 import struct
 import threading
@@ -95,6 +97,9 @@ def key_of(*parts: Any) -> str:
     return stable_hash(list(parts), length=32)
 
 
+log = logging.getLogger(__name__)
+
+
 class WorkCache:
     """A folder of small files addressed by key: `<root>/<kind>/<k[:2]>/<k>.<ext>`.
 
@@ -117,6 +122,7 @@ class WorkCache:
         self.hits: Counter[str] = Counter()
         self.computed: Counter[str] = Counter()
         self._lock = threading.Lock()
+        self._writable = True
 
     def _path(self, kind: str, key: str, ext: str) -> Path:
         return self.root / kind / key[:2] / f"{key}.{ext}"
@@ -125,11 +131,24 @@ class WorkCache:
         # The rename makes a write all-or-nothing for a process that dies at any point (SIGKILL
         # included). No fsync: after a machine crash a torn entry fails its CRC or PNG decode and
         # reads as missing, so syncing every small file (a few ms each) would buy nothing.
-        path.parent.mkdir(parents=True, exist_ok=True)
+        # A cache that cannot be written (disk full, read-only, not a folder) costs speed, not the run:
+        # the first failure is said once, and new work is then only computed, never stored.
+        if not self._writable:
+            return
         tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(tmp, "wb") as f:
+                f.write(data)
+            os.replace(tmp, path)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+            with self._lock:
+                if self._writable:
+                    self._writable = False
+                    log.warning("work cache %s cannot be written (%s): the run goes on, computing what it "
+                                "does not find and storing nothing new", self.root, exc.strerror or exc)
 
     def count(self, kind: str, hit: bool, n: int = 1) -> None:
         with self._lock:
