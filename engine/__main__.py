@@ -31,6 +31,8 @@ def _hydra_entry(cfg: DictConfig) -> float | None:
         logging.getLogger("engine").error("%s", exc)
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
+    except OSError as exc:  # raised to `main`, which says it in one line (Hydra would print a traceback)
+        raise SystemExit(_os_error_line(exc)) from None
     from engine.distributed import context
 
     if not context().is_main:
@@ -38,6 +40,11 @@ def _hydra_entry(cfg: DictConfig) -> float | None:
     print(f"{summary.headline}\nreport: {summary.output_dir / 'report.md'}\n"
           f"gallery: {summary.output_dir / 'gallery' / 'index.html'}")
     return None
+
+
+def _os_error_line(exc: OSError) -> str:
+    where = f"{exc.filename}: " if exc.filename else ""
+    return f"error: cannot write {where}{exc.strerror or exc}; choose a writable hydra.run.dir (and cache.dir)"
 
 
 def main() -> None:

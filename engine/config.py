@@ -266,4 +266,21 @@ def _check_run_folder(argv: Sequence[str], cfg: DictConfig) -> None:
 
     named = [a.split("=", 1)[1] for a in argv if a.startswith("hydra.run.dir=")]
     if named and "${" not in named[-1]:
-        guard_output(Path(named[-1]).expanduser(), bool(cfg.get("resume", False)), result_fingerprint(cfg))
+        folder = Path(named[-1]).expanduser()
+        guard_output(folder, bool(cfg.get("resume", False)), result_fingerprint(cfg))
+    else:
+        folder = Path("outputs")  # the default run folders live under it (conf/hydra/output)
+    _writable(folder)
+
+
+def _writable(folder: Path) -> None:
+    """One line, before any work, when the run folder cannot be made or written (read-only, a file)."""
+    import tempfile
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise ConfigError(f"output folder {folder} cannot be written ({exc.strerror or exc}); choose a writable "
+                          "hydra.run.dir") from None

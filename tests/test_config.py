@@ -107,3 +107,13 @@ def test_a_refused_run_leaves_the_existing_run_untouched(tmp_path):
                                f"hydra.run.dir={run_dir}", *extra], capture_output=True, text=True, timeout=300)
         assert proc.returncode == 2 and message in proc.stderr, proc.stderr[-2000:]
     assert {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()} == before
+
+
+def test_an_output_folder_that_cannot_be_written_is_one_line(tmp_path):
+    """An unwritable run folder gave a traceback (issue 11, item 5)."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    proc = subprocess.run([sys.executable, "-m", "engine", "experiment=placebo", "dataset.limit=1",
+                           f"hydra.run.dir={blocker / 'run'}"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: output folder") and "Traceback" not in proc.stderr
