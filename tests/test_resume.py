@@ -43,7 +43,17 @@ def test_sigkill_then_resume_recomputes_nothing_and_matches(tmp_path):
     done_analyses = _entries(cache, "analysis")
     done_preds = _entries(cache, "pred")
     assert 0 < done_analyses and done_preds < 24
-    assert not list(cache.rglob("*.tmp")) or all(p.name.startswith(".") for p in cache.rglob("*.tmp"))
+    # The kill landed mid-write somewhere: every entry under its real name must still be whole (the
+    # write is a rename), so a resume can trust what it finds; a torn entry here is a regression.
+    from PIL import Image
+
+    from engine.cache import decode_arrays
+
+    entries = [p for p in cache.rglob("*.arr") if not p.name.startswith(".")]
+    assert entries and all(decode_arrays(p.read_bytes()) is not None for p in entries)
+    for png in (p for p in cache.rglob("*.png") if not p.name.startswith(".")):
+        with Image.open(png) as im:
+            im.load()
 
     refused = _engine(ARGS, run_dir, cache)
     out, _ = refused.communicate(timeout=240)
