@@ -102,3 +102,16 @@ def test_a_copy_under_another_name_is_its_own_record(run_experiment, face_folder
     assert summary.cache["analysis"]["computed"] == 0  # the copy's pixels were analysed before
     audit = pd.read_csv(out / "audit.csv").set_index("image_id")
     assert {"zz_copy", original.stem} <= set(audit.index)
+
+
+def test_an_editor_setting_recomputes_the_edits_and_a_classifier_change_does_not(run_experiment):
+    """Cache keys hold exactly what an edit depends on (issue 11, tests)."""
+    args = ("experiment=symmetry", "dataset.limit=2", "audit.enabled=false", "report.plots=false")
+    first, _ = run_experiment(*args, out_name="first")
+    assert first.cache["edit"]["computed"] == 2
+    other_editor, _ = run_experiment(*args, "editor.mirror_share=0.4", out_name="editor")
+    assert other_editor.cache["edit"] == {"cached": 0, "computed": 2}
+    assert other_editor.cache["analysis"]["computed"] == 0, "the face analysis does not depend on the editor"
+    other_classifier, _ = run_experiment(*args, "classifier=dummy", out_name="classifier")
+    assert other_classifier.cache["edit"] == {"cached": 2, "computed": 0}
+    assert other_classifier.cache["pred"]["computed"] > 0
