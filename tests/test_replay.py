@@ -115,3 +115,25 @@ def test_an_editor_setting_recomputes_the_edits_and_a_classifier_change_does_not
     other_classifier, _ = run_experiment(*args, "classifier=dummy", out_name="classifier")
     assert other_classifier.cache["edit"] == {"cached": 2, "computed": 0}
     assert other_classifier.cache["pred"]["computed"] > 0
+
+
+def test_torn_flipped_and_garbage_cache_entries_are_recomputed_to_identical_tables(run_experiment, work_cache):
+    """A damaged entry must read as missing and be recomputed, never crash or leak into results."""
+    args = ("experiment=placebo", "dataset.limit=3", "audit.enabled=false", "report.plots=false")
+    _, out1 = run_experiment(*args, out_name="clean")
+    entries = sorted(p for p in work_cache.rglob("*.arr") if not p.name.startswith("."))
+    assert len(entries) >= 6
+    for i, path in enumerate(entries):
+        data = bytearray(path.read_bytes())
+        if i % 3 == 0:
+            path.write_bytes(bytes(data[: len(data) // 2]))  # torn
+        elif i % 3 == 1:
+            data[len(data) // 2] ^= 0x40  # one bit flipped
+            path.write_bytes(bytes(data))
+        else:
+            path.write_bytes(b"\x00garbage" * 7)
+    summary, out2 = run_experiment(*args, out_name="damaged")
+    assert summary.cache["finished"]["computed"] == 3, "every damaged record is recomputed"
+    for table in ("measurements.parquet",):
+        pd.testing.assert_frame_equal(pd.read_parquet(out1 / table), pd.read_parquet(out2 / table))
+    pd.testing.assert_frame_equal(pd.read_csv(out1 / "stats.csv"), pd.read_csv(out2 / "stats.csv"))
