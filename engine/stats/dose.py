@@ -9,6 +9,13 @@ boundary at 0). This equals statsmodels MixedLM up to its optimiser tolerance (s
 fraction of the cost (MixedLM takes ~10 s per unit at 1,000 images). Unbalanced units, and units whose
 subjects hold several images (random intercepts for subject and image within subject), are fitted by
 statsmodels MixedLM.
+
+The slope's p-value and interval use a t reference, not MixedLM's normal one: with few images the
+normal reference rejected a true null at 7.6 % (n = 11, levels 0 and 1). Its degrees of freedom are
+those of the residual the slope's variance comes from: the within-image residual, n (k - 1) - 1 for n
+images at k levels (n k - 2 when the image variance is at its boundary and the residual is pooled),
+and n_obs - n_images - 1 for the MixedLM fits. tests/test_stats_paired.py shows by simulation that
+the false-positive rate then lies within [0.035, 0.065] at n = 11, 30 and 93.
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ import warnings
 import numpy as np
 import pandas as pd
 import statsmodels.formula.api as smf
-from scipy import special
+from scipy import special, stats
 
 from .corrections import adjust_pvalues, family_labels
 from .paired import average_ranks
@@ -35,6 +42,7 @@ COLUMNS = UNIT_KEYS + [
     "slope_ci_low",
     "slope_ci_high",
     "slope_p",
+    "slope_df",
     "converged",
     "model_note",
     "trend_test",
@@ -92,8 +100,9 @@ def balanced_random_intercept(
         level: Confidence level of the Wald interval.
 
     Returns:
-        slope, slope_se, slope_ci_low, slope_ci_high, slope_p (normal reference, as MixedLM), and the
-        variance components sigma2_image, sigma2_residual, per unit.
+        slope, slope_se, slope_ci_low, slope_ci_high, slope_p and slope_df (t reference on the
+        residual's degrees of freedom; see the module doc), and the variance components sigma2_image,
+        sigma2_residual, per unit.
     """
     present = ~np.isnan(cube).any(axis=2)
     n = present.sum(axis=1).astype(np.float64)
@@ -113,14 +122,16 @@ def balanced_random_intercept(
         boundary = sigma2_u < 0  # REML then fits the pooled model with no image variance
         sigma2_e = np.where(boundary, (sse_within + ss_between) / (n * k - 2), sigma2_e)
         se = np.sqrt(sigma2_e / (n * sxx))
-        z_crit = special.ndtri(0.5 + level / 2)
-        p = 2 * special.ndtr(-np.abs(slope / se))
+        df = np.where(boundary, n * k - 2, n * (k - 1) - 1)
+        t_crit = stats.t.ppf(0.5 + level / 2, df)
+        p = 2 * stats.t.sf(np.abs(slope / se), df)
     return {
         "slope": slope,
         "slope_se": se,
-        "slope_ci_low": slope - z_crit * se,
-        "slope_ci_high": slope + z_crit * se,
+        "slope_ci_low": slope - t_crit * se,
+        "slope_ci_high": slope + t_crit * se,
         "slope_p": p,
+        "slope_df": df,
         "sigma2_image": np.maximum(sigma2_u, 0.0),
         "sigma2_residual": sigma2_e,
     }
@@ -152,13 +163,16 @@ def mixedlm_slope(unit: pd.DataFrame, nested: bool) -> dict:
             else:
                 model = smf.mixedlm("value ~ strength", unit, groups="image_id")
             fit = model.fit(reml=True)
-            ci = fit.conf_int().loc["strength"]
+            slope, se = float(fit.params["strength"]), float(fit.bse["strength"])
+            df = float(len(unit) - unit["image_id"].nunique() - 1)  # within-image residual (module doc)
+            t_crit = stats.t.ppf(0.975, df)
             out = {
-                "slope": fit.params["strength"],
-                "slope_se": fit.bse["strength"],
-                "slope_ci_low": ci.iloc[0],
-                "slope_ci_high": ci.iloc[1],
-                "slope_p": fit.pvalues["strength"],
+                "slope": slope,
+                "slope_se": se,
+                "slope_ci_low": slope - t_crit * se,
+                "slope_ci_high": slope + t_crit * se,
+                "slope_p": 2 * stats.t.sf(abs(slope / se), df),
+                "slope_df": df,
                 "converged": bool(fit.converged),
             }
         except (ValueError, np.linalg.LinAlgError) as err:
@@ -168,6 +182,7 @@ def mixedlm_slope(unit: pd.DataFrame, nested: bool) -> dict:
                 "slope_ci_low": np.nan,
                 "slope_ci_high": np.nan,
                 "slope_p": np.nan,
+                "slope_df": np.nan,
                 "converged": False,
             }
             note = f"fit failed: {err}"
@@ -217,7 +232,7 @@ def dose_response(df: pd.DataFrame, family: str, correction: str, alpha: float) 
             if balanced[u] and not nested:
                 fit = {
                     key: closed[key][u]
-                    for key in ("slope", "slope_se", "slope_ci_low", "slope_ci_high", "slope_p")
+                    for key in ("slope", "slope_se", "slope_ci_low", "slope_ci_high", "slope_p", "slope_df")
                 }
                 fit.update(
                     converged=True,
