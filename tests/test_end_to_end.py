@@ -134,3 +134,16 @@ def test_an_empty_dataset_is_an_error_not_an_empty_run(run_experiment, tmp_path)
     with pytest.raises(ConfigError, match=r"has no images: nothing to analyse"):
         run_experiment("experiment=placebo", "dataset=folder", f"dataset.root={empty}", out_name="empty_run")
     assert not (tmp_path / "empty_run" / "run_state.json").exists(), "an empty run must not claim a folder"
+
+
+def test_file_descriptor_2_is_where_it_was_after_a_run(run_experiment):
+    """Landmarker threads silenced fd 2 and one could restore /dev/null: later errors were lost
+    (issue 11, item 1). Several workers build landmarkers at once here."""
+    import os
+
+    before = os.fstat(2)
+    for i in range(2):
+        run_experiment("experiment=placebo", "dataset.limit=4", "runner.workers=4", "audit.enabled=false",
+                       "report.plots=false", out_name=f"fd{i}")
+        after = os.fstat(2)
+        assert (after.st_dev, after.st_ino) == (before.st_dev, before.st_ino)

@@ -170,8 +170,11 @@ def test_placebo_identity_edit_is_never_significant(identical):
     assert not res.tests["reject"].any()
     assert not res.labels.loc[res.labels["contrast"] == "edit", "reject"].any()
     assert res.headline.iloc[0]["k"] == 0
-    if identical:
-        assert res.tests["degenerate"].all() and (res.tests["p_raw"] == 1.0).all()
+    if identical:  # nothing to test: not counted in the headline's n nor in the correction's m
+        assert res.tests["degenerate"].all() and res.tests["p_raw"].isna().all()
+        assert res.tests["method"].str.startswith("not testable").all()
+        overall = res.headline[res.headline["scope"] == "overall"].iloc[0]
+        assert overall["n"] == 0 and overall["not_testable"] > 0
         assert (res.labels.loc[res.labels["contrast"] == "edit", "flip_rate"] == 0).all()
     assert res.artefact.loc[res.artefact["test"] == "t", "reject"].all(), "the artefact is still reported"
 
@@ -242,3 +245,13 @@ def test_bad_measurements_fail_loudly(planted):
         analyse(pd.concat([planted, planted.head(3)]))
     with pytest.raises(ValueError, match="StatsConfig.reference='sham'"):
         analyse(planted[planted["condition"] != "sham"])
+
+
+def test_outputs_that_cannot_move_do_not_dilute_the_correction():
+    """A degenerate row (all differences zero) used to count in m with p = 1 (issue 11, statistics)."""
+    from engine.stats.corrections import adjust_pvalues
+
+    p = np.array([0.01, 0.02, np.nan, np.nan, np.nan])
+    adjusted = adjust_pvalues(p, np.zeros(5, dtype=int), "bonferroni")
+    np.testing.assert_allclose(adjusted[:2], [0.02, 0.04])  # m = 2, not 5
+    assert np.isnan(adjusted[2:]).all()

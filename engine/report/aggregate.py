@@ -46,6 +46,7 @@ def aggregate(sweep_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
         rel = str(job.relative_to(sweep_dir))
         summary = json.loads((job / "stats.json").read_text())
         heads.append({"job": rel, **over, "k": summary.get("k"), "n": summary.get("n"),
+                      "not_testable": summary.get("not_testable", 0),
                       "percent": summary.get("percent"), "headline": summary.get("headline")})
         if (job / "stats.csv").exists():
             df = pd.read_csv(job / "stats.csv")

@@ -31,6 +31,13 @@ def headline_numbers(stats: Any) -> tuple[int, int]:
     return int(overall["k"]), int(overall["n"])
 
 
+def _not_testable(stats: Any) -> int:
+    head = stats.headline if stats is not None else None
+    if head is None or head.empty or "not_testable" not in head:
+        return 0
+    return int(head[head["scope"] == "overall"].iloc[0]["not_testable"])
+
+
 def write_tables(outputs: Any) -> None:
     """The measurement tables every mode writes."""
     out = outputs.out
@@ -58,15 +65,21 @@ def write_outputs(outputs: Any, cache: WorkCache) -> str:
     alpha = stats.meta.get("alpha", 0.05) if stats is not None else 0.05
     k, n = headline_numbers(stats)
     pct = 100.0 * k / n if n else float("nan")
+    untestable = _not_testable(stats)
     headline = (f"{k} of {n} output shifts significant ({pct:.1f} %) at alpha={alpha:g}, "
                 f"{stats.meta.get('correction', '?')}-corrected within each "
                 f"{stats.meta.get('family', '?')} family" if stats is not None else "no images with a face: no tests")
+    if stats is not None and n == 0 and untestable:
+        headline = f"no testable output shift: all {untestable} have every difference exactly zero"
+    elif untestable:
+        headline += f"; {untestable} not testable (every difference exactly zero)"
     if not tests.empty:
         write_table(tests, out / "stats.csv")
     for name, df in frames.items():
         if name != "tests" and df is not None and not df.empty:
             write_table(df, out / f"stats_{name}.csv")
-    stats_json: dict[str, Any] = {"headline": headline, "k": k, "n": n, "percent": pct, "stamp": provenance}
+    stats_json: dict[str, Any] = {"headline": headline, "k": k, "n": n, "not_testable": untestable, "percent": pct,
+                                  "stamp": provenance}
     if stats is not None:
         stats_json["stats"] = json.loads(stats.to_json())
     write_json(out / "stats.json", stats_json)

@@ -52,7 +52,9 @@ TEST_COLUMNS = [
     "dz_ci_high",
     "rank_biserial",
 ]
-HEADLINE_COLUMNS = ["scope", "property", "classifier", "test", "k", "n", "percent", "text"]
+HEADLINE_COLUMNS = ["scope", "property", "classifier", "test", "k", "n", "not_testable", "percent", "text"]
+#: What a test of differences that are all exactly zero says: there is nothing to test.
+NOT_TESTABLE = "not testable: all differences zero"
 
 WILCOXON_METHOD = (
     "two-sided, no continuity correction; exact null distribution for n <= 50 without ties or "
@@ -64,8 +66,9 @@ WILCOXON_METHOD = (
 def paired_table(block: PairedBlock, cfg: StatsConfig) -> pd.DataFrame:
     """One row per test of the block x test kind, with effect sizes, bootstrap intervals and correction.
 
-    Rows whose differences are all exactly zero are marked ``degenerate`` and get ``p_raw = 1`` (no
-    evidence of a shift) rather than scipy's NaN, so placebo outputs count as tested and not significant.
+    Rows whose differences are all exactly zero are marked ``degenerate``: not testable (``p_raw``
+    NaN, method says so), so they count neither in the headline's n nor in the correction's m (a
+    placebo's outputs would otherwise dilute every other test of its family).
     """
     if block.diffs.shape[0] == 0:
         return pd.DataFrame(columns=TEST_COLUMNS)
@@ -88,8 +91,8 @@ def paired_table(block: PairedBlock, cfg: StatsConfig) -> pd.DataFrame:
         frame = base.assign(
             test=test,
             statistic=result.statistic,
-            p_raw=np.where(degenerate, 1.0, result.p),
-            method=np.where(degenerate, "all differences zero", result.method),
+            p_raw=np.where(degenerate, np.nan, result.p),
+            method=np.where(degenerate, NOT_TESTABLE, result.method),
             degenerate=degenerate,
         )
         frames.append(frame)
@@ -103,7 +106,7 @@ def headline_table(tests: pd.DataFrame, primary: str) -> pd.DataFrame:
     One "output shift" is one classifier x output x edit strength test. Scopes: overall, per property,
     per classifier, and per property x classifier.
     """
-    rows = tests[(tests["test"] == primary) & tests["p_raw"].notna()] if len(tests) else tests
+    rows = tests[tests["test"] == primary] if len(tests) else tests
     if rows is None or rows.empty:
         return pd.DataFrame(columns=HEADLINE_COLUMNS)
     out = []
@@ -117,8 +120,12 @@ def headline_table(tests: pd.DataFrame, primary: str) -> pd.DataFrame:
         groups = rows.groupby(keys, sort=True) if keys else [((), rows)]
         for key, group in groups:
             key = key if isinstance(key, tuple) else (key,)
-            k, n = int(group["reject"].sum()), len(group)
+            testable = group["p_raw"].notna()
+            k, n, untestable = int(group.loc[testable, "reject"].sum()), int(testable.sum()), int((~testable).sum())
             labels = dict(zip(keys, key))
+            text = f"{k} of {n} output shifts significant ({100.0 * k / n:.2f} %)" if n else "no testable output shift"
+            if untestable:
+                text += f"; {untestable} {NOT_TESTABLE}"
             out.append(
                 {
                     "scope": scope,
@@ -127,8 +134,9 @@ def headline_table(tests: pd.DataFrame, primary: str) -> pd.DataFrame:
                     "test": primary,
                     "k": k,
                     "n": n,
-                    "percent": 100.0 * k / n,
-                    "text": f"{k} of {n} output shifts significant ({100.0 * k / n:.2f} %)",
+                    "not_testable": untestable,
+                    "percent": 100.0 * k / n if n else float("nan"),
+                    "text": text,
                 }
             )
     return pd.DataFrame(out, columns=HEADLINE_COLUMNS)
