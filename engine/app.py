@@ -66,6 +66,17 @@ def result_fingerprint(cfg: DictConfig) -> dict[str, str]:
     return {str(k): stable_hash(v, 16) for k, v in sorted(values.items()) if k not in NOT_RESULT_KEYS}
 
 
+def _load_classifiers(spec: RunSpec) -> None:
+    """Open and check every classifier's model at start-up: a bad checkpoint is one line before any
+    face is analysed, not a failure after the slow stages (models load lazily otherwise)."""
+    for name, classifier in spec.classifiers.items():
+        try:
+            getattr(classifier, "model", None)
+        except Exception as exc:  # noqa: BLE001 - every loader has its own errors; all mean "unusable"
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ConfigError(f"classifier {name}: its model cannot be loaded: {first}") from None
+
+
 def guard_output(out: Path, resume: bool, fingerprint: dict[str, str] | None = None) -> None:
     """Refuse to overwrite a finished or started run unless `resume=true`, and refuse to resume a
     run with a config whose results would differ (its results would silently replace the other's)."""
@@ -199,6 +210,7 @@ def run(cfg: DictConfig, out: Path | None = None) -> RunSummary:
         where = next((f" at {v}" for k in ("root", "path") if (v := getattr(spec.dataset, k, None))), "")
         raise ConfigError(f"the dataset ({type(spec.dataset).__name__}{where}) has no images: nothing to analyse; "
                           "check dataset.root / dataset.path, dataset.split or dataset.limit")
+    _load_classifiers(spec)
     out = out or output_dir_for(cfg)
     out.mkdir(parents=True, exist_ok=True)
     fingerprint = result_fingerprint(cfg)

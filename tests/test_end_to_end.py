@@ -147,3 +147,19 @@ def test_file_descriptor_2_is_where_it_was_after_a_run(run_experiment):
                        "report.plots=false", out_name=f"fd{i}")
         after = os.fstat(2)
         assert (after.st_dev, after.st_ino) == (before.st_dev, before.st_ino)
+
+
+def test_a_bad_checkpoint_is_one_line_before_any_face_is_analysed(run_experiment, tmp_path, monkeypatch):
+    """Classifier checkpoints were first opened after face analysis (issue 11, item 6)."""
+    import engine.faces.analyzer
+
+    bad = tmp_path / "broken.safetensors"
+    bad.write_bytes(b"not a checkpoint at all")
+    analysed = []
+    real = engine.faces.analyzer.FaceAnalyzer.analyse
+    monkeypatch.setattr(engine.faces.analyzer.FaceAnalyzer, "analyse",
+                        lambda self, *a, **k: analysed.append(1) or real(self, *a, **k))
+    with pytest.raises(ConfigError, match=r"classifier torch_model: its model cannot be loaded"):
+        run_experiment("experiment=placebo", "classifier=torch", f"classifiers.torch_model.checkpoint={bad}",
+                       "dataset.limit=2", out_name="badckpt")
+    assert analysed == [] and not (tmp_path / "badckpt" / "run_state.json").exists()
