@@ -29,13 +29,15 @@ def per_test_alpha(primary: pd.DataFrame, alpha: float, correction: str) -> np.n
     valid = primary["p_raw"].notna()
     m = primary.assign(_v=valid).groupby("family")["_v"].transform("sum").to_numpy(float)
     rejected = primary.groupby("family")["reject"].transform("sum").to_numpy(float)
+    m = np.where(m > 0, m, np.nan)  # a family of not-testable rows only has no per-test level
     if correction in ("holm", "bonferroni"):
         level = alpha / m
     else:
         level = alpha * np.maximum(rejected, 1) / m
         if correction == "fdr_by":
-            level = level / np.array([np.sum(1.0 / np.arange(1, int(k) + 1)) if k > 0 else 1.0 for k in m])
-    return np.where(m > 0, level, np.nan)
+            level = level / np.array([np.sum(1.0 / np.arange(1, int(k) + 1)) if k > 0 else 1.0
+                                  for k in np.nan_to_num(m)])
+    return level
 
 
 def _test_p(samples: np.ndarray, test: str, zero_method: str) -> np.ndarray:
