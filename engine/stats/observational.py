@@ -5,8 +5,9 @@ For each classifier x output x property two tests run:
 * ``ols_hc3``: ``value ~ property + C(label)`` by the statsmodels formula API with HC3 errors; a numeric
   property is tested by its slope, a categorical one by a Wald chi-square over its dummies.
 * ``permutation``: the property is permuted within label strata (seeded, ``n_permutations`` times). The
-  statistic is the label-adjusted association: ``|sum_i (x_i - mean_stratum x) y_i|`` for a numeric property,
-  and the within-stratum between-level sum of squares of y for a categorical one. All outputs are
+  statistic is studentised for a numeric property: the |t| of its slope in ``value ~ property + C(label)``
+  with HC3 errors (the raw slope's permutation test is not valid when only the output's variance
+  depends on the property); for a categorical one, the within-stratum between-level sum of squares of y. All outputs are
   scored against the same permutations with one sparse/dense matrix product per chunk.
 
 Both go through the same family correction and headline path as the paired analysis.
@@ -124,7 +125,8 @@ def permutation_pvalues(
     if numeric:
         x = prop.astype(np.float64)
         x = x - pd.Series(x).groupby(strata_codes).transform("mean").to_numpy()
-        observed = np.abs(x @ y)
+        inv_size = 1.0 / np.bincount(strata_codes)[strata_codes]  # the strata dummies' leverage
+        observed = _hc3_t(x[None, :], y, inv_size)[0]
     else:
         cells = pd.factorize(pd.Series(strata_codes).astype(str) + "|" + pd.Series(prop).astype(str))[0]
         cell_sizes = np.bincount(cells)
@@ -136,7 +138,7 @@ def permutation_pvalues(
     for start in range(0, n_permutations, step):
         perm = within_strata_permutations(strata_codes, min(step, n_permutations - start), rng)
         if numeric:
-            null = np.abs(x[perm] @ y)  # (b, Q)
+            null = _hc3_t(x[perm], y, inv_size)  # (b, Q)
         else:
             b = perm.shape[0]
             rows = (np.arange(b)[:, None] * n_cells + cells[perm]).ravel()
@@ -148,6 +150,24 @@ def permutation_pvalues(
             null = (sums**2 / cell_sizes[None, :, None]).sum(axis=1)
         hits += (null >= threshold[None, :]).sum(axis=0)
     return observed, (1 + hits) / (1 + n_permutations)
+
+
+def _hc3_t(x: np.ndarray, y: np.ndarray, inv_size: np.ndarray) -> np.ndarray:
+    """|t| of the slope of ``y ~ x + C(stratum)`` with HC3 errors, for every row of `x` (B, n) and
+    column of `y` (n, Q), both centred within strata (so the strata intercepts are already out).
+
+    The permutation test uses this studentised statistic, not the raw slope: when only the output's
+    variance depends on the property, the raw slope's permutation distribution is too narrow (it
+    rejected 14.6 % of true nulls), while the HC3 t is asymptotically pivotal.
+    """
+    xx = np.einsum("bn,bn->b", x, x)[:, None]  # (B, 1)
+    slope = (x @ y) / xx  # (B, Q)
+    resid = y[None, :, :] - slope[:, None, :] * x[:, :, None]  # (B, n, Q)
+    leverage = inv_size[None, :] + x**2 / xx  # (B, n)
+    weight = (x / (1.0 - np.minimum(leverage, 1 - 1e-12))) ** 2  # (B, n)
+    var = np.einsum("bn,bnq->bq", weight, resid**2) / xx**2
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.abs(slope) / np.sqrt(var)
 
 
 def _cell_sums(cells: np.ndarray, y: np.ndarray, n_cells: int) -> np.ndarray:
