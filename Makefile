@@ -19,7 +19,7 @@ demo: install
 # Install, pull the pinned model assets through the registry, then run pytest offline.
 test: install
 	$(PY) -m engine.assets pull
-	FACECF_OFFLINE=1 $(PY) -m pytest -q
+	FACECF_OFFLINE=1 FACECF_REQUIRE_ASSETS=1 $(PY) -m pytest -q
 
 lint:
 	$(PY) -m ruff check engine editors classifiers tests benchmarks scripts

@@ -7,8 +7,8 @@ import hashlib
 import numpy as np
 import pytest
 import torch
+from assets_needed import asset_or_skip
 
-from engine.assets import AssetError, asset_path
 from engine.audit.age_gender import AgeGenderEstimator
 from engine.audit.chips import (
     CHANNEL_MEANS,
@@ -46,10 +46,7 @@ DLIB_CHIP_CASES = [
 
 
 def _asset_or_skip(name: str) -> str:
-    try:
-        return str(asset_path(name, offline=True))
-    except AssetError as exc:
-        pytest.skip(f"asset {name} not cached: {exc}")
+    return asset_or_skip(name)
 
 
 def _astronaut() -> torch.Tensor:

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from assets_needed import asset_or_skip
 
-from engine.assets import AssetError, asset_path
 from engine.audit.perceptual import (
     LPIPS,
     load_numpy_pickle,
@@ -33,10 +33,7 @@ EXPECTED = {"vgg": (0.067282, 0.566621), "alex": (0.026802, 0.500085)}
 
 
 def _need(name: str) -> None:
-    try:
-        asset_path(name, offline=True)
-    except AssetError as exc:
-        pytest.skip(f"asset {name} not cached: {exc}")
+    asset_or_skip(name)
 
 
 def _images() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -107,16 +104,19 @@ def test_masked_lpips(model):
     assert abs(float(masked[1]) - inside[0]) < 1e-6 and torch.isnan(masked[2])
 
 
-def test_same_network_as_the_lpips_package():
-    """Our torch network with the converted backbone equals lpips.LPIPS with the same backbone."""
-    lpips = pytest.importorskip("lpips")
-    _need("lpips_vgg16")
+@pytest.mark.parametrize("net", ["vgg", "alex"])
+def test_same_network_as_the_lpips_package(net):
+    """The judge equals a network built independently by the lpips package (its own heads), with the
+    registry's converted backbone copied into it layer by layer."""
+    import lpips
+
+    _need("lpips_vgg16" if net == "vgg" else "lpips_alexnet")
     import warnings
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torchvision's "pretrained is deprecated"
-        theirs = lpips.LPIPS(net="vgg", pretrained=True, pnet_rand=True, verbose=False)
-    weights = lpips_weights("vgg")
+        theirs = lpips.LPIPS(net=net, pretrained=True, pnet_rand=True, verbose=False)
+    weights = lpips_weights(net)
     convs = [m for m in theirs.net.modules() if isinstance(m, torch.nn.Conv2d)]
     indices = sorted({int(k.split(".")[1]) for k in weights if k.startswith("features.")})
     for conv, idx in zip(convs, indices, strict=True):
@@ -127,7 +127,7 @@ def test_same_network_as_the_lpips_package():
     ref, _, p1 = _images()
     with torch.no_grad():
         torch.testing.assert_close(
-            theirs(ref, p1, normalize=True).flatten(), LPIPS("vgg")(ref, p1), atol=1e-6, rtol=0
+            theirs(ref, p1, normalize=True).flatten(), LPIPS(net)(ref, p1), atol=1e-6, rtol=0
         )
 
 
