@@ -242,12 +242,12 @@ def noise_markdown(table: pd.DataFrame, values: dict[str, float], provenance: di
 
 
 def write_docs(text: str, path: Path = DOCS) -> None:
-    doc = path.read_text()
-    if DOC_BEGIN not in doc or DOC_END not in doc:
-        raise SystemExit(f"{path} has no {DOC_BEGIN} ... {DOC_END} markers")
-    head, rest = doc.split(DOC_BEGIN, 1)
-    _, tail = rest.split(DOC_END, 1)
-    path.write_text(f"{head}{DOC_BEGIN}\n{text}\n{DOC_END}{tail}")
+    from engine.report.files import write_between_markers
+
+    try:
+        write_between_markers(path, DOC_BEGIN, DOC_END, text)
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from None
 
 
 def write_thresholds(path: Path, values: dict[str, float], provenance: dict[str, object]) -> None:

@@ -168,12 +168,12 @@ def markdown(table: pd.DataFrame, provenance: dict) -> str:
 
 
 def write_docs(text: str, path: Path = DOCS) -> None:
-    doc = path.read_text()
-    if BEGIN not in doc or END not in doc:
-        raise SystemExit(f"{path} has no {BEGIN} ... {END} markers")
-    head, rest = doc.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    path.write_text(f"{head}{BEGIN}\n{text}\n{END}{tail}")
+    from engine.report.files import write_between_markers
+
+    try:
+        write_between_markers(path, BEGIN, END, text)
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from None
 
 
 def main(argv: list[str] | None = None) -> int:

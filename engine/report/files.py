@@ -37,3 +37,14 @@ def write_table(df: pd.DataFrame, path: Path) -> None:
             df.to_parquet(tmp, index=False)
         else:
             df.to_csv(tmp, index=False)
+
+
+def write_between_markers(path: Path, begin: str, end: str, text: str) -> None:
+    """Replace what lies between the `begin` and `end` markers of a text file (a generated section
+    of a hand-written document) with `text`; raises ValueError when the markers are missing."""
+    doc = Path(path).read_text()
+    if begin not in doc or end not in doc:
+        raise ValueError(f"{path} has no {begin} ... {end} markers")
+    head, rest = doc.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    write_text(path, f"{head}{begin}\n{text}\n{end}{tail}")
