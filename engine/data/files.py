@@ -19,6 +19,14 @@ def _raise(reason: str) -> np.ndarray:
     raise ImageLoadError(reason)
 
 
+def ids_from_paths(paths: Sequence[Path]) -> list[str]:
+    """Record ids from relative paths: without the extension, unless two files share a name
+    (`a.jpg` beside `a.png`), which then keep it, so ids are unique and stable."""
+    stems = Counter(p.with_suffix("").as_posix() for p in paths)
+    return [p.with_suffix("").as_posix() if stems[p.with_suffix("").as_posix()] == 1 else p.as_posix()
+            for p in paths]
+
+
 def printable(name: str) -> str:
     """A file name as text every table can hold: bytes that are not UTF-8 (Python keeps them as
     surrogates, which Parquet and CSV writers refuse) are written as `\\xNN`, so the id stays unique
@@ -81,13 +89,10 @@ class ImageFolderDataset(Dataset):
 
     def _build(self) -> list[ImageRecord]:
         files, problems = self._walk()
-        stems = Counter(p.relative_to(self.root).with_suffix("").as_posix() for p in files)
         recs = []
-        for p in files:
+        for p, image_id in zip(files, ids_from_paths([p.relative_to(self.root) for p in files]), strict=True):
             rel = p.relative_to(self.root)
             label = rel.parts[0] if self.labels_from_subfolders and len(rel.parts) > 1 else None
-            stem = rel.with_suffix("").as_posix()
-            image_id = stem if stems[stem] == 1 else rel.as_posix()
             recs.append(ImageRecord(printable(image_id), printable(str(p)), lambda p=p: load_image_file(p),
                                     None if label is None else printable(label), file=str(p)))
         for folder, reason in problems:  # each becomes a skipped.csv row with its reason
@@ -180,10 +185,7 @@ class ManifestDataset(Dataset):
                                   f"{', '.join(map(str, empty[:5]))}{' ...' if len(empty) > 5 else ''}")
             ids = [str(v).strip() for v in raw]
         else:  # from the path: without extension, unless two files share a name
-            paths = [Path(str(v)) for v in table[self.path_column]]
-            stems = Counter(p.with_suffix("").as_posix() for p in paths)
-            ids = [p.with_suffix("").as_posix() if stems[p.with_suffix("").as_posix()] == 1 else p.as_posix()
-                   for p in paths]
+            ids = ids_from_paths([Path(str(v)) for v in table[self.path_column]])
         repeated = [k for k, n in Counter(ids).items() if n > 1]
         if repeated:
             source = f"'{self.id_column}'" if self.id_column in table.columns else "paths"
