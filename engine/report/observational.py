@@ -23,7 +23,7 @@ def write_observational_outputs(outputs: Any, frame: Any, cache: Any) -> str:
     tests = stats.tests
     primary = stats.meta.get("primary", "ols_hc3")
     t = tests[tests["test"] == primary]
-    k, n = headline_numbers(stats)
+    k, n, _ = headline_numbers(stats)
     pct = 100.0 * k / n if n else float("nan")
     headline = (f"{k} of {n} output-property dependencies significant ({pct:.1f} %) given the label, "
                 f"alpha={stats.meta['alpha']:g}, {stats.meta['correction']}-corrected per {stats.meta['family']}")

@@ -22,20 +22,14 @@ from engine.report.provenance import stamp, write_json
 log = logging.getLogger(__name__)
 
 
-def headline_numbers(stats: Any) -> tuple[int, int]:
-    """k significant of n output shifts: the "overall" row of the analysis's own headline table."""
+def headline_numbers(stats: Any) -> tuple[int, int, int]:
+    """k significant of n output shifts, and how many were not testable: the "overall" row of the
+    analysis's own headline table."""
     head = stats.headline if stats is not None else None
     if head is None or head.empty:
-        return 0, 0
+        return 0, 0, 0
     overall = head[head["scope"] == "overall"].iloc[0]
-    return int(overall["k"]), int(overall["n"])
-
-
-def _not_testable(stats: Any) -> int:
-    head = stats.headline if stats is not None else None
-    if head is None or head.empty or "not_testable" not in head:
-        return 0
-    return int(head[head["scope"] == "overall"].iloc[0]["not_testable"])
+    return int(overall["k"]), int(overall["n"]), int(overall.get("not_testable", 0))
 
 
 def write_tables(outputs: Any) -> None:
@@ -63,9 +57,8 @@ def write_outputs(outputs: Any, cache: WorkCache) -> str:
     frames: dict[str, pd.DataFrame] = stats.to_frames() if stats is not None else {}
     tests = frames.get("tests", pd.DataFrame())
     alpha = stats.meta.get("alpha", 0.05) if stats is not None else 0.05
-    k, n = headline_numbers(stats)
+    k, n, untestable = headline_numbers(stats)
     pct = 100.0 * k / n if n else float("nan")
-    untestable = _not_testable(stats)
     headline = (f"{k} of {n} output shifts significant ({pct:.1f} %) at alpha={alpha:g}, "
                 f"{stats.meta.get('correction', '?')}-corrected within each "
                 f"{stats.meta.get('family', '?')} family" if stats is not None else "no images with a face: no tests")
