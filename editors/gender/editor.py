@@ -48,12 +48,10 @@ from editors.gender.shape import (
     load_proportions,
     target_landmarks,
 )
+from editors.gender.targets import check_target, face_targets, gender_target_check
 from editors.warp import DEFAULT_RING_SCALE, apply_backward_map, backward_map
-from engine.types import AuditPolicy, Editor, EditResult, FaceBatch, TargetCheck
+from engine.types import AuditPolicy, Editor, EditResult, FaceBatch
 
-TARGETS = ("male", "female", "opposite")
-_FEMALE_WORDS = {"f", "female", "woman", "w", "girl"}
-_MALE_WORDS = {"m", "male", "man", "boy"}
 MM_PER_IOD = 63.5  # adult mean pupil distance (Dodgson 2004), to size hair grain in millimetres
 
 
@@ -112,8 +110,7 @@ class GenderEditor(Editor):
         ring_scale: float = DEFAULT_RING_SCALE,
         proportions_path: str | None = None,
     ) -> None:
-        if target not in TARGETS:
-            raise ValueError(f"editor.target={target!r} must be one of {TARGETS}")
+        check_target(target)
         knobs = {
             "shape_gain": (shape_gain, 0.0, 5.0), "stubble": (stubble, 0.0, 0.9),
             "stubble_grain": (stubble_grain, 0.0, 1.0), "grain_mm": (grain_mm, 0.05, 5.0),
@@ -156,22 +153,7 @@ class GenderEditor(Editor):
     # -- directions ---------------------------------------------------------------------------------
     def face_targets(self, batch: FaceBatch) -> list[str]:
         """The target sex of every face: `target`, or the opposite of each face's metadata."""
-        if self.target != "opposite":
-            return [self.target] * len(batch)
-        out = []
-        for i, image_id in enumerate(batch.ids):
-            meta = batch.metadata[i] if i < len(batch.metadata) else {}
-            value = str(meta.get(self.metadata_key, "")).strip().lower()
-            if value in _FEMALE_WORDS:
-                out.append("male")
-            elif value in _MALE_WORDS:
-                out.append("female")
-            else:
-                raise ValueError(
-                    f"editor.target='opposite' needs metadata[{self.metadata_key!r}] in "
-                    f"{sorted(_FEMALE_WORDS | _MALE_WORDS)}; image_id={image_id!r} has {meta.get(self.metadata_key)!r}"
-                )
-        return out
+        return face_targets(batch, self.target, self.metadata_key)
 
     def shape_amounts(self, signed: torch.Tensor) -> dict[str, torch.Tensor]:
         """Per warped feature `(N,)`: the log-ratio to apply for signed strengths (+ female, - male)."""
@@ -179,16 +161,8 @@ class GenderEditor(Editor):
 
     # -- the edit ---------------------------------------------------------------------------------
     def audit_policy(self) -> AuditPolicy:
-        """P(male) must rise toward male and fall toward female, by `min_p_target_change`.
-
-        With target "opposite" each face's direction is the `target` it reports in its edit metadata.
-        """
-        signs = (("male", 1), ("female", -1))
-        if self.target == "opposite":
-            target = TargetCheck(("delta_est_p_male",), "min_p_target_change", sign_key="target", signs=signs)
-        else:
-            target = TargetCheck(("delta_est_p_male",), "min_p_target_change", dict(signs)[self.target])
-        return AuditPolicy(self.property, self.direction, target)
+        """P(male) must move toward the target by `min_p_target_change` (see `gender_target_check`)."""
+        return AuditPolicy(self.property, self.direction, gender_target_check(self.target))
 
     def edit(self, batch: FaceBatch, strength: float, seed: int) -> EditResult:
         if not (isinstance(strength, (int, float)) and 0.0 <= float(strength) <= 1.0):

@@ -1,0 +1,46 @@
+"""Which sex each face is pushed toward, and how the audit sees that it moved: shared by every gender editor."""
+
+from __future__ import annotations
+
+from engine.types import FaceBatch, TargetCheck
+
+TARGETS = ("male", "female", "opposite")
+FEMALE_WORDS = {"f", "female", "woman", "w", "girl"}
+MALE_WORDS = {"m", "male", "man", "boy"}
+_SIGNS = (("male", 1), ("female", -1))
+
+
+def check_target(target: str) -> str:
+    if target not in TARGETS:
+        raise ValueError(f"editor.target={target!r} must be one of {TARGETS}")
+    return target
+
+
+def face_targets(batch: FaceBatch, target: str, metadata_key: str) -> list[str]:
+    """The target sex of every face: `target`, or the opposite of each face's metadata (never a guess)."""
+    if target != "opposite":
+        return [target] * len(batch)
+    out = []
+    for i, image_id in enumerate(batch.ids):
+        meta = batch.metadata[i] if i < len(batch.metadata) else {}
+        value = str(meta.get(metadata_key, "")).strip().lower()
+        if value in FEMALE_WORDS:
+            out.append("male")
+        elif value in MALE_WORDS:
+            out.append("female")
+        else:
+            raise ValueError(
+                f"editor.target='opposite' needs metadata[{metadata_key!r}] in "
+                f"{sorted(FEMALE_WORDS | MALE_WORDS)}; image_id={image_id!r} has {meta.get(metadata_key)!r}"
+            )
+    return out
+
+
+def gender_target_check(target: str) -> TargetCheck:
+    """P(male) must rise toward male and fall toward female, by `min_p_target_change`.
+
+    With target "opposite" each face's direction is the `target` it reports in its edit metadata.
+    """
+    if target == "opposite":
+        return TargetCheck(("delta_est_p_male",), "min_p_target_change", sign_key="target", signs=_SIGNS)
+    return TargetCheck(("delta_est_p_male",), "min_p_target_change", dict(_SIGNS)[target])
