@@ -143,7 +143,7 @@ class Pipeline:
         self.loader = LoadStep(cache)
         self.analyse = AnalyseStep(cache, analyzer, stable_hash(analyzer.fingerprint(), 32))
         editor_fp = stable_hash(editor.fingerprint(), 32)
-        self.edit = EditStep(cache, editor, editor_fp, seed)
+        self.edit = EditStep(cache, editor, editor_fp, seed, getattr(runner, "backoff", None))
         clf_fps = {n: stable_hash(c.fingerprint(), 32) for n, c in classifiers.items()}
         self.classify = {n: ClassifyStep(cache, runner, c, clf_fps[n]) for n, c in classifiers.items()}
         self.record_fp = finished_fingerprint(editor_fp, self.strengths, seed, paired, classifiers, clf_fps,

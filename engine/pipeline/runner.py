@@ -6,12 +6,13 @@ import contextlib
 import logging
 import os
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import numpy as np
 import torch
 
+from engine.pipeline.backoff import BatchBackoff
 from engine.types import Classifier
 
 log = logging.getLogger(__name__)
@@ -83,7 +84,7 @@ class BatchRunner:
         self.stage_threads = stage_threads or max(1, (os.cpu_count() or 2) // 2)
         # The largest batch that fit each classifier after a CUDA OOM, so later chunks start there
         # instead of running out of memory again (keyed by object: two configs of one class differ).
-        self._fitted: dict[int, int] = {}
+        self.backoff = BatchBackoff()  # shared with the edit step: one memory budget
 
     # -- precision -------------------------------------------------------------------------------
     @property
@@ -128,21 +129,12 @@ class BatchRunner:
         n = images.shape[0]
         if n == 0:
             return np.zeros((0, len(classifier.labels)))
-        bs = min(self.batch_size or classifier.batch_size, self._fitted.get(id(classifier), n), n)
-        out: list[np.ndarray] = []
-        i = 0
-        while i < n:
-            j = min(n, i + bs)
-            try:
-                out.append(self._predict_batch(classifier, images[i:j], boxes[i:j]))
-                i = j
-            except torch.cuda.OutOfMemoryError:
-                if bs == 1:
-                    raise
-                torch.cuda.empty_cache()
-                bs = max(1, bs // 2)
-                self._fitted[id(classifier)] = bs
-                log.warning("classifier=%s CUDA out of memory; batch size -> %d", classifier.name, bs)
+
+        def job(part: Sequence[int]) -> list[np.ndarray]:
+            return [self._predict_batch(classifier, images[part[0]: part[-1] + 1], boxes[part[0]: part[-1] + 1])]
+
+        out = self.backoff.run(job, range(n), self.batch_size or classifier.batch_size, id(classifier),
+                               f"classifier={classifier.name}")
         return np.concatenate(out, axis=0)
 
     def _predict_batch(self, classifier: Classifier, images: torch.Tensor, boxes: torch.Tensor) -> np.ndarray:

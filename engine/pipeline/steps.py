@@ -18,6 +18,7 @@ import torch
 
 from engine.cache import WorkCache, key_of, pixels_hash
 from engine.data import ImageLoadError, ImageRecord
+from engine.pipeline.backoff import BatchBackoff
 from engine.pipeline.record import DECODER_VERSION, file_digest, from_json_array, through_json, to_json_array
 from engine.types import Classifier, Editor, FaceAnalysis, FaceBatch
 
@@ -192,11 +193,13 @@ class EditStep(CachedStep[tuple[np.ndarray, np.ndarray, dict[str, Any]]]):
 
     kind = "edit"
 
-    def __init__(self, cache: WorkCache, editor: Editor, fingerprint: str, seed: int) -> None:
+    def __init__(self, cache: WorkCache, editor: Editor, fingerprint: str, seed: int,
+                 backoff: BatchBackoff | None = None) -> None:
         super().__init__(cache)
         self.editor = editor
         self.fingerprint = fingerprint
         self.seed = seed
+        self.backoff = backoff or BatchBackoff()
 
     def key(self, analysis_key: str, tag: str, strength: float) -> str:
         return key_of("edit", analysis_key, self.fingerprint, strength, self.seed, tag)
@@ -213,7 +216,11 @@ class EditStep(CachedStep[tuple[np.ndarray, np.ndarray, dict[str, Any]]]):
 
     def run(self, batch: FaceBatch, keys: Sequence[str], strength: float) -> list[tuple[np.ndarray, np.ndarray, dict]]:
         def compute(todo: list[int]) -> list[tuple[np.ndarray, np.ndarray, dict]]:
-            sub = batch.select(todo)
+            # On CUDA out-of-memory the faces are edited in halves (batch equals one-by-one).
+            return self.backoff.run(edit, todo, len(todo), ("edit", id(self.editor)), f"editor={self.editor.name}")
+
+        def edit(todo: Sequence[int]) -> list[tuple[np.ndarray, np.ndarray, dict]]:
+            sub = batch.select(list(todo))
             res = self.editor.sham(sub, self.seed) if strength == 0 else self.editor.edit(sub, strength, self.seed)
             images = to_uint8(res.images)
             # Masks are stored at 8 bits: enough to tell inside from outside, small on disk.
