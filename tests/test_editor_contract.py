@@ -21,7 +21,18 @@ VARIANTS = {
     "symmetry": [{"mode": "shape"}, {"mode": "texture"}, {"source_side": "left"}],
     "asymmetry": [{"side": "auto"}],
     "semg": [{"scheme": "kuramoto"}],
+    "diffusion": [{"mode": "inpaint", "property": "gender", "target": "opposite"},
+                  {"mode": "img2img", "knob": "denoise"}, {"mode": "ledits"}],
 }
+
+
+def _local(stem: str, settings: dict) -> dict:
+    """Diffusion editors run on the tiny pipeline of their mode (built in code, no download)."""
+    if stem != "diffusion":
+        return settings
+    from diffusion_tiny import TINY, tiny_model
+
+    return {**settings, **TINY, "model": str(tiny_model(settings["mode"]))}
 
 
 def _editors() -> list[tuple[str, Editor]]:
@@ -32,7 +43,7 @@ def _editors() -> list[tuple[str, Editor]]:
         base = OmegaConf.to_container(OmegaConf.load(path))
         for extra in [{}, *VARIANTS.get(path.stem, [])]:
             label = path.stem + "".join(f"-{k}={v}" for k, v in extra.items())
-            out.append((label, instantiate({**base, **extra})))
+            out.append((label, instantiate(_local(path.stem, {**base, **extra}))))
     return out
 
 

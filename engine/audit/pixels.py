@@ -41,7 +41,7 @@ class PerceptualJudge(Judge):
         self._lpips: torch.nn.Module | None = None
 
     def compare(self, pair: JudgedPair) -> dict[str, np.ndarray]:
-        from engine.audit.perceptual import LPIPS, ssim_in_out
+        from engine.audit.perceptual import ssim_in_out
 
         a = pair.ref.images.to(self._device).float().div(255.0)
         b = pair.edit.images.to(self._device).float().div(255.0)
@@ -50,9 +50,19 @@ class PerceptualJudge(Judge):
         s_in, s_out = ssim_in_out(a, b, m)
         out["ssim_in"], out["ssim_out"] = np.asarray(s_in), np.asarray(s_out)
         if self.lpips_net:
-            if self._lpips is None:
-                self._lpips = LPIPS(net=self.lpips_net).to(self._device)
-            # One pair at a time on a CPU (batch-invariant, as fast); batches of 16 on a GPU.
-            l_in, l_out = self._lpips.in_out(a, b, m, batch_size=1 if a.device.type == "cpu" else 16)
+            l_in, l_out = self._lpips_in_out(a, b, m)
             out["lpips_in"], out["lpips_out"] = np.asarray(l_in), np.asarray(l_out)
         return out
+
+    def _lpips_in_out(self, a: torch.Tensor, b: torch.Tensor, m: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        from engine.audit.perceptual import LPIPS
+
+        if self._lpips is None:
+            self._lpips = LPIPS(net=self.lpips_net).to(self._device)
+        # One pair at a time on a CPU (batch-invariant, as fast); batches of 16 on a GPU.
+        return self._lpips.in_out(a, b, m, batch_size=1 if a.device.type == "cpu" else 16)
+
+    def lpips_between(self, ref: torch.Tensor, edit: torch.Tensor, mask: torch.Tensor) -> np.ndarray:
+        """(N,) LPIPS inside `mask` between uint8 image batches (the sham's artefact, for the report)."""
+        a, b = (x.to(self._device).float().div(255.0) for x in (ref, edit))
+        return np.asarray(self._lpips_in_out(a, b, mask.to(self._device).float())[0])

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import torch
 
 from engine.audit import AuditedCondition, AuditStage
 from engine.audit.landmarks import FaceDetectionJudge
@@ -34,7 +35,8 @@ class EditAudit:
         self.stage = stage
 
     def fingerprint(self) -> Any:
-        return self.stage.fingerprint()
+        # "sham_lpips": rows carry the sham's own LPIPS against the original (rows cached before lack it).
+        return {"stage": self.stage.fingerprint(), "sham_lpips": 1}
 
     def observe(self, chunk: Chunk) -> list[dict[str, Any]]:
         original = chunk.conditions[0]
@@ -45,4 +47,21 @@ class EditAudit:
                     for c in chunk.conditions if c.name == name]
 
         (sham,) = audited("sham")
-        return self.stage.observe(sham, audited("edit"), [r.image_id for r in chunk.fresh_records])
+        rows = self.stage.observe(sham, audited("edit"), [r.image_id for r in chunk.fresh_records])
+        if sham.hashes != original.hashes:  # a sham that is not the input: how far the pipeline itself moves it
+            artefact = self._sham_lpips(original, sham)
+            if artefact is not None:
+                per_image = dict(zip([r.image_id for r in chunk.fresh_records], artefact))
+                for row in rows:
+                    row["lpips_sham_original"] = float(per_image[row["image_id"]])
+        return rows
+
+    def _sham_lpips(self, original: Any, sham: AuditedCondition) -> np.ndarray | None:
+        """Whole-image LPIPS of each sham against its original (None without an LPIPS judge)."""
+        from engine.audit.pixels import PerceptualJudge
+
+        judge = next((j for j in self.stage.judges if isinstance(j, PerceptualJudge) and j.lpips_net), None)
+        if judge is None:
+            return None
+        ones = torch.ones_like(sham.images[:, :1], dtype=torch.float32)
+        return judge.lpips_between(original.images, sham.images, ones)

@@ -34,6 +34,18 @@ def markdown_table(df: pd.DataFrame, floatfmt: str = ".3g", max_rows: int = 40) 
     return "\n".join(lines) + "\n"
 
 
+def sham_lpips_line(audit: pd.DataFrame | None) -> list[str]:
+    """How far the sham's pipeline moves the photo by itself, where the sham is not the input."""
+    if audit is None or "lpips_sham_original" not in audit:
+        return []
+    per_face = audit.groupby("image_id")["lpips_sham_original"].first().astype(float).dropna()
+    if per_face.empty:
+        return []
+    q1, med, q3 = np.percentile(per_face, [25, 50, 75])
+    return [f"LPIPS between sham and original (the pipeline's own change): median {med:.3g} "
+            f"(IQR {q1:.3g}–{q3:.3g}, {len(per_face)} faces).", ""]
+
+
 def audit_summary(audit: pd.DataFrame | None) -> str:
     """Per strength: how many edits passed their manipulation checks, the reasons, and the medians."""
     if audit is None or audit.empty:
@@ -94,6 +106,7 @@ def paired_report(outputs: Any, frames: dict[str, pd.DataFrame], headline: str, 
             lines += ["## Processing artefact (sham − original)", "",
                       f"{k_a} of {len(a)} outputs shift significantly between sham and original "
                       "(a pure-processing effect; it is not counted in the headline).", ""]
+            lines += sham_lpips_line(outputs.audit)
         for name, title in (("labels", "Predicted-label shifts"), ("dose_response", "Dose-response"),
                             ("subgroups", "Subgroups (exploratory)"), ("power", "Sample size for 80 % power"),
                             ("excluded", "Edits excluded by the audit")):
