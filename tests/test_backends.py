@@ -238,3 +238,35 @@ def test_runner_backs_off_on_out_of_memory_and_remembers():
     clf.seen.clear()
     runner.predict(clf, images, boxes)
     assert max(clf.seen) == 2, "a later call must not run out of memory again"
+
+
+def test_edit_step_halves_the_editor_batch_on_cuda_out_of_memory(tmp_path, tiny_face_batch):
+    from engine.cache import WorkCache
+    from engine.pipeline.backoff import BatchBackoff
+    from engine.pipeline.steps import EditStep
+    from engine.types import Editor, EditResult
+
+    class Hungry(Editor):
+        property = "brightness"
+
+        def __init__(self):
+            self.seen = []
+
+        def edit(self, batch, strength, seed):
+            self.seen.append(len(batch))
+            if len(batch) > 1:
+                raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+            return EditResult((batch.images * 0.5).clamp(0, 1), torch.ones_like(batch.images[:, :1]),
+                              [{"strength": strength}])
+
+    editor, backoff = Hungry(), BatchBackoff()
+    step = EditStep(WorkCache(tmp_path / "cache"), editor, "fp", seed=0, backoff=backoff)
+    out = step.run(tiny_face_batch, [f"k{i}" for i in range(len(tiny_face_batch))], 1.0)
+    assert len(out) == 4 and editor.seen[:3] == [4, 2, 1]
+    for (image, _, meta), face in zip(out, tiny_face_batch.images):
+        expected = (face * 0.5).mul(255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+        assert np.array_equal(image, expected) and meta["strength"] == 1.0
+    editor.seen.clear()
+    step2 = EditStep(WorkCache(tmp_path / "cache2"), editor, "fp", seed=0, backoff=backoff)
+    step2.run(tiny_face_batch, [f"j{i}" for i in range(len(tiny_face_batch))], 1.0)
+    assert max(editor.seen) == 1, "a later chunk starts from the batch that fitted"

@@ -210,3 +210,18 @@ def test_age_shift_diffusion_experiment_end_to_end(run_experiment):
     stamp = json.loads((out / "stats.json").read_text())["stamp"]
     assert stamp["config"]["editor"]["model"] == str(tiny_model("instruct"))
     assert summary.headline in (out / "report.md").read_text()
+
+
+def test_diffusion_benchmark_runs_on_the_tiny_pipeline():
+    """benchmarks/bench_diffusion.py (the GPU check's engine) on CPU at tiny scale: it must not rot unrun."""
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run(
+        [sys.executable, "benchmarks/bench_diffusion.py", "--scale", "tiny", "--device", "cpu", "--batch", "2",
+         "--size", "64", "--steps", "2", "--repeats", "1", "--oom-batch", "3"],
+        cwd=root, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "fp32: raw" in proc.stdout and "ratio" in proc.stdout
+    assert "oom back-off: 3 faces asked in one call, fitted batch 3, 3 faces done" in proc.stdout
