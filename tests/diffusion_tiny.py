@@ -102,3 +102,18 @@ def tiny_model(mode: str) -> Path:
 TINY = {"resolution": 32, "steps": 2, "batch_size": 2,
         "prompts": {"older": "the old face", "younger": "a young face", "male": "a man", "female": "a woman",
                     "neutral": "a face"}}
+
+
+def _half_denoise_mode():
+    from editors.diffusion.modes import Img2Img
+
+    class HalfDenoise(Img2Img):
+        """A user's adapter: img2img at half the configured denoising (for the plug-in test)."""
+
+        def run(self, pipe, images, mask, cond, denoise, generators, settings):  # noqa: ANN001
+            return super().run(pipe, images, mask, cond, denoise / 2, generators, settings)
+
+    return HalfDenoise
+
+
+HalfDenoise = _half_denoise_mode()

@@ -225,3 +225,14 @@ def test_diffusion_benchmark_runs_on_the_tiny_pipeline():
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "fp32: raw" in proc.stdout and "ratio" in proc.stdout
     assert "oom back-off: 3 faces asked in one call, fitted batch 3, 3 faces done" in proc.stdout
+
+
+def test_another_pipeline_plugs_in_as_a_mode_through_target(faces):
+    """A user's own adapter, wired by Hydra `_target_` like every plugin."""
+    from hydra.utils import instantiate
+
+    ed = instantiate({"_target_": "editors.diffusion.DiffusionEditor", "model": str(tiny_model("img2img")),
+                      "mode": {"_target_": "diffusion_tiny.HalfDenoise"}, **{**TINY, "steps": 4}})
+    out = ed.edit(faces, 1.0, seed=0)
+    assert ed.mode == "halfdenoise" and ed.fingerprint()["mode"] == "HalfDenoise"
+    assert out.images.shape == faces.images.shape
