@@ -273,7 +273,8 @@ def _outputs(spec: RunSpec, out: Path, records: list[ImageRecord], result: Pipel
         if not audit.empty and not measurements.empty:
             valid = audit[["image_id", "strength", "valid"]]
             measurements = measurements.merge(valid, on=["image_id", "strength"], how="left")
-        stats = analyse(measurements, spec.stats) if not measurements.empty else None
+        score_sets = [name for name, c in spec.classifiers.items() if c.output_kind == "scores"]
+        stats = analyse(measurements, spec.stats, score_sets) if not measurements.empty else None
     else:
         from engine.observe import annotation_table, observational_frame
 

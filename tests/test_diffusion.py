@@ -145,7 +145,7 @@ def test_missing_model_is_one_clear_error(monkeypatch, tmp_path):
         ed.fingerprint()  # the engine takes every fingerprint at start-up: the error comes before any work
     text = str(err.value)
     assert "'nobody/not-a-model'" in text and "offline" in text and "editor.model=" in text
-    assert "save_pretrained" in text and "huggingface-cli download nobody/not-a-model" in text
+    assert "save_pretrained" in text and "hf download nobody/not-a-model" in text
     with pytest.raises(DiffusionModelUnavailable, match="not a diffusers folder"):
         DiffusionEditor(str(tmp_path / "nothing-here"), mode="instruct", **TINY).fingerprint()
 

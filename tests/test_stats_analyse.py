@@ -117,9 +117,39 @@ def test_headline_counts_primary_rejections(result):
     head = result.headline.set_index(["scope", "property", "classifier"])
     overall = head.loc[("overall", "*", "*")]
     assert (overall["k"], overall["n"]) == (2, 12)
-    assert overall["text"] == "2 of 12 output shifts significant (16.67 %)"
+    assert overall["text"] == "2 of 12 emotion-output shifts significant (16.67 %), holm across all 12 as one family"
     assert head.loc[("classifier", "*", "clf_b"), "k"] == 0
     assert head.loc[("property", "age", "*"), "n"] == 12
+    assert head.loc[("classifier", "*", "clf_a"), "family"] == "holm within each classifier_property family"
+
+
+def test_overall_headline_is_one_family_and_score_sets_stay_out(planted):
+    """The overall line is corrected anew across every emotion test; a score set gets its own table."""
+    from engine.stats import StatsConfig, adjust_pvalues, analyse
+
+    res = analyse(planted, StatsConfig(n_bootstrap=50, n_permutations=200), score_sets=["clf_b"])
+    primary = res.tests[res.tests["test"] == "wilcoxon"]
+    emotion = primary[primary["classifier"] == "clf_a"]
+    overall = res.headline.set_index("scope").loc["overall"]
+    expected = int((adjust_pvalues(emotion["p_raw"].to_numpy(), None, "holm") <= 0.05).sum())
+    assert (overall["k"], overall["n"]) == (expected, len(emotion))
+    assert set(res.headline["classifier"]) <= {"*", "clf_a"}, "a score set never enters the headline"
+    scores = res.score_shifts.set_index(["scope", "classifier"])
+    assert scores.loc[("classifier", "clf_b"), "n"] == len(primary) - len(emotion)
+    assert "score shifts" in scores.loc[("classifier", "clf_b"), "text"]
+
+
+def test_overall_count_differs_from_a_sum_of_separately_corrected_families():
+    """Two families of one p-value each: each alone passes Holm, together (m=2) only one does."""
+    import pandas as pd
+
+    from engine.stats.headline import headline_table
+
+    tests = pd.DataFrame({"test": "wilcoxon", "classifier": ["a", "b"], "property": "age",
+                          "p_raw": [0.03, 0.04], "reject": [True, True]})
+    head = headline_table(tests, "wilcoxon").set_index(["scope", "classifier"])
+    assert head.loc[("overall", "*"), "k"] == 0  # holm at m=2: 0.06 and 0.06
+    assert head.loc[("classifier", "a"), "k"] == 1 and head.loc[("classifier", "b"), "k"] == 1
 
 
 def test_dose_response_labels_power_and_meta(result):

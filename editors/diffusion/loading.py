@@ -52,7 +52,7 @@ def unavailable(model: str, why: str) -> DiffusionModelUnavailable:
     return DiffusionModelUnavailable(
         f"diffusion model {model!r} is not available: {why}. It is not in the Hugging Face cache "
         f"({_hub_cache()}) {mode}. Either fetch it where there is network "
-        f"(`huggingface-cli download {model}`, then copy the cache folder to this machine's HF_HOME), or "
+        f"(`hf download {model}`, then copy the cache folder to this machine's HF_HOME), or "
         "save the pipeline as a folder (`pipe.save_pretrained(DIR)`) and pass editor.model=DIR."
     )
 

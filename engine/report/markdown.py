@@ -109,7 +109,8 @@ def paired_report(outputs: Any, frames: dict[str, pd.DataFrame], headline: str, 
             lines += sham_lpips_line(outputs.audit)
         for name, title in (("labels", "Predicted-label shifts"), ("dose_response", "Dose-response"),
                             ("subgroups", "Subgroups (exploratory)"), ("power", "Sample size for 80 % power"),
-                            ("excluded", "Edits excluded by the audit")):
+                            ("excluded", "Edits excluded by the audit"),
+                            ("score_shifts", "Score sets (not emotions, not in the headline)")):
             df = frames.get(name)
             if df is not None and not df.empty:
                 lines += [f"## {title}", "", markdown_table(df, max_rows=30), ""]

@@ -23,13 +23,30 @@ log = logging.getLogger(__name__)
 
 
 def headline_numbers(stats: Any) -> tuple[int, int, int]:
-    """k significant of n output shifts, and how many were not testable: the "overall" row of the
-    analysis's own headline table."""
+    """k significant of n emotion-output shifts, and how many were not testable: the "overall" row of the
+    analysis's own headline table (one family, see `engine.stats.headline`)."""
+    overall = _overall(stats)
+    if overall is None:
+        return 0, 0, 0
+    return int(overall["k"]), int(overall["n"]), int(overall.get("not_testable", 0))
+
+
+def _overall(stats: Any) -> Any:
     head = stats.headline if stats is not None else None
     if head is None or head.empty:
-        return 0, 0, 0
-    overall = head[head["scope"] == "overall"].iloc[0]
-    return int(overall["k"]), int(overall["n"]), int(overall.get("not_testable", 0))
+        return None
+    return head[head["scope"] == "overall"].iloc[0]
+
+
+def headline_sentence(stats: Any) -> str:
+    """The run's one-line result: the overall headline row, with its alpha."""
+    overall = _overall(stats)
+    if overall is None:
+        return "no images with a face: no tests" if stats is None else "no emotion output was tested"
+    k, n, untestable = headline_numbers(stats)
+    if n == 0 and untestable:
+        return f"no testable output shift: all {untestable} have every difference exactly zero"
+    return f"{overall['text']} (alpha={stats.meta.get('alpha', 0.05):g})"
 
 
 def write_tables(outputs: Any) -> None:
@@ -56,16 +73,9 @@ def write_outputs(outputs: Any, cache: WorkCache) -> str:
     write_tables(outputs)
     frames: dict[str, pd.DataFrame] = stats.to_frames() if stats is not None else {}
     tests = frames.get("tests", pd.DataFrame())
-    alpha = stats.meta.get("alpha", 0.05) if stats is not None else 0.05
     k, n, untestable = headline_numbers(stats)
     pct = 100.0 * k / n if n else float("nan")
-    headline = (f"{k} of {n} output shifts significant ({pct:.1f} %) at alpha={alpha:g}, "
-                f"{stats.meta.get('correction', '?')}-corrected within each "
-                f"{stats.meta.get('family', '?')} family" if stats is not None else "no images with a face: no tests")
-    if stats is not None and n == 0 and untestable:
-        headline = f"no testable output shift: all {untestable} have every difference exactly zero"
-    elif untestable:
-        headline += f"; {untestable} not testable (every difference exactly zero)"
+    headline = headline_sentence(stats)
     if not tests.empty:
         write_table(tests, out / "stats.csv")
     for name, df in frames.items():

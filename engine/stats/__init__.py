@@ -11,10 +11,11 @@ The vectorised building blocks (``wilcoxon_signed_rank``, ``paired_t``, ``sign_t
 ``permutation_test``, ``adjust_pvalues``, ``bootstrap_intervals``) work on (tests, pairs) matrices.
 """
 
-from .analyse import analyse, headline_table
+from .analyse import analyse
 from .config import StatsConfig, StatsResult
 from .corrections import adjust_pvalues
 from .effects import bootstrap_intervals, effect_sizes
+from .headline import headline_table
 from .observational import observational
 from .paired import paired_t, permutation_test, sign_test, wilcoxon_signed_rank
 

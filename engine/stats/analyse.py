@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Collection
 
 import numpy as np
 import pandas as pd
@@ -14,6 +15,7 @@ from .config import StatsConfig, StatsResult
 from .corrections import correct_frame
 from .dose import dose_response
 from .effects import bootstrap_intervals, effect_sizes
+from .headline import NOT_TESTABLE, headline_table, score_table
 from .labels import label_tests
 from .paired import run_paired_test
 from .pairing import PairedBlock, apply_validity, image_metadata, paired_block, validate_measurements
@@ -52,9 +54,6 @@ TEST_COLUMNS = [
     "dz_ci_high",
     "rank_biserial",
 ]
-HEADLINE_COLUMNS = ["scope", "property", "classifier", "test", "k", "n", "not_testable", "percent", "text"]
-#: What a test of differences that are all exactly zero says: there is nothing to test.
-NOT_TESTABLE = "not testable: all differences zero"
 
 WILCOXON_METHOD = (
     "two-sided, no continuity correction; exact null distribution for n <= 50 without ties or "
@@ -100,48 +99,6 @@ def paired_table(block: PairedBlock, cfg: StatsConfig) -> pd.DataFrame:
     return table[TEST_COLUMNS]
 
 
-def headline_table(tests: pd.DataFrame, primary: str) -> pd.DataFrame:
-    """ "k of n output shifts significant (x %)" for the primary test after correction.
-
-    One "output shift" is one classifier x output x edit strength test. Scopes: overall, per property,
-    per classifier, and per property x classifier.
-    """
-    rows = tests[tests["test"] == primary] if len(tests) else tests
-    if rows is None or rows.empty:
-        return pd.DataFrame(columns=HEADLINE_COLUMNS)
-    out = []
-    scopes = (
-        ("overall", []),
-        ("property", ["property"]),
-        ("classifier", ["classifier"]),
-        ("property_classifier", ["property", "classifier"]),
-    )
-    for scope, keys in scopes:
-        groups = rows.groupby(keys, sort=True) if keys else [((), rows)]
-        for key, group in groups:
-            key = key if isinstance(key, tuple) else (key,)
-            testable = group["p_raw"].notna()
-            k, n, untestable = int(group.loc[testable, "reject"].sum()), int(testable.sum()), int((~testable).sum())
-            labels = dict(zip(keys, key))
-            text = f"{k} of {n} output shifts significant ({100.0 * k / n:.2f} %)" if n else "no testable output shift"
-            if untestable:
-                text += f"; {untestable} {NOT_TESTABLE}"
-            out.append(
-                {
-                    "scope": scope,
-                    "property": labels.get("property", "*"),
-                    "classifier": labels.get("classifier", "*"),
-                    "test": primary,
-                    "k": k,
-                    "n": n,
-                    "not_testable": untestable,
-                    "percent": 100.0 * k / n if n else float("nan"),
-                    "text": text,
-                }
-            )
-    return pd.DataFrame(out, columns=HEADLINE_COLUMNS)
-
-
 def _meta(
     cfg: StatsConfig, df: pd.DataFrame, tests: pd.DataFrame, artefact: pd.DataFrame, seconds: float
 ) -> dict:
@@ -185,13 +142,16 @@ def _meta(
     }
 
 
-def analyse(measurements: pd.DataFrame, cfg: StatsConfig | None = None) -> StatsResult:
+def analyse(measurements: pd.DataFrame, cfg: StatsConfig | None = None,
+            score_sets: Collection[str] = ()) -> StatsResult:
     """Run the whole paired analysis.
 
     Args:
         measurements: Tidy table, one row per image x condition x classifier x output (see
             ``pairing.REQUIRED_COLUMNS``); optional ``valid`` (edit rows), ``subject`` and metadata columns.
         cfg: Settings; defaults to ``StatsConfig()``.
+        score_sets: classifiers whose outputs are not emotions (``output_kind: scores``): tested like
+            the others, but counted in ``score_shifts`` instead of the headline.
 
     Returns:
         StatsResult with ``tests`` (edit vs reference), ``artefact`` (sham vs original), ``labels``,
@@ -249,7 +209,8 @@ def analyse(measurements: pd.DataFrame, cfg: StatsConfig | None = None) -> Stats
         tests=tests,
         artefact=artefact,
         labels=labels,
-        headline=headline_table(tests, cfg.primary),
+        headline=headline_table(tests, cfg.primary, cfg.correction, cfg.alpha, cfg.family, score_sets),
+        score_shifts=score_table(tests, cfg.primary, cfg.correction, cfg.alpha, cfg.family, score_sets),
         dose_response=dose_response(df, cfg.family, cfg.correction, cfg.alpha),
         subgroups=subgroups,
         power=power,

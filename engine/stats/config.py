@@ -137,9 +137,11 @@ class StatsResult:
     subgroups: pd.DataFrame = field(default_factory=pd.DataFrame)
     power: pd.DataFrame = field(default_factory=pd.DataFrame)
     excluded: pd.DataFrame = field(default_factory=pd.DataFrame)
+    score_shifts: pd.DataFrame = field(default_factory=pd.DataFrame)
     meta: dict[str, Any] = field(default_factory=dict)
 
-    TABLES = ("tests", "artefact", "labels", "headline", "dose_response", "subgroups", "power", "excluded")
+    TABLES = ("tests", "artefact", "labels", "headline", "dose_response", "subgroups", "power", "excluded",
+              "score_shifts")
 
     def to_frames(self) -> dict[str, pd.DataFrame]:
         """Every table by name, plus ``meta`` as a two-column key/value table."""

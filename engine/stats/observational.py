@@ -24,9 +24,9 @@ import pandas as pd
 import statsmodels.formula.api as smf
 from scipy import sparse
 
-from .analyse import headline_table
 from .config import StatsConfig, StatsResult
 from .corrections import correct_frame
+from .headline import headline_table
 
 REQUIRED = ("image_id", "classifier", "output", "value", "label")
 COLUMNS = [
@@ -277,4 +277,5 @@ def observational(df: pd.DataFrame, properties: list[str], cfg: StatsConfig | No
         "permutation": "property permuted within label strata; p = (1 + hits) / (1 + B)",
         "seconds": round(time.perf_counter() - start, 3),
     }
-    return StatsResult(tests=tests, headline=headline_table(tests, primary), meta=meta)
+    headline = headline_table(tests, primary, cfg.correction, cfg.alpha, cfg.family, noun="output associations")
+    return StatsResult(tests=tests, headline=headline, meta=meta)
