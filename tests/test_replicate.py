@@ -1,0 +1,51 @@
+"""The replication study: one command, one property x classifier table (engine/report/replicate.py)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+
+from engine.report.replicate import COLUMNS, PUBLISHED_MAX_PERCENT, top_class_deltas
+
+
+def test_top_class_contrast_follows_the_shams_top_class():
+    rows = []
+    for image, sham, edit in (("a", (0.7, 0.2, 0.1), (0.5, 0.4, 0.1)), ("b", (0.1, 0.3, 0.6), (0.1, 0.2, 0.7))):
+        for cond, probs in (("sham", sham), ("edit", edit)):
+            for out, v in zip(("happiness", "neutral", "sadness"), probs):
+                rows.append({"image_id": image, "condition": cond, "strength": 0.0 if cond == "sham" else 1.0,
+                             "classifier": "c", "output": out, "value": v})
+    d = top_class_deltas(pd.DataFrame(rows), "c", 1.0).set_index("image_id")
+    assert d.loc["a", "top_class"] == "happiness" and np.isclose(d.loc["a", "delta"], -0.2)
+    assert d.loc["b", "top_class"] == "sadness" and np.isclose(d.loc["b", "delta"], 0.1)
+    assert not d["flipped"].any()
+
+
+def test_replicate_study_is_one_command(tmp_path):
+    env = {**os.environ, "FACECF_WORK_CACHE": str(tmp_path / "cache"), "FACECF_OFFLINE": "1"}
+    sweep = tmp_path / "study"
+    proc = subprocess.run(
+        [sys.executable, "-m", "engine", "-m", "study=replicate", "dataset.limit=2", "classifier=dummy",
+         "audit.enabled=false", "report.plots=false", "runner.progress=off", f"hydra.sweep.dir={sweep}"],
+        capture_output=True, text=True, cwd=tmp_path, env=env, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    table = pd.read_csv(sweep / "replicate" / "replicate.csv")
+    assert list(table.columns) == COLUMNS
+    assert sorted(table["experiment"]) == ["age_shift", "asymmetry", "gender_swap", "semg", "symmetry"]
+    assert set(table.loc[table["experiment"].isin(["symmetry", "asymmetry"]), "direction"]) == {"more", "less"}
+    assert (table["published_max_percent"] == PUBLISHED_MAX_PERCENT).all()
+    assert (sweep / "replicate" / "forest.png").stat().st_size > 1000
+    assert "| asymmetry | symmetry (less) | dummy |" in (sweep / "replicate" / "replicate.md").read_text()
+    # Each row is its job's own numbers: the headline's k/n and the flips recomputed from measurements.
+    for row in table.itertuples():
+        job = sweep / row.job
+        head = pd.read_csv(job / "stats_headline.csv").set_index(["scope", "classifier"])
+        assert (row.k, row.n) == tuple(head.loc[("classifier", row.classifier), ["k", "n"]])
+        m = pd.read_parquet(job / "measurements.parquet")
+        top = m[m["classifier"] == row.classifier].pivot_table(
+            index="image_id", columns="condition", values="top1", aggfunc="first")
+        assert np.isclose(row.label_flip_rate, (top["edit"] != top["sham"]).mean())
