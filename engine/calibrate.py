@@ -57,6 +57,7 @@ NOISE_THRESHOLDS = {
     "max_age_change_nontarget": "delta_est_age",
     "max_p_male_change_nontarget": "delta_est_p_male",
     "max_blendshape_change": "blendshape_change",
+    "max_symmetry_change_nontarget": "delta_symmetry_index_rel",
 }
 #: Measures reported in the noise table (a target's noise shows how far its threshold is above it).
 #: The pairs have no edit mask, so the perceptual judge's "outside" columns cover the whole crop.

@@ -213,6 +213,9 @@ class AuditPolicy:
             not applied, since those judges would read the cover rather than the face beneath (their
             readings are still reported); identity (the edit as drawn, on the reference's landmarks),
             the change outside the mask and the target are checked as for any edit.
+        also_kept: readings beyond age and p(male) that must not move either, by their audit
+            column (`engine.audit.verdicts.OPTIONAL_KEPT` names the ones with a threshold), e.g.
+            "delta_symmetry_index_rel" for a control edit that must leave symmetry alone.
     """
 
     property: str
@@ -221,6 +224,7 @@ class AuditPolicy:
     expression_kept: bool = True
     judges: tuple[Judge, ...] = ()
     occluding: bool = False
+    also_kept: tuple[str, ...] = ()
 
 
 class Editor(ABC):
@@ -260,6 +264,11 @@ class Editor(ABC):
     def audit_policy(self) -> AuditPolicy:
         """How the audit judges this editor's edits; the default checks that nothing moved."""
         return AuditPolicy(self.property, self.direction)
+
+    def control_of(self) -> tuple[str, str | None] | None:
+        """For a matched control (an edit as large as a property's, changing no property): the
+        (property, direction) it controls for, so studies can pair the two; None otherwise."""
+        return None
 
     def fingerprint(self) -> dict[str, Any]:
         """Everything that determines the output, for content-addressed caching."""

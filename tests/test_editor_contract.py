@@ -21,6 +21,8 @@ VARIANTS = {
     "symmetry": [{"mode": "shape"}, {"mode": "texture"}, {"source_side": "left"}],
     "asymmetry": [{"side": "auto"}],
     "semg": [{"scheme": "kuramoto"}],
+    "nuisance": [{"matched": {"_target_": "editors.age.AgeEditor"}},
+                 {"matched": {"_target_": "editors.symmetry.AsymmetryEditor"}}],
     "diffusion": [{"mode": "inpaint", "property": "gender", "target": "opposite"},
                   {"mode": "img2img", "knob": "denoise"}, {"mode": "ledits"}],
 }

@@ -34,12 +34,35 @@ def test_replicate_study_is_one_command(tmp_path):
         capture_output=True, text=True, cwd=tmp_path, env=env, timeout=900)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     table = pd.read_csv(sweep / "replicate" / "replicate.csv")
+    assert len(list(sweep.rglob("stats.json"))) == 9, "five properties and four matched nuisance controls"
     assert list(table.columns) == COLUMNS
     assert sorted(table["experiment"]) == ["age_shift", "asymmetry", "gender_swap", "semg", "symmetry"]
     assert set(table.loc[table["experiment"].isin(["symmetry", "asymmetry"]), "direction"]) == {"more", "less"}
     assert (table["published_max_percent"] == PUBLISHED_MAX_PERCENT).all()
     assert (sweep / "replicate" / "forest.png").stat().st_size > 1000
     assert "| asymmetry | symmetry (less) | dummy |" in (sweep / "replicate" / "replicate.md").read_text()
+    paired = table[table["experiment"] != "semg"]
+    assert paired["control_experiment"].eq("nuisance_" + paired["experiment"]).all()
+    assert paired["did_n"].notna().all() and table.loc[table["experiment"] == "semg", "did_n"].isna().all()
+    # The DiD recomputed by hand for one row: (edit - sham) - (nuisance edit - nuisance sham), per output.
+    row = paired.iloc[0]
+    m = pd.read_parquet(sweep / row["job"] / "measurements.parquet")
+    c_job = next(p.parent for p in sweep.rglob("stats.json") if p.parent.parts[-3] == row["control_experiment"])
+    c = pd.read_parquet(c_job / "measurements.parquet")
+
+    def diffs(frame):
+        f = frame[frame["classifier"] == row["classifier"]]
+        wide = f.pivot_table(index=["image_id", "output"], columns="condition", values="value", aggfunc="first")
+        return (wide["edit"] - wide["sham"]).unstack("output")
+
+    did = diffs(m) - diffs(c)
+    from scipy.stats import wilcoxon
+
+    from engine.stats import adjust_pvalues
+
+    p = [wilcoxon(did[o][did[o] != 0]).pvalue if (did[o] != 0).any() else np.nan for o in did.columns]
+    expected = int((adjust_pvalues(np.array(p), None, "holm") <= 0.05).sum())
+    assert (row["did_k"], row["did_n"]) == (expected, int(np.isfinite(p).sum()))
     # Each row is its job's own numbers: the headline's k/n and the flips recomputed from measurements.
     for row in table.itertuples():
         job = sweep / row.job

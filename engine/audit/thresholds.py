@@ -27,6 +27,8 @@ class AuditThresholds:
             (a reduction for "more", an increase for "less").
         max_age_change_nontarget: largest |age change| in years for edits of other properties.
         max_p_male_change_nontarget: largest |P(male) change| for edits of other properties.
+        max_symmetry_change_nontarget: largest |relative change| of the mesh asymmetry index, for
+            policies that keep symmetry (`AuditPolicy.also_kept`, e.g. a matched nuisance control).
         max_identity_distance: largest dlib face-descriptor distance between sham and edit (0.6 is
             dlib's same-person threshold); None: not checked. Applies to every property: an edit
             should leave the same person, older or of the other gender.
@@ -40,6 +42,7 @@ class AuditThresholds:
     min_symmetry_change: float = 0.2
     max_age_change_nontarget: float = 7.0
     max_p_male_change_nontarget: float = 0.15
+    max_symmetry_change_nontarget: float = 0.3
     max_identity_distance: float | None = 0.6
     #: Where calibrated values come from (`python -m engine.calibrate` writes it); not a threshold.
     provenance: dict[str, Any] | None = None

@@ -52,6 +52,8 @@ KEPT_READINGS: dict[str, str] = {
     "delta_est_age": "max_age_change_nontarget",
     "delta_est_p_male": "max_p_male_change_nontarget",
 }
+#: Readings a policy may add to the kept ones (`AuditPolicy.also_kept`), with their thresholds.
+OPTIONAL_KEPT: dict[str, str] = {"delta_symmetry_index_rel": "max_symmetry_change_nontarget"}
 #: Edit metadata columns carry this prefix in the audit table.
 META_PREFIX = "edit_"
 
@@ -177,7 +179,11 @@ def verdicts(df: pd.DataFrame, policy: AuditPolicy, thresholds: AuditThresholds,
 
     targeted = set(target.deltas) if isinstance(target, TargetCheck) else set()
     kept = np.ones(n, dtype=bool)
-    for column, field in KEPT_READINGS.items():
+    unknown = set(policy.also_kept) - set(OPTIONAL_KEPT)
+    if unknown:
+        raise ValueError(f"AuditPolicy.also_kept={sorted(unknown)}: no threshold; known: {sorted(OPTIONAL_KEPT)}")
+    kept_readings = {**KEPT_READINGS, **{c: OPTIONAL_KEPT[c] for c in policy.also_kept}}
+    for column, field in kept_readings.items():
         values = _values(out, column)
         ok = _bounded(np.abs(values), getattr(thresholds, field)) if values is not None and column not in targeted else None
         if ok is not None:

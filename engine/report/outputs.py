@@ -83,7 +83,8 @@ def write_outputs(outputs: Any, cache: WorkCache) -> str:
             write_table(df, out / f"stats_{name}.csv")
     stats_json: dict[str, Any] = {"headline": headline, "k": k, "n": n, "not_testable": untestable, "percent": pct,
                                   "edit": {"editor": spec.editor.name, "property": spec.policy.property,
-                                           "direction": spec.policy.direction},
+                                           "direction": spec.policy.direction,
+                                           "control_of": spec.editor.control_of()},
                                   "stamp": provenance}
     if stats is not None:
         stats_json["stats"] = json.loads(stats.to_json())

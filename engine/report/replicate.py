@@ -31,6 +31,7 @@ from hydra.experimental.callback import Callback
 from scipy import stats as sps
 
 from engine.report.aggregate import find_jobs
+from engine.report.difference import DID_COLUMNS, controls_by_target, did_row, edit_of, valid_share
 from engine.report.files import write_table, write_text
 from engine.stats.effects import bootstrap_intervals
 
@@ -40,7 +41,7 @@ log = logging.getLogger(__name__)
 PUBLISHED_MAX_PERCENT = 91.25
 COLUMNS = ["experiment", "property", "direction", "classifier", "strength", "faces", "k", "n", "percent", "max_percent_property",
            "published_max_percent", "label_flip_rate", "top_class_delta_median", "top_class_delta_ci_low",
-           "top_class_delta_ci_high", "p_two_sided", "p_lower_one_sided", "job"]
+           "top_class_delta_ci_high", "p_two_sided", "p_lower_one_sided", *DID_COLUMNS, "job"]
 
 
 def top_class_deltas(measurements: pd.DataFrame, classifier: str, strength: float) -> pd.DataFrame:
@@ -68,9 +69,11 @@ def _wilcoxon(delta: np.ndarray, alternative: str) -> float:
     return float(sps.wilcoxon(nonzero, alternative=alternative).pvalue)
 
 
-def job_rows(job: Path, sweep: Path, seed: int = 0) -> list[dict[str, Any]]:
-    """The table's rows of one finished job (one property, every emotion classifier)."""
+def job_rows(job: Path, sweep: Path, seed: int = 0, control: Path | None = None) -> list[dict[str, Any]]:
+    """The table's rows of one finished job (one property, every emotion classifier); with the job of
+    its matched nuisance control, the difference-in-differences columns too."""
     m = pd.read_parquet(job / "measurements.parquet")
+    c = pd.read_parquet(control / "measurements.parquet") if control is not None else None
     head_path = job / "stats_headline.csv"
     heads = pd.read_csv(head_path) if head_path.exists() else pd.DataFrame()
     if m.empty or not (m["condition"] == "edit").any():
@@ -100,16 +103,25 @@ def job_rows(job: Path, sweep: Path, seed: int = 0) -> list[dict[str, Any]]:
             "p_two_sided": _wilcoxon(d["delta"].to_numpy(), "two-sided"),
             "p_lower_one_sided": _wilcoxon(d["delta"].to_numpy(), "less"),
             "job": str(job.relative_to(sweep)),
+            **({"control_experiment": edit_of(control)["experiment"], "control_valid_share": valid_share(control),
+                **did_row(m, c, str(clf), seed=seed)} if c is not None and (c["classifier"] == clf).any() else {}),
         })
     return rows
 
 
 def replication_table(sweep: Path, seed: int = 0) -> pd.DataFrame:
     """Every finished job's rows, with the largest percentage per property."""
-    rows = [r for job in find_jobs(sweep) if (job / "measurements.parquet").exists() for r in job_rows(job, sweep, seed)]
+    jobs = [job for job in find_jobs(sweep) if (job / "measurements.parquet").exists()]
+    controls = controls_by_target(jobs)
+    rows = []
+    for job in jobs:
+        edit = edit_of(job)
+        if edit.get("control_of") or edit.get("property") == "none":
+            continue  # controls enter through the job they control for; a placebo has no property
+        rows += job_rows(job, sweep, seed, controls.get((str(edit.get("property")), edit.get("direction"))))
     if not rows:
         raise FileNotFoundError(f"no finished paired jobs (measurements.parquet, stats.json) under {sweep}")
-    table = pd.DataFrame(rows)
+    table = pd.DataFrame(rows).reindex(columns=COLUMNS)
     table["max_percent_property"] = table.groupby("experiment")["percent"].transform("max")
     return table[COLUMNS].sort_values(["experiment", "classifier"]).reset_index(drop=True)
 
@@ -143,6 +155,12 @@ def _fmt(x: Any) -> str:
     return str(x)
 
 
+def _did_kn(r: Any) -> str:
+    if not isinstance(r.did_n, (int, float)) or np.isnan(r.did_n):
+        return "–"
+    return f"{int(r.did_k)}/{int(r.did_n)}"
+
+
 def replication_markdown(table: pd.DataFrame) -> str:
     lines = ["# Replication: property × classifier", "",
              f"k/n: significant emotion-output shifts (Wilcoxon, Holm within classifier × property) at the "
@@ -150,14 +168,21 @@ def replication_markdown(table: pd.DataFrame) -> str:
              "(\"The Power of Properties\", ICPRAI 2024); \"Facing Asymmetry\" (ACCV 2024) reports that every "
              "classifier lowers its activations when symmetry is reduced: Δ top class is that contrast, "
              "with the one-sided p in the published direction (lower) beside the two-sided p.", "",
+             "DiD: (property edit − sham) − (matched nuisance edit − sham), per face; k/n of outputs whose DiD is "
+             "significant (Wilcoxon, Holm within classifier), and the top-class contrast's DiD. A property effect "
+             "is claimed only where it exceeds the matched nuisance effect. \"control valid\": the nuisance "
+             "edits' own audit (no property moved).", "",
              "| experiment | property | classifier | faces | k/n | % | max % (experiment) | label flips | "
-             "Δ top class [95 % CI] | p (two-sided) | p (lower) |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "Δ top class [95 % CI] | p (two-sided) | p (lower) | control valid | DiD k/n | DiD top class "
+             "[95 % CI] | DiD p (lower) |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in table.itertuples():
         lines.append(
             f"| {r.experiment} | {r.property} ({r.direction}) | {r.classifier} | {r.faces} | {r.k}/{r.n} | {_fmt(r.percent)} | "
             f"{_fmt(r.max_percent_property)} | {_fmt(r.label_flip_rate)} | {_fmt(r.top_class_delta_median)} "
             f"[{_fmt(r.top_class_delta_ci_low)}, {_fmt(r.top_class_delta_ci_high)}] | {_fmt(r.p_two_sided)} | "
-            f"{_fmt(r.p_lower_one_sided)} |")
+            f"{_fmt(r.p_lower_one_sided)} | {_fmt(r.control_valid_share)} | {_did_kn(r)} | "
+            f"{_fmt(r.top_class_did_median)} [{_fmt(r.top_class_did_ci_low)}, {_fmt(r.top_class_did_ci_high)}] | "
+            f"{_fmt(r.did_p_lower_one_sided)} |")
     lines += ["", "![forest plot](forest.png)", ""]
     return "\n".join(lines)
 

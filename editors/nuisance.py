@@ -1,0 +1,94 @@
+"""A matched-magnitude nuisance control: an edit as large as a property's edit that changes no property.
+
+Why: on the demo set, making faces *more* symmetric and making them *less* symmetric both lower the
+classifiers' confidence in the sham's top class. "Any edit of this size lowers confidence" must be
+told apart from "this property lowers confidence". The nuisance edit perturbs the same region by the
+same amount, per face, without moving any property; a property effect is claimed only where it
+exceeds the nuisance effect (the replication study's difference-in-differences).
+
+The perturbation is a smooth, zero-mean, mirror-symmetric multiplicative field over the matched
+edit's mask: low-frequency shading that a person reads as lighting, not age, sex, symmetry or
+expression (the audit checks all four: `audit_policy`). Its amplitude is solved per face so that the
+mean absolute pixel change inside the mask equals the matched edit's at the same strength.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+
+from engine.types import AuditPolicy, Editor, EditResult, FaceBatch
+
+
+class NuisanceEditor(Editor):
+    """Smooth shading noise, scaled per face to the pixel change of `matched`'s edit inside its mask.
+
+    Args:
+        matched: the property editor whose edit size is matched (Hydra: `/editor@editor.matched: age`);
+            None: the face oval, at `amplitude` mean change at strength 1.
+        grid: cells of the random field per crop side (3: broad shading, read as lighting; finer
+            fields read as blotchy skin, which the age judge reads as age).
+        amplitude: the mean |pixel change| (0..1 scale) at strength 1 when nothing is matched.
+    """
+
+    property: ClassVar[str] = "none"
+    sham_is_input = True  # the amplitude scales with the matched change, which is 0 at strength 0
+    version = 1
+
+    def __init__(self, matched: Editor | None = None, grid: int = 3, amplitude: float = 0.02) -> None:
+        if matched is not None and not isinstance(matched, Editor):
+            raise ValueError(f"NuisanceEditor.matched must be an Editor, got {type(matched).__name__}")
+        if grid < 2:
+            raise ValueError(f"NuisanceEditor.grid={grid} must be >= 2")
+        self._matched = matched
+        self.matched = None if matched is None else matched.fingerprint()  # for the cache key
+        self.grid, self.amplitude = int(grid), float(amplitude)
+
+    def control_of(self) -> tuple[str, str | None] | None:
+        if self._matched is None:
+            return None
+        return self._matched.property, self._matched.audit_policy().direction
+
+    def audit_policy(self) -> AuditPolicy:
+        """No target; age, p(male), expression and the mesh symmetry index must all stay."""
+        return AuditPolicy("none", None, None, also_kept=("delta_symmetry_index_rel",))
+
+    def field(self, batch: FaceBatch, seed: int) -> torch.Tensor:
+        """`(N, 1, H, W)` zero-mean, unit-spread, left-right symmetric smooth noise, one draw per face."""
+        h, w = batch.size
+        draws = torch.stack([torch.randn(1, self.grid, self.grid, generator=g) for g in batch.generators(seed, "nuisance")])
+        smooth = F.interpolate(draws.to(batch.device), size=(h, w), mode="bicubic", align_corners=False)
+        smooth = 0.5 * (smooth + smooth.flip(-1))  # symmetric about the crop's vertical midline (the aligned face's)
+        smooth = smooth - smooth.mean(dim=(2, 3), keepdim=True)
+        return smooth / smooth.std(dim=(2, 3), keepdim=True).clamp(min=1e-6)
+
+    def edit(self, batch: FaceBatch, strength: float, seed: int) -> EditResult:
+        strength = float(strength)
+        if not 0.0 <= strength <= 1.0:
+            raise ValueError(f"strength={strength} must be in [0, 1]")
+        images = batch.images.float()
+        if self._matched is not None:
+            ref = self._matched.edit(batch, strength, seed)
+            mask = ref.mask.float().clamp(0, 1)
+            inside = (mask > 0.5).float()
+            target = ((ref.images.float() - images).abs().mean(1, keepdim=True) * inside).sum(dim=(1, 2, 3)) / (
+                inside.sum(dim=(1, 2, 3)).clamp(min=1.0))
+        else:
+            mask = batch.face_mask.float()
+            inside = (mask > 0.5).float()
+            target = torch.full((len(batch),), self.amplitude * strength, device=images.device)
+        # On skin only (the soft face oval): shading over background or hair inside a wide mask
+        # would end in a visible seam.
+        shade = self.field(batch, seed) * mask * batch.face_mask.float()
+        unit = ((images * shade).abs().mean(1, keepdim=True) * inside).sum(dim=(1, 2, 3)) / (
+            inside.sum(dim=(1, 2, 3)).clamp(min=1.0))
+        gain = torch.where(unit > 0, target / unit.clamp(min=1e-8), torch.zeros_like(unit)).view(-1, 1, 1, 1)
+        out = (images * (1.0 + gain * shade)).clamp(0.0, 1.0)
+        achieved = ((out - images).abs().mean(1, keepdim=True) * inside).sum(dim=(1, 2, 3)) / (
+            inside.sum(dim=(1, 2, 3)).clamp(min=1.0))
+        meta: list[dict[str, Any]] = [
+            {"strength": strength, "matched_change": float(t), "nuisance_change": float(a)}
+            for t, a in zip(target.tolist(), achieved.tolist())]
+        return EditResult(out, mask, meta, batch.landmarks.clone())
