@@ -127,22 +127,28 @@ def replication_table(sweep: Path, seed: int = 0) -> pd.DataFrame:
 
 
 def forest_plot(table: pd.DataFrame, path: Path) -> None:
-    """Median change of the sham's top-class activation with its interval, per property x classifier."""
+    """Median change of the sham's top-class activation with its interval, per experiment x classifier;
+    beside it (orange) the same contrast net of the matched nuisance control, where there is one."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     labels = [f"{e} · {c}" for e, c in zip(table["experiment"], table["classifier"])]
-    y = np.arange(len(table))[::-1]
-    fig, ax = plt.subplots(figsize=(7, 0.35 * len(table) + 1.2))
-    low = table["top_class_delta_median"] - table["top_class_delta_ci_low"]
-    high = table["top_class_delta_ci_high"] - table["top_class_delta_median"]
-    ax.errorbar(table["top_class_delta_median"], y, xerr=[low.clip(lower=0), high.clip(lower=0)], fmt="o",
-                color="#1f4e79", ecolor="#7f9fbf", capsize=3)
+    y = np.arange(len(table))[::-1].astype(float)
+    fig, ax = plt.subplots(figsize=(8, 0.4 * len(table) + 1.4))
+    series = (("top_class_delta", "edit − sham", "#1f4e79", 0.0),
+              ("top_class_did", "(edit − sham) − (nuisance − sham)", "#d9822b", -0.25))
+    for prefix, label, colour, shift in series:
+        med = table[f"{prefix}_median"].astype(float)
+        low = (med - table[f"{prefix}_ci_low"].astype(float)).clip(lower=0)
+        high = (table[f"{prefix}_ci_high"].astype(float) - med).clip(lower=0)
+        ax.errorbar(med, y + shift, xerr=[low, high], fmt="o", ms=4, color=colour, ecolor=colour, capsize=2,
+                    label=label)
     ax.axvline(0, color="#999", lw=1)
     ax.set_yticks(y, labels)
-    ax.set_xlabel("Δ activation of the sham's top class (edit − sham), median and 95 % CI")
+    ax.set_xlabel("Δ activation of the sham's top class: median, 95 % CI")
+    ax.legend(loc="lower left", fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
