@@ -8,6 +8,7 @@ import sys
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from engine.report.replicate import COLUMNS, PUBLISHED_MAX_PERCENT, top_class_deltas
 
@@ -25,14 +26,33 @@ def test_top_class_contrast_follows_the_shams_top_class():
     assert not d["flipped"].any()
 
 
-def test_replicate_study_is_one_command(tmp_path):
-    env = {**os.environ, "FACECF_WORK_CACHE": str(tmp_path / "cache"), "FACECF_OFFLINE": "1"}
-    sweep = tmp_path / "study"
+def _study(root, *extra: str):
+    """Run the study (a small slice) into root/study with its own work cache; returns the sweep folder."""
+    env = {**os.environ, "FACECF_WORK_CACHE": str(root / "cache"), "FACECF_OFFLINE": "1"}
+    sweep = root / "study"
     proc = subprocess.run(
         [sys.executable, "-m", "engine", "-m", "study=replicate", "dataset.limit=2", "classifier=dummy",
-         "audit.enabled=false", "report.plots=false", "runner.progress=off", f"hydra.sweep.dir={sweep}"],
-        capture_output=True, text=True, cwd=tmp_path, env=env, timeout=900)
+         "audit.enabled=false", "report.plots=false", "runner.progress=off", f"hydra.sweep.dir={sweep}", *extra],
+        capture_output=True, text=True, cwd=root, env=env, timeout=900)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    return sweep
+
+
+@pytest.fixture(scope="module")
+def basic_study(tmp_path_factory):
+    return _study(tmp_path_factory.mktemp("basic"))
+
+
+def test_submitit_launcher_gives_the_basic_launchers_table(basic_study, tmp_path):
+    """The same study through submitit's local launcher (parallel processes, as on a cluster)."""
+    sweep = _study(tmp_path, "hydra/launcher=local_parallel", "hydra.launcher.timeout_min=15")
+    ours = pd.read_csv(sweep / "replicate" / "replicate.csv")
+    basic = pd.read_csv(basic_study / "replicate" / "replicate.csv")
+    pd.testing.assert_frame_equal(ours, basic, check_exact=False, rtol=1e-9)
+
+
+def test_replicate_study_is_one_command(basic_study):
+    sweep = basic_study
     table = pd.read_csv(sweep / "replicate" / "replicate.csv")
     assert len(list(sweep.rglob("stats.json"))) == 9, "five properties and four matched nuisance controls"
     assert list(table.columns) == COLUMNS
