@@ -35,7 +35,7 @@ def _hydra_entry(cfg: DictConfig) -> float | None:
         raise SystemExit(_os_error_line(exc)) from None
     from engine.distributed import context
 
-    if not context().is_main:
+    if not context().is_main or summary.headline.startswith("dry run"):
         return None
     print(f"{summary.headline}\nreport: {summary.output_dir / 'report.md'}\n"
           f"gallery: {summary.output_dir / 'gallery' / 'index.html'}")

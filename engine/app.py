@@ -24,6 +24,7 @@ from omegaconf import DictConfig
 from engine.cache import WorkCache
 from engine.data import ImageRecord
 from engine.pipeline import Pipeline, PipelineResult
+from engine.pipeline.plan import plan, record_rates
 from engine.pipeline.tables import audit_rows, edits_table, measurements_table, skipped_table
 from engine.report.files import write_text
 from engine.spec import CacheSpec, RunOutputs, RunSpec
@@ -53,7 +54,7 @@ def output_dir_for(cfg: DictConfig) -> Path:
 
 
 #: Config keys that do not change a run's results: how it runs, how it reports, whether it resumes.
-NOT_RESULT_KEYS = ("runner", "report", "resume", "hydra")
+NOT_RESULT_KEYS = ("runner", "report", "resume", "dry_run", "hydra")
 
 
 def result_fingerprint(cfg: DictConfig) -> dict[str, str]:
@@ -193,6 +194,24 @@ def _gather(dist: Any, result: PipelineResult, order: dict[str, int]) -> Pipelin
     return PipelineResult(results, skipped, timings, cache)
 
 
+def dry_run(spec: RunSpec, records: list[ImageRecord]) -> RunSummary:
+    """Print what the run would do (`engine.pipeline.plan`) and stop before any image work."""
+
+    with work_cache(spec.cache) as cache:
+        hook = _audit_hook(spec, cache, spec.runner.device)  # the audit is part of a finished record's key
+        pipe = Pipeline(spec.faces, spec.editor, spec.strengths, dict(spec.classifiers), spec.runner, cache,
+                        spec.seed, audit=hook, paired=spec.paired, overlap=False)
+        conditions = ["original", "sham", *(f"edit@{s:g}" for s in spec.strengths if s > 0)] if spec.paired else [
+            "original"]
+        got = plan(pipe, records, conditions, {n: len(c.labels) for n, c in spec.classifiers.items()})
+        spec.faces.close()
+    text = got.text(f"experiment={spec.experiment} editor={spec.editor.name} property={spec.policy.property} "
+                    f"device={spec.runner.device}")
+    print(text)
+    return RunSummary(Path("."), got.images, got.unreadable + got.skipped_known, "dry run: nothing computed", {},
+                      {"plan": {"finished": got.finished, "to_compute": got.faces_to_compute}})
+
+
 def run(cfg: DictConfig, out: Path | None = None) -> RunSummary:
     """Run one experiment described by the composed config `cfg`; outputs go to Hydra's run folder.
 
@@ -211,6 +230,8 @@ def run(cfg: DictConfig, out: Path | None = None) -> RunSummary:
         raise ConfigError(f"the dataset ({type(spec.dataset).__name__}{where}) has no images: nothing to analyse; "
                           "check dataset.root / dataset.path, dataset.split or dataset.limit")
     _load_classifiers(spec)
+    if cfg.get("dry_run", False):
+        return dry_run(spec, records)
     out = out or output_dir_for(cfg)
     out.mkdir(parents=True, exist_ok=True)
     fingerprint = result_fingerprint(cfg)
@@ -246,6 +267,7 @@ def run(cfg: DictConfig, out: Path | None = None) -> RunSummary:
 
             headline = write_observational_outputs(outputs, frame, cache)
         timings["report"] = time.perf_counter() - t0
+        record_rates(cache.root, timings, result.cache_summary)  # for later dry runs' estimates
     timings["total"] = time.perf_counter() - t_start
     write_text(out / "timings.json", json.dumps(timings, indent=2))
     write_text(out / "run_stats.json", json.dumps({"cache": result.cache_summary,

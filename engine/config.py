@@ -32,7 +32,7 @@ from engine.types import ConfigError
 log = logging.getLogger(__name__)
 
 EXPERIMENTS_ENV = "FACECF_EXPERIMENTS"
-ROOT_KEYS = ("experiment_name", "seed", "resume", "strength", "strengths", "dataset", "editor", "classifiers",
+ROOT_KEYS = ("experiment_name", "seed", "resume", "dry_run", "strength", "strengths", "dataset", "editor", "classifiers",
              "faces", "runner", "stats", "report", "audit", "observe", "cache", "hydra")
 
 
@@ -265,7 +265,7 @@ def _check_run_folder(argv: Sequence[str], cfg: DictConfig) -> None:
     from engine.app import guard_output, result_fingerprint
 
     named = [a.split("=", 1)[1] for a in argv if a.startswith("hydra.run.dir=")]
-    if named and "${" not in named[-1]:
+    if named and "${" not in named[-1] and not cfg.get("dry_run", False):  # a dry run writes no results
         folder = Path(named[-1]).expanduser()
         guard_output(folder, bool(cfg.get("resume", False)), result_fingerprint(cfg))
     else:

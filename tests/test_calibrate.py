@@ -57,11 +57,13 @@ def test_round_up_never_falls_below_the_noise():
 def test_thresholds_are_the_percentile_of_absolute_noise_and_targets_stay_effect_sizes():
     n = 101
     df = pd.DataFrame({"delta_est_age": np.linspace(-10, 0, n), "delta_est_p_male": np.linspace(0, 0.5, n),
-                       "blendshape_change": np.linspace(0, 0.1, n)})
+                       "blendshape_change": np.linspace(0, 0.1, n),
+                       "delta_symmetry_index_rel": np.linspace(-0.5, 0.5, n)})
     got = thresholds(df, 99.0)
     assert got["max_age_change_nontarget"] == _round_up(float(np.percentile(np.abs(df["delta_est_age"]), 99)))
     assert got["max_age_change_nontarget"] == 9.9  # |-10..0|: the sign of the noise does not matter
     assert got["max_p_male_change_nontarget"] == 0.5 and got["max_blendshape_change"] == 0.099
+    assert got["max_symmetry_change_nontarget"] == 0.5  # p99 of |-0.5..0.5| (0.495) rounded up
     for field, value in TARGETS.items():
         assert got[field] == value
     AuditThresholds(**got)  # a valid thresholds object

@@ -163,3 +163,20 @@ def test_a_bad_checkpoint_is_one_line_before_any_face_is_analysed(run_experiment
         run_experiment("experiment=placebo", "classifier=torch", f"classifiers.torch_model.checkpoint={bad}",
                        "dataset.limit=2", out_name="badckpt")
     assert analysed == [] and not (tmp_path / "badckpt" / "run_state.json").exists()
+
+
+def test_dry_run_plans_without_work_then_sees_the_finished_run(run_experiment, tmp_path, capsys, work_cache):
+    args = ("experiment=symmetry", "dataset.limit=4", "classifier=dummy", "audit.enabled=false")
+    summary, out = run_experiment(*args, "dry_run=true", out_name="dry")
+    text = capsys.readouterr().out
+    assert summary.headline.startswith("dry run") and not (out / "measurements.parquet").exists()
+    assert "images: 4 (0 unreadable)" in text and "conditions per face: 3 (original, sham, edit@1)" in text
+    assert "0 of 4 faces finished" in text and "rates of the 2-core development machine" in text
+    assert not any(work_cache.glob("finished/*/*")), "a dry run computes nothing"
+    run_experiment(*args, out_name="real")
+    capsys.readouterr()
+    summary, _ = run_experiment(*args, "dry_run=true", out_name="dry2")
+    text = capsys.readouterr().out
+    faces = summary.cache["plan"]["finished"]
+    assert faces >= 4 and summary.cache["plan"]["to_compute"] == 0
+    assert f"cache: {faces} of {faces} faces finished (replayed), about 0 to compute" in text
