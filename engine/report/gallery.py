@@ -20,6 +20,7 @@ from PIL import Image
 from engine.cache import WorkCache
 from engine.pipeline.record import ImageResult
 from engine.report.files import write_text
+from engine.report.html import CSP
 
 
 def _png_data_uri(rgb: np.ndarray, size: int) -> str:
@@ -67,7 +68,9 @@ def write_gallery(out_dir: Path, results: Sequence[ImageResult], cache: WorkCach
     """
     gdir = out_dir / "gallery"
     gdir.mkdir(parents=True, exist_ok=True)
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
+    # No script, no request: every image is a data URI, and the policy forbids anything else.
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><meta http-equiv='Content-Security-Policy' "
+             f"content=\"{CSP}\"><title>{html.escape(title)}</title>",
              f"<style>{_GALLERY_CSS}</style></head><body><h1>{html.escape(title)}</h1>",
              "<p class='meta'>Each row: the aligned original, the sham (same pipeline, strength 0), every edit, "
              "and |edit − sham| amplified 4× (black = unchanged). Bars: classifier probabilities.</p>"]

@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 from engine.report.files import write_table, write_text
+from engine.report.html import write_html_report
 from engine.report.markdown import markdown_table
 from engine.report.outputs import gallery, headline_numbers, write_tables
 from engine.report.provenance import stamp, write_json
@@ -50,5 +51,6 @@ def write_observational_outputs(outputs: Any, frame: Any, cache: Any) -> str:
               markdown_table(t.sort_values("p_adj")[["classifier", "output", "property", "n", "estimate", "ci_low",
                                                      "ci_high", "p_raw", "p_adj", "reject"]]), ""]
     write_text(out / "report.md", "\n".join(lines))
+    write_html_report(out / "report.md", headline)
     gallery(outputs, cache, f"{experiment}: originals (observational)")
     return headline

@@ -16,6 +16,7 @@ import pandas as pd
 from engine.cache import WorkCache
 from engine.report.files import write_table, write_text
 from engine.report.gallery import write_gallery
+from engine.report.html import write_html_report
 from engine.report.markdown import paired_report
 from engine.report.provenance import stamp, write_json
 
@@ -94,6 +95,7 @@ def write_outputs(outputs: Any, cache: WorkCache) -> str:
         plot_files = _plots(out, frames, outputs.measurements)
     page = gallery(outputs, cache, f"{spec.experiment}: {spec.editor.name} ({spec.policy.property})")
     write_text(out / "report.md", paired_report(outputs, frames, headline, plot_files, page, provenance))
+    write_html_report(out / "report.md", f"{spec.experiment}: {headline}")
     return headline
 
 

@@ -33,6 +33,7 @@ from scipy import stats as sps
 from engine.report.aggregate import find_jobs
 from engine.report.difference import DID_COLUMNS, controls_by_target, did_row, edit_of, valid_share
 from engine.report.files import write_table, write_text
+from engine.report.html import write_html_report
 from engine.stats.effects import bootstrap_intervals
 
 log = logging.getLogger(__name__)
@@ -201,6 +202,7 @@ def write_replication(sweep: Path, seed: int = 0) -> pd.DataFrame:
     write_table(table, out / "replicate.csv")
     forest_plot(table, out / "forest.png")
     write_text(out / "replicate.md", replication_markdown(table))
+    write_html_report(out / "replicate.md", "Replication: property × classifier")
     log.info("replication table: %d rows -> %s", len(table), out)
     return table
 
