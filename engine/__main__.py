@@ -39,6 +39,12 @@ def _hydra_entry(cfg: DictConfig) -> float | None:
         return None
     print(f"{summary.headline}\nreport: {summary.output_dir / 'report.md'}\n"
           f"gallery: {summary.output_dir / 'gallery' / 'index.html'}")
+    if cfg.get("objective"):  # a search (Hydra's Optuna sweeper) minimises what the task returns
+        from engine.report.objective import Objective, score
+
+        got = score(summary.output_dir, Objective(**cfg.objective))
+        print("objective: " + ", ".join(f"{k}={v:.4g}" for k, v in got.items()))
+        return got["score"]
     return None
 
 

@@ -54,7 +54,7 @@ def output_dir_for(cfg: DictConfig) -> Path:
 
 
 #: Config keys that do not change a run's results: how it runs, how it reports, whether it resumes.
-NOT_RESULT_KEYS = ("runner", "report", "resume", "dry_run", "hydra")
+NOT_RESULT_KEYS = ("runner", "report", "resume", "dry_run", "objective", "hydra")
 
 
 def result_fingerprint(cfg: DictConfig) -> dict[str, str]:

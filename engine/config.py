@@ -32,7 +32,7 @@ from engine.types import ConfigError
 log = logging.getLogger(__name__)
 
 EXPERIMENTS_ENV = "FACECF_EXPERIMENTS"
-ROOT_KEYS = ("experiment_name", "seed", "resume", "dry_run", "strength", "strengths", "dataset", "editor", "classifiers",
+ROOT_KEYS = ("experiment_name", "seed", "resume", "dry_run", "objective", "strength", "strengths", "dataset", "editor", "classifiers",
              "faces", "runner", "stats", "report", "audit", "observe", "cache", "hydra")
 
 
