@@ -94,6 +94,10 @@ def write_outputs(outputs: Any, cache: WorkCache) -> str:
     if spec.report.plots and stats is not None and not tests.empty:
         plot_files = _plots(out, frames, outputs.measurements)
     page = gallery(outputs, cache, f"{spec.experiment}: {spec.editor.name} ({spec.policy.property})")
+    if spec.report.thumbnails:
+        from engine.report.thumbs import write_thumbnails
+
+        write_thumbnails(out, outputs.results, cache, spec.report.thumbnails)
     write_text(out / "report.md", paired_report(outputs, frames, headline, plot_files, page, provenance))
     write_html_report(out / "report.md", f"{spec.experiment}: {headline}")
     return headline

@@ -168,7 +168,7 @@ def _did_kn(r: Any) -> str:
     return f"{int(r.did_k)}/{int(r.did_n)}"
 
 
-def replication_markdown(table: pd.DataFrame) -> str:
+def replication_markdown(table: pd.DataFrame, gallery: bool = False) -> str:
     lines = ["# Replication: property × classifier", "",
              f"k/n: significant emotion-output shifts (Wilcoxon, Holm within classifier × property) at the "
              f"largest strength. The source study reports up to {PUBLISHED_MAX_PERCENT} % "
@@ -191,6 +191,8 @@ def replication_markdown(table: pd.DataFrame) -> str:
             f"{_fmt(r.top_class_did_median)} [{_fmt(r.top_class_did_ci_low)}, {_fmt(r.top_class_did_ci_high)}] | "
             f"{_fmt(r.did_p_lower_one_sided)} |")
     lines += ["", "![forest plot](forest.png)", ""]
+    if gallery:
+        lines += ["Every face, sham and edit, filterable: [gallery.html](gallery.html)", ""]
     return "\n".join(lines)
 
 
@@ -201,7 +203,12 @@ def write_replication(sweep: Path, seed: int = 0) -> pd.DataFrame:
     out.mkdir(parents=True, exist_ok=True)
     write_table(table, out / "replicate.csv")
     forest_plot(table, out / "forest.png")
-    write_text(out / "replicate.md", replication_markdown(table))
+    from engine.report.study_gallery import study_faces, study_gallery_page
+
+    faces = study_faces([job for job in find_jobs(sweep) if (job / "measurements.parquet").exists()])
+    if faces["faces"]:
+        write_text(out / "gallery.html", study_gallery_page(faces))
+    write_text(out / "replicate.md", replication_markdown(table, bool(faces["faces"])))
     write_html_report(out / "replicate.md", "Replication: property × classifier")
     log.info("replication table: %d rows -> %s", len(table), out)
     return table
