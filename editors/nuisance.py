@@ -6,10 +6,14 @@ told apart from "this property lowers confidence". The nuisance edit perturbs th
 same amount, per face, without moving any property; a property effect is claimed only where it
 exceeds the nuisance effect (the replication study's difference-in-differences).
 
-The perturbation is a smooth, zero-mean, mirror-symmetric multiplicative field over the matched
-edit's mask: low-frequency shading that a person reads as lighting, not age, sex, symmetry or
-expression (the audit checks all four: `audit_policy`). Its amplitude is solved per face so that the
-mean absolute pixel change inside the mask equals the matched edit's at the same strength.
+The perturbation is a multiplicative change of the skin inside the matched edit's mask: by default
+(`grid=1`) the skin brightened or darkened as a whole, as a change of exposure; with `grid >= 2` a
+smooth, zero-mean, mirror-symmetric shading field. Its amplitude is solved per face so that the mean
+absolute pixel change inside the mask equals the matched edit's at the same strength. The audit
+checks that age, sex, symmetry and expression stayed (`audit_policy`). Exposure is the default
+because the judges move least under it: on the first 30 demo images (38 faces), age- and
+gender-matched controls passed their audit for 92 % and 84 % of faces with `grid=1`, 76 % and 76 %
+with a gradient (`grid=2`) and 63 % and 63 % with 3 x 3 shading, which also looked blotchy.
 """
 
 from __future__ import annotations
@@ -28,20 +32,21 @@ class NuisanceEditor(Editor):
     Args:
         matched: the property editor whose edit size is matched (Hydra: `/editor@editor.matched: age`);
             None: the face oval, at `amplitude` mean change at strength 1.
-        grid: cells of the random field per crop side (3: broad shading, read as lighting; finer
-            fields read as blotchy skin, which the age judge reads as age).
+        grid: cells of the random field per crop side: 1 is a uniform exposure change (brighter or
+            darker, by the seed); 2 a light gradient; 3 and more blotchier shading, which the age
+            judge reads as age.
         amplitude: the mean |pixel change| (0..1 scale) at strength 1 when nothing is matched.
     """
 
     property: ClassVar[str] = "none"
     sham_is_input = True  # the amplitude scales with the matched change, which is 0 at strength 0
-    version = 1
+    version = 2  # 2: exposure (grid=1) by default
 
-    def __init__(self, matched: Editor | None = None, grid: int = 3, amplitude: float = 0.02) -> None:
+    def __init__(self, matched: Editor | None = None, grid: int = 1, amplitude: float = 0.02) -> None:
         if matched is not None and not isinstance(matched, Editor):
             raise ValueError(f"NuisanceEditor.matched must be an Editor, got {type(matched).__name__}")
-        if grid < 2:
-            raise ValueError(f"NuisanceEditor.grid={grid} must be >= 2")
+        if grid < 1:
+            raise ValueError(f"NuisanceEditor.grid={grid} must be >= 1")
         self._matched = matched
         self.matched = None if matched is None else matched.fingerprint()  # for the cache key
         self.grid, self.amplitude = int(grid), float(amplitude)
@@ -56,9 +61,12 @@ class NuisanceEditor(Editor):
         return AuditPolicy("none", None, None, also_kept=("delta_symmetry_index_rel",))
 
     def field(self, batch: FaceBatch, seed: int) -> torch.Tensor:
-        """`(N, 1, H, W)` zero-mean, unit-spread, left-right symmetric smooth noise, one draw per face."""
+        """`(N, 1, H, W)` per face: +-1 everywhere (grid 1), or zero-mean, unit-spread, left-right
+        symmetric smooth noise."""
         h, w = batch.size
         draws = torch.stack([torch.randn(1, self.grid, self.grid, generator=g) for g in batch.generators(seed, "nuisance")])
+        if self.grid == 1:  # one cell: the skin brightened or darkened as a whole (an exposure change)
+            return torch.sign(draws).to(batch.device).expand(-1, 1, h, w).clone()
         smooth = F.interpolate(draws.to(batch.device), size=(h, w), mode="bicubic", align_corners=False)
         smooth = 0.5 * (smooth + smooth.flip(-1))  # symmetric about the crop's vertical midline (the aligned face's)
         smooth = smooth - smooth.mean(dim=(2, 3), keepdim=True)

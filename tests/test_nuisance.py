@@ -29,10 +29,12 @@ def test_matches_the_property_edits_pixel_change_per_face(tiny_face_batch):
 
 
 def test_changes_no_geometry_and_is_mirror_symmetric(tiny_face_batch):
-    ed = NuisanceEditor()
-    field = ed.field(tiny_face_batch, seed=0)
-    torch.testing.assert_close(field, field.flip(-1))
-    assert field.mean(dim=(2, 3)).abs().max() < 1e-5
+    exposure = NuisanceEditor().field(tiny_face_batch, seed=0)
+    assert set(exposure.unique().tolist()) <= {-1.0, 1.0} and (exposure == exposure[:, :, :1, :1]).all()
+    shading = NuisanceEditor(grid=3).field(tiny_face_batch, seed=0)
+    torch.testing.assert_close(shading, shading.flip(-1))
+    assert shading.mean(dim=(2, 3)).abs().max() < 1e-5
+    ed = NuisanceEditor(grid=3)
     out = ed.edit(tiny_face_batch, 1.0, seed=0)
     assert torch.equal(out.landmarks, tiny_face_batch.landmarks)
     assert torch.equal(ed.edit(tiny_face_batch, 0.0, seed=0).images, tiny_face_batch.images.float())
