@@ -114,8 +114,11 @@ class PyEmotionNetV2(TorchClassifier):
     raw scores (`output_kind` "sigmoid").
 
     Args:
-        box_scale: side of the square face crop relative to the longer side of the face box. The
-            package crops MTCNN boxes, which are about as tight as the landmark box, hence 1.0.
+        fidelity: "package" builds each input with PyEmotion's own steps (8-bit grey of the frame, the
+            face box cut as it is and stretched to 48 x 48 by PIL; `classifiers.package_inputs`);
+            "engine" uses the engine's batched route (a square around the box, float grey).
+        box_scale: (engine fidelity) side of the square face crop relative to the longer side of the
+            face box. The package crops MTCNN boxes, which are about as tight as the landmark box, hence 1.0.
         normalise_sigmoid: divide the sigmoid scores by their row sum (see above).
         batch_size: largest batch the runner should try first.
         allow_tf32: let CUDA use TF32 for the convolutions (faster, ~1e-3 less exact); off by default.
@@ -123,6 +126,7 @@ class PyEmotionNetV2(TorchClassifier):
 
     def __init__(
         self,
+        fidelity: str = "engine",
         box_scale: float = 1.0,
         normalise_sigmoid: bool = True,
         batch_size: int = 256,
@@ -150,6 +154,20 @@ class PyEmotionNetV2(TorchClassifier):
             channels_last=True,  # 1.3x on a CPU, the same outputs to ~1e-6
         )
         self.box_scale = float(box_scale)
+        if fidelity not in ("package", "engine"):
+            raise ValueError(f"PyEmotionNetV2.fidelity={fidelity!r}: allowed: package, engine")
+        self.fidelity = fidelity
+
+    def preprocess(self, images: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+        if self.fidelity == "engine":
+            return super().preprocess(images, boxes)
+        from classifiers.package_inputs import pyemotion_inputs
+
+        self.model  # noqa: B018 - load before timing-sensitive work, and fail early
+        return pyemotion_inputs(images, boxes, INPUT_SIZE)
+
+    def fingerprint(self) -> dict[str, Any]:
+        return {**super().fingerprint(), "fidelity": self.fidelity}
 
     def _builds_own_model(self) -> bool:
         return True
