@@ -98,7 +98,13 @@ def paired_report(outputs: Any, frames: dict[str, pd.DataFrame], headline: str, 
             cols = [c for c in ("classifier", "output", "strength", "n", "median_diff", "median_ci_low",
                                 "median_ci_high", "rank_biserial", "cohen_dz", "p_raw", "p_adj", "reject")
                     if c in t.columns]
-            lines += [f"## Output shifts ({primary}, edit − {ref})", "", markdown_table(t[cols]), ""]
+            scores = frames.get("score_shifts", pd.DataFrame())
+            score_sets = set(scores["classifier"]) - {"*"} if scores is not None and "classifier" in scores else set()
+            emotion = t[~t["classifier"].isin(score_sets)] if "classifier" in t else t
+            lines += [f"## Output shifts ({primary}, edit − {ref})", "", markdown_table(emotion[cols]), ""]
+            if score_sets:
+                lines += [f"## Score-set shifts ({primary}, edit − {ref}; not emotions, not in the headline)", "",
+                          markdown_table(t[t["classifier"].isin(score_sets)][cols], max_rows=30), ""]
         artefact = frames.get("artefact", pd.DataFrame())
         if artefact is not None and not artefact.empty:
             a = artefact[artefact["test"] == primary] if "test" in artefact else artefact
