@@ -66,7 +66,12 @@ def main() -> None:
         except ConfigError as exc:
             print(f"error: {exc}", file=sys.stderr)
             sys.exit(2)
-    _hydra_entry()
+    from engine.faces.landmarker import close_all
+
+    try:
+        _hydra_entry()
+    finally:  # before interpreter shutdown: MediaPipe's own finaliser fails once its dispatcher is gone
+        close_all()
 
 
 if __name__ == "__main__":
