@@ -59,7 +59,9 @@ def audit_summary(audit: pd.DataFrame | None) -> str:
             row["reasons"] = ", ".join(f"{r} ×{c}" for r, c in reasons.value_counts().items()) or "-"
         for col in g.columns:
             if col.startswith("delta_") or col in ("blendshape_change", "outside_change"):
-                row[f"median {col}"] = float(np.nanmedian(g[col].astype(float)))
+                values = g[col].astype(float)
+                # A judge that measured no face leaves the column empty: no median, and no warning.
+                row[f"median {col}"] = float(values.median()) if values.notna().any() else float("nan")
         rows.append(row)
     table = pd.DataFrame(rows)
     flagged = table[table["valid"] < table["n"]]
