@@ -33,11 +33,13 @@ import numpy as np
 import torch
 from PIL import Image
 
+from engine.pipeline.steps import to_uint8
+
 
 def _uint8_hwc(images: torch.Tensor) -> np.ndarray:
     """(N, 3, H, W) uint8 or float [0, 1] -> (N, H, W, 3) uint8 (floats rounded as the engine stores them)."""
     if images.dtype != torch.uint8:
-        images = images.float().clamp(0, 1).mul(255).round().to(torch.uint8)
+        return to_uint8(images)
     return images.permute(0, 2, 3, 1).contiguous().cpu().numpy()
 
 

@@ -19,14 +19,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy.stats import wilcoxon
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from engine.report.difference import edit_of  # noqa: E402
+from engine.report.contrasts import edit_of, largest_strength, top_class_deltas, wilcoxon_p  # noqa: E402
 from engine.report.files import write_between_markers  # noqa: E402
-from engine.report.replicate import top_class_deltas  # noqa: E402
 
 DOCS = ROOT / "docs" / "SCIENCE.md"
 BEGIN, END = "<!-- science:begin -->", "<!-- science:end -->"
@@ -34,11 +32,6 @@ BEGIN, END = "<!-- science:begin -->", "<!-- science:end -->"
 
 def _cell(median: float, p: float) -> str:
     return f"{median:+.3g} (p {p:.2g})" if np.isfinite(p) else f"{median:+.3g} (–)"
-
-
-def _p_lower(d: pd.Series) -> float:
-    nz = d[d != 0]
-    return float(wilcoxon(nz, alternative="less").pvalue) if len(nz) else float("nan")
 
 
 def tables(sweep: Path) -> str:
@@ -63,8 +56,8 @@ def tables(sweep: Path) -> str:
         m = pd.read_parquet(job / "measurements.parquet")
         cells = []
         for c in classifiers:
-            d = top_class_deltas(m, c, float(m.loc[m["condition"] == "edit", "strength"].max()))["delta"]
-            cells.append(_cell(float(d.median()), _p_lower(d)))
+            d = top_class_deltas(m, c, largest_strength(m))["delta"]
+            cells.append(_cell(float(d.median()), wilcoxon_p(d, "less")))
         prop, direction = edit["control_of"]
         audit = pd.read_csv(job / "audit.csv")
         nuisance_valid[edit["experiment"]] = float(audit["valid"].mean())

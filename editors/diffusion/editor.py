@@ -155,9 +155,9 @@ class DiffusionEditor(Editor):
         return pipe.text_encoder(tok.input_ids.to(device))[0].to(pipe.unet.dtype)
 
     def _conditioning(self, pipe: Any, targets: list[str], weight: float) -> Conditioning:
-        target = self._encode(pipe, targets)
-        neutral = self._encode(pipe, [self.prompts["neutral"]] * len(targets))
-        prompt = target if self.knob != "prompt" else torch.lerp(neutral, target, weight)
+        prompt = self._encode(pipe, targets)
+        if self.knob == "prompt":  # only this knob moves from the neutral prompt
+            prompt = torch.lerp(self._encode(pipe, [self.prompts["neutral"]] * len(targets)), prompt, weight)
         negative = self._encode(pipe, [self.negative_prompt] * len(targets))
         return Conditioning(prompt, negative, targets)
 

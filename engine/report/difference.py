@@ -10,14 +10,13 @@ contrast gets the same treatment with the one-sided p in the published direction
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import stats as sps
 
+from engine.report.contrasts import edit_of, largest_strength, wide, wilcoxon_p
 from engine.stats import adjust_pvalues
 from engine.stats.effects import bootstrap_intervals
 
@@ -25,28 +24,12 @@ DID_COLUMNS = ["control_experiment", "control_valid_share", "did_k", "did_n", "d
                "top_class_did_ci_low", "top_class_did_ci_high", "did_p_two_sided", "did_p_lower_one_sided"]
 
 
-def edit_of(job: Path) -> dict[str, Any]:
-    """What the job edited (stats.json "edit"), and its experiment name."""
-    summary = json.loads((job / "stats.json").read_text())
-    edit = dict(summary.get("edit", {}))
-    edit["experiment"] = summary.get("stamp", {}).get("config", {}).get("experiment_name", job.name)
-    return edit
-
-
 def _diffs(m: pd.DataFrame, classifier: str) -> pd.DataFrame:
     """(faces x outputs) edit - sham at the job's largest strength."""
-    m = m[m["classifier"] == classifier]
-    strength = m.loc[m["condition"] == "edit", "strength"].max()
-    sham = m[m["condition"] == "sham"].pivot_table(index="image_id", columns="output", values="value", aggfunc="first")
-    edit = m[(m["condition"] == "edit") & (m["strength"] == strength)].pivot_table(
-        index="image_id", columns="output", values="value", aggfunc="first")
+    sham = wide(m, classifier, "sham")
+    edit = wide(m, classifier, "edit", largest_strength(m[m["classifier"] == classifier]))
     faces = sham.index.intersection(edit.index)
     return edit.loc[faces, sham.columns] - sham.loc[faces]
-
-
-def _wilcoxon(x: np.ndarray, alternative: str) -> float:
-    x = x[np.isfinite(x) & (x != 0)]
-    return float(sps.wilcoxon(x, alternative=alternative).pvalue) if len(x) else float("nan")
 
 
 def did_row(prop: pd.DataFrame, control: pd.DataFrame, classifier: str, alpha: float = 0.05,
@@ -56,20 +39,19 @@ def did_row(prop: pd.DataFrame, control: pd.DataFrame, classifier: str, alpha: f
     faces = dp.index.intersection(dc.index)
     outputs = [o for o in dp.columns if o in dc.columns]
     did = dp.loc[faces, outputs] - dc.loc[faces, outputs]
-    p = np.array([_wilcoxon(did[o].to_numpy(), "two-sided") for o in outputs])
+    p = np.array([wilcoxon_p(did[o], "two-sided") for o in outputs])
     testable = np.isfinite(p)
     k = int((adjust_pvalues(p, None, "holm")[testable] <= alpha).sum())
     n = int(testable.sum())
     # The property job's sham decides the top class; the control's change of that class is subtracted.
-    sham = prop[(prop["classifier"] == classifier) & (prop["condition"] == "sham")].pivot_table(
-        index="image_id", columns="output", values="value", aggfunc="first").loc[faces, outputs]
+    sham = wide(prop, classifier, "sham").loc[faces, outputs]
     top = sham.to_numpy().argmax(axis=1)
     contrast = did.to_numpy()[np.arange(len(faces)), top]
     ci = bootstrap_intervals(contrast[None, :], 2000, 0.95, "percentile", seed, ("median",))
     return {"did_k": k, "did_n": n, "did_percent": 100.0 * k / n if n else float("nan"),
             "top_class_did_median": float(np.median(contrast)) if len(contrast) else float("nan"),
             "top_class_did_ci_low": float(ci["median_ci_low"][0]), "top_class_did_ci_high": float(ci["median_ci_high"][0]),
-            "did_p_two_sided": _wilcoxon(contrast, "two-sided"), "did_p_lower_one_sided": _wilcoxon(contrast, "less")}
+            "did_p_two_sided": wilcoxon_p(contrast, "two-sided"), "did_p_lower_one_sided": wilcoxon_p(contrast, "less")}
 
 
 def controls_by_target(jobs: list[Path]) -> dict[tuple[str, str | None], Path]:

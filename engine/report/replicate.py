@@ -20,7 +20,6 @@ The engine names no property here: properties and classifiers are read from the 
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -28,10 +27,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from hydra.experimental.callback import Callback
-from scipy import stats as sps
 
 from engine.report.aggregate import find_jobs
-from engine.report.difference import DID_COLUMNS, controls_by_target, did_row, edit_of, valid_share
+from engine.report.contrasts import edit_of, largest_strength, top_class_deltas, wilcoxon_p
+from engine.report.difference import DID_COLUMNS, controls_by_target, did_row, valid_share
 from engine.report.files import write_table, write_text
 from engine.report.html import write_html_report
 from engine.stats.effects import bootstrap_intervals
@@ -45,31 +44,6 @@ COLUMNS = ["experiment", "property", "direction", "classifier", "strength", "fac
            "top_class_delta_ci_high", "p_two_sided", "p_lower_one_sided", *DID_COLUMNS, "job"]
 
 
-def top_class_deltas(measurements: pd.DataFrame, classifier: str, strength: float) -> pd.DataFrame:
-    """Per face: the sham's top class, its activation at sham and edit, and whether the label flipped."""
-    m = measurements[measurements["classifier"] == classifier]
-    sham = m[m["condition"] == "sham"]
-    edit = m[(m["condition"] == "edit") & np.isclose(m["strength"].astype(float), strength)]
-    p_sham = sham.pivot_table(index="image_id", columns="output", values="value", aggfunc="first")
-    p_edit = edit.pivot_table(index="image_id", columns="output", values="value", aggfunc="first")
-    faces = p_sham.index.intersection(p_edit.index)
-    p_sham, p_edit = p_sham.loc[faces], p_edit.loc[faces, p_sham.columns]
-    top = p_sham.to_numpy().argmax(axis=1)
-    rows = np.arange(len(faces))
-    return pd.DataFrame({
-        "image_id": faces, "top_class": p_sham.columns.to_numpy()[top],
-        "sham": p_sham.to_numpy()[rows, top], "edit": p_edit.to_numpy()[rows, top],
-        "flipped": p_edit.to_numpy().argmax(axis=1) != top,
-    }).assign(delta=lambda d: d["edit"] - d["sham"])
-
-
-def _wilcoxon(delta: np.ndarray, alternative: str) -> float:
-    nonzero = delta[delta != 0]
-    if len(nonzero) == 0:
-        return float("nan")
-    return float(sps.wilcoxon(nonzero, alternative=alternative).pvalue)
-
-
 def job_rows(job: Path, sweep: Path, seed: int = 0, control: Path | None = None) -> list[dict[str, Any]]:
     """The table's rows of one finished job (one property, every emotion classifier); with the job of
     its matched nuisance control, the difference-in-differences columns too."""
@@ -79,11 +53,11 @@ def job_rows(job: Path, sweep: Path, seed: int = 0, control: Path | None = None)
     heads = pd.read_csv(head_path) if head_path.exists() else pd.DataFrame()
     if m.empty or not (m["condition"] == "edit").any():
         return []
-    strength = float(m.loc[m["condition"] == "edit", "strength"].max())
+    strength = largest_strength(m)
     prop = str(m["property"].iloc[0])
-    summary = json.loads((job / "stats.json").read_text())
-    experiment = str(summary.get("stamp", {}).get("config", {}).get("experiment_name", job.relative_to(sweep).parts[0]))
-    direction = str(summary.get("edit", {}).get("direction") or "–")  # the editor's declared direction
+    edit = edit_of(job)
+    experiment = str(edit["experiment"])
+    direction = str(edit.get("direction") or "–")  # the editor's declared direction
     rows = []
     for clf, group in m.groupby("classifier", sort=True):
         if group["top1"].isna().all():  # a score set (no class labels): not an emotion classifier
@@ -101,8 +75,8 @@ def job_rows(job: Path, sweep: Path, seed: int = 0, control: Path | None = None)
             "top_class_delta_median": float(d["delta"].median()) if len(d) else float("nan"),
             "top_class_delta_ci_low": float(ci["median_ci_low"][0]),
             "top_class_delta_ci_high": float(ci["median_ci_high"][0]),
-            "p_two_sided": _wilcoxon(d["delta"].to_numpy(), "two-sided"),
-            "p_lower_one_sided": _wilcoxon(d["delta"].to_numpy(), "less"),
+            "p_two_sided": wilcoxon_p(d["delta"], "two-sided"),
+            "p_lower_one_sided": wilcoxon_p(d["delta"], "less"),
             "job": str(job.relative_to(sweep)),
             **({"control_experiment": edit_of(control)["experiment"], "control_valid_share": valid_share(control),
                 **did_row(m, c, str(clf), seed=seed)} if c is not None and (c["classifier"] == clf).any() else {}),

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from engine.report.difference import edit_of
+from engine.report.contrasts import edit_of, largest_strength, top_class_deltas
 
 _SCRIPT = r"""
 const data = JSON.parse(document.getElementById('faces').textContent);
@@ -85,7 +85,7 @@ def study_faces(jobs: list[Path]) -> dict[str, Any]:
         thumbs = pd.read_csv(index)
         m = pd.read_parquet(job / "measurements.parquet")
         m = m[m["top1"].notna()]  # emotion classifiers only
-        strength = float(m.loc[m["condition"] == "edit", "strength"].max())
+        strength = largest_strength(m)
         tests = pd.read_csv(job / "stats.csv") if (job / "stats.csv").exists() else pd.DataFrame()
         sig = set()
         if len(tests):
@@ -95,16 +95,13 @@ def study_faces(jobs: list[Path]) -> dict[str, Any]:
         verdict = {r.image_id: (bool(r.valid), str(r.reasons) if isinstance(r.reasons, str) else "")
                    for r in audit.itertuples()} if "valid" in audit else {}
         by_face: dict[str, dict[str, Any]] = {}
-        for clf, g in m.groupby("classifier"):
-            sham = g[g["condition"] == "sham"].pivot_table(index="image_id", columns="output", values="value", aggfunc="first")
-            ed = g[(g["condition"] == "edit") & np.isclose(g["strength"], strength)].pivot_table(
-                index="image_id", columns="output", values="value", aggfunc="first")
+        for clf in sorted(m["classifier"].unique()):
             classifiers.add(str(clf))
-            for face in sham.index.intersection(ed.index):
-                top = str(sham.loc[face].idxmax())
+            for r in top_class_deltas(m, clf, strength).itertuples():
+                top = str(r.top_class)
                 emotions.add(top)
-                by_face.setdefault(face, {})[str(clf)] = {
-                    "top": top, "delta": float(ed.loc[face, top] - sham.loc[face, top]), "significant": (clf, top) in sig}
+                by_face.setdefault(r.image_id, {})[str(clf)] = {
+                    "top": top, "delta": float(r.delta), "significant": (clf, top) in sig}
         label = f"{edit['experiment']} ({edit.get('property')}, {edit.get('direction') or '–'})"
         for row in thumbs.itertuples():
             sham_uri, edit_uri = _data_uri(job / "thumbs" / row.sham), _data_uri(job / "thumbs" / row.edit)
