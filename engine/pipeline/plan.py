@@ -75,13 +75,22 @@ class RunPlan:
         return "\n".join(lines)
 
 
-def load_rates(cache_root: Path) -> tuple[dict[str, float], str]:
-    path = cache_root / RATES_FILE
+def _measured(cache_root: Path) -> dict[str, float]:
+    """The rates earlier runs measured on this machine (only those: no defaults mixed in)."""
     try:
-        got = json.loads(path.read_text())
-        return {**DEFAULT_RATES, **{k: float(v) for k, v in got.items() if k in DEFAULT_RATES}}, f"rates measured here: {path}"
-    except (OSError, ValueError):
+        got = json.loads((cache_root / RATES_FILE).read_text())
+        return {k: float(v) for k, v in got.items() if k in DEFAULT_RATES}
+    except (OSError, ValueError, TypeError, AttributeError):
+        return {}
+
+
+def load_rates(cache_root: Path) -> tuple[dict[str, float], str]:
+    measured = _measured(cache_root)
+    if not measured:
         return dict(DEFAULT_RATES), "rates of the 2-core development machine; a first run here measures its own"
+    missing = sorted(set(DEFAULT_RATES) - set(measured))
+    note = f"; development-machine rates for {', '.join(missing)}" if missing else ""
+    return {**DEFAULT_RATES, **measured}, f"rates measured here: {cache_root / RATES_FILE}{note}"
 
 
 def record_rates(cache_root: Path, timings: dict[str, float], cache: dict[str, dict[str, int]]) -> None:
@@ -95,9 +104,8 @@ def record_rates(cache_root: Path, timings: dict[str, float], cache: dict[str, d
     measured = {k: round(v, 6) for k, v in measured.items() if v is not None}
     if not measured:
         return
-    old, _ = load_rates(cache_root)
     try:
-        (cache_root / RATES_FILE).write_text(json.dumps({**old, **measured}, indent=2))
+        (cache_root / RATES_FILE).write_text(json.dumps({**_measured(cache_root), **measured}, indent=2))
     except OSError as exc:  # a read-only cache still runs; the next dry run uses older rates
         log.warning("rates not recorded in %s: %s", cache_root, exc)
 
