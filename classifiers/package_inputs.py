@@ -20,10 +20,20 @@ fer 25.10.3 (`fer/fer.py`, `FER.detect_emotions` with the face rectangles given)
 
 1. 8-bit grey of the BGR frame (`cv2.cvtColor`), padded by 40 px on every side with the mean of its
    bottom two rows (`FER.pad`);
-2. the box as fer's MTCNN path makes it, `(int(x1), int(y1), int(x2) - int(x1), int(y2) - int(y1))`,
-   squared on its longer side (`FER.tosquare`, shifting by `diff // 2`), grown by the offsets (10 px
+2. the box, as the Haar cascade `FER()` uses by default would give it (`haar_like_boxes`, then fer's
+   MTCNN path's `(int(x1), int(y1), int(x2) - int(x1), int(y2) - int(y1))`; the cascade's own box is
+   whole pixels already), squared on its longer side (`FER.tosquare`, shifting by `diff // 2`), grown by the offsets (10 px
    per side by default), moved by the padding, its top-left clamped at 0, and cut;
 3. `cv2.resize` to 64 x 64 (`INTER_LINEAR`: no smoothing when shrinking), then `/ 255`, `- 0.5`, `* 2`.
+
+facex 1.1.0 (`facex/core.py`, `EmotionClassifier.predict`; `facex/utils.py`):
+
+1. 8-bit grey of the BGR frame (`cv2.cvtColor`);
+2. the Haar cascade's box `(x, y, w, h)` (whole pixels, square, inside the frame) cut as
+   `gray[y:y+h, x:x+w]`. The engine gives the square its Haar imitation makes (`box_scale`, `box_shift`,
+   see `classifiers.facex`), rounded to whole pixels and clamped to the frame;
+3. `skimage.transform.resize(face, (200, 200, 3))`: to float in [0, 1], Gaussian anti-aliasing when
+   shrinking, bilinear, the one grey channel spread over three; no `/ 255` (the maximum is <= 1).
 """
 
 from __future__ import annotations
@@ -34,6 +44,29 @@ import torch
 from PIL import Image
 
 from engine.pipeline.steps import to_uint8
+
+FIDELITIES = ("package", "engine")
+
+#: fer's `FER()` and facex both find faces with OpenCV's `haarcascade_frontalface_default`. Its boxes
+#: against the engine's landmark box, on the 93 aligned LFW/portrait demo faces: square, side 1.00x the
+#: landmark box's longer side (median; IQR 0.96-1.06), centre 0.08 of that side higher (the cascade
+#: frames brows to chin, the landmarks forehead to chin). `haar_like_boxes` imitates them.
+HAAR_BOX_SCALE = 1.0
+HAAR_BOX_SHIFT = -0.08
+
+
+def check_fidelity(owner: str, fidelity: str) -> str:
+    """The `fidelity` argument of a zoo classifier, or a ValueError naming the allowed values."""
+    if fidelity not in FIDELITIES:
+        raise ValueError(f"{owner}.fidelity={fidelity!r}: allowed: {', '.join(FIDELITIES)}")
+    return fidelity
+
+
+def check_box_shift(owner: str, box_shift: float) -> float:
+    """A vertical shift of the crop centre, in units of the face box's longer side."""
+    if isinstance(box_shift, bool) or not isinstance(box_shift, (int, float)) or abs(box_shift) > 0.5:
+        raise ValueError(f"{owner}.box_shift must be a number in [-0.5, 0.5], got {box_shift!r}")
+    return float(box_shift)
 
 
 def _uint8_hwc(images: torch.Tensor) -> np.ndarray:
@@ -82,4 +115,31 @@ def fer_inputs(images: torch.Tensor, boxes: torch.Tensor, size: int = 64,
             face = padded
         small = cv2.resize(face, (size, size)).astype(np.float32)
         out[i] = (small / 255.0 - 0.5) * 2.0
+    return torch.from_numpy(out).to(images.device)
+
+
+def haar_like_boxes(boxes: torch.Tensor, box_scale: float, box_shift: float) -> torch.Tensor:
+    """(N, 4) float squares around the face boxes: side = longer side x `box_scale`, centre moved down by
+    `box_shift` x that longer side (negative: up). The engine's stand-in for a Haar cascade's boxes."""
+    boxes = boxes.detach().float()
+    longer = (boxes[:, 2:] - boxes[:, :2]).amax(dim=1)
+    centre = (boxes[:, :2] + boxes[:, 2:]) / 2
+    centre[:, 1] += longer * box_shift
+    half = (longer * box_scale / 2)[:, None]
+    return torch.cat([centre - half, centre + half], dim=1)
+
+
+def facex_inputs(images: torch.Tensor, boxes: torch.Tensor, size: int = 200) -> torch.Tensor:
+    """(N, size, size, 3) float32 in [0, 1], facex's own steps (module docstring) on whole-pixel boxes."""
+    from skimage.transform import resize
+
+    out = np.zeros((len(images), size, size, 3), np.float32)
+    for i, (rgb, box) in enumerate(zip(_uint8_hwc(images), boxes.detach().cpu().numpy().astype(float))):
+        gray = cv2.cvtColor(np.ascontiguousarray(rgb[..., ::-1]), cv2.COLOR_BGR2GRAY)
+        x, y = max(0, int(round(box[0]))), max(0, int(round(box[1])))
+        w, h = int(round(box[2] - box[0])), int(round(box[3] - box[1]))
+        face = gray[y:y + h, x:x + w]
+        if face.size == 0:  # a degenerate box: nothing to cut (the cascade never gives one)
+            face = gray
+        out[i] = resize(face, (size, size, 3))
     return torch.from_numpy(out).to(images.device)

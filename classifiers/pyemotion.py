@@ -23,6 +23,7 @@ from torch import nn
 
 from classifiers.assets import PYEMOTION_NETV2
 
+from .package_inputs import check_fidelity, pyemotion_inputs
 from .torch_model import TorchClassifier
 
 ASSET = PYEMOTION_NETV2
@@ -126,7 +127,7 @@ class PyEmotionNetV2(TorchClassifier):
 
     def __init__(
         self,
-        fidelity: str = "engine",
+        fidelity: str = "package",
         box_scale: float = 1.0,
         normalise_sigmoid: bool = True,
         batch_size: int = 256,
@@ -154,15 +155,12 @@ class PyEmotionNetV2(TorchClassifier):
             channels_last=True,  # 1.3x on a CPU, the same outputs to ~1e-6
         )
         self.box_scale = float(box_scale)
-        if fidelity not in ("package", "engine"):
-            raise ValueError(f"PyEmotionNetV2.fidelity={fidelity!r}: allowed: package, engine")
+        check_fidelity("PyEmotionNetV2", fidelity)
         self.fidelity = fidelity
 
     def preprocess(self, images: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
         if self.fidelity == "engine":
             return super().preprocess(images, boxes)
-        from classifiers.package_inputs import pyemotion_inputs
-
         self.model  # noqa: B018 - load before timing-sensitive work, and fail early
         return pyemotion_inputs(images, boxes, INPUT_SIZE)
 

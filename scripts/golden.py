@@ -3,7 +3,11 @@
 The redesign was held to the goldens saved before it (commit 99a9883: no number moved beyond the
 intended changes listed below). They were saved again after issue 10, whose changes to the editors
 (symmetry study in texture mode, asymmetry droop, gender warp, electrode visibility), to the audit
-(calibrated thresholds, the occluding policy's columns) were intended; from then on nothing may move.
+(calibrated thresholds, the occluding policy's columns) were intended. They were saved once more for
+issue 14: `classifier=fer` (every demo experiment's classifier) became fer's own default, the TFLite
+model `fer_tflite` fed with fer's own steps (`fidelity: package`), in place of the HDF5 port
+`fer_minixception` on the engine's crop; only the classifier rows moved (measurements, stats), no
+audit number. From then on nothing may move.
 `save` runs every experiment on the demo set with the config
 defaults (cold work cache unless --cache is given) and keeps `stats.csv`, `audit.csv` and
 `measurements.parquet` under `tests/data/golden/<experiment>/`; `compare` runs them again and checks

