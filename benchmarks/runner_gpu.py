@@ -58,13 +58,13 @@ def gpu_check(args: argparse.Namespace) -> int:
         # CUDA resizes with the batched matmul route; on the CPU, uint8 crops take the per-image
         # uint8 kernel, which rounds resized pixels to grey levels. Compare like with like first.
         Preprocessing.resize_route = "matmul"
-        ref = cpu.predict(cpu.prepare(make()), images, boxes)
+        ref = cpu.predict(cpu.prepare(make(fidelity="engine")), images, boxes)
         Preprocessing.resize_route = None
-        uint8_route = cpu.predict(cpu.prepare(make()), images, boxes)
+        uint8_route = cpu.predict(cpu.prepare(make(fidelity="engine")), images, boxes)
         diff, agree = float(np.abs(uint8_route - ref).max()), float(np.mean(uint8_route.argmax(1) == ref.argmax(1)))
         print(f"info {make.__name__:16s} CPU uint8 route vs matmul route: max|d|={diff:.2e} top-1 agreement={agree:.1%}")
         for runner, tol in ((fp32, 1e-4), (bf16, 5e-2)):
-            got = runner.predict(runner.prepare(make()), images.cuda(), boxes.cuda())
+            got = runner.predict(runner.prepare(make(fidelity="engine")), images.cuda(), boxes.cuda())
             diff, agree = float(np.abs(got - ref).max()), float(np.mean(got.argmax(1) == ref.argmax(1)))
             ok = diff <= tol and agree >= (1.0 if tol < 1e-3 else 0.95)
             failures += [] if ok else [f"{make.__name__} {runner.describe()['amp']}"]
@@ -79,7 +79,7 @@ def gpu_check(args: argparse.Namespace) -> int:
     for make in (FerMiniXception, PyEmotionNetV2):
         rates = {}
         for runner in (fp32, bf16):
-            clf = runner.prepare(make(batch_size=1024))
+            clf = runner.prepare(make(batch_size=1024, fidelity="engine"))
             runner.predict(clf, big[:1024], big_boxes[:1024])  # warm-up: cuDNN algorithm choice
             torch.cuda.synchronize()
             t0 = time.perf_counter()
