@@ -37,17 +37,29 @@ def luminance(rgb: torch.Tensor) -> torch.Tensor:
 def gaussian_blur(images: torch.Tensor, sigma: torch.Tensor | float) -> torch.Tensor:
     """Separable Gaussian blur of `(N, C, H, W)` with one sigma (pixels) per image, reflect padding.
 
-    A sigma below 0.05 px leaves that image unchanged (a one-tap kernel). Each kernel is cut at its own
-    3 sigma (and at the image size), so a row's result does not depend on the rest of the batch.
+    A sigma below 0.05 px leaves that image unchanged (a one-tap kernel). Each image's kernel ends at
+    its own 3 sigma (and at the image size), and images are convolved in groups of equal kernel length:
+    a longer kernel padded with zeros sums in another order, so an image's result would otherwise
+    depend on the other sigmas of its batch, and an edit on its batch.
     """
     n, c, h, w = images.shape
     sig = torch.as_tensor(sigma, dtype=torch.float32, device=images.device).reshape(-1).expand(n)
-    radius = int(min(max(1, math.ceil(3.0 * float(sig.max()))), min(h, w) - 1))
+    radii = torch.ceil(3.0 * sig).clamp(min=1.0, max=float(min(h, w) - 1)).long().tolist()
+    if len(set(radii)) == 1:
+        return _blur_same_radius(images, sig, radii[0])
+    out = torch.empty_like(images)
+    for radius in sorted(set(radii)):
+        index = torch.tensor([i for i, r in enumerate(radii) if r == radius], device=images.device)
+        out[index] = _blur_same_radius(images[index], sig[index], radius)
+    return out
+
+
+def _blur_same_radius(images: torch.Tensor, sig: torch.Tensor, radius: int) -> torch.Tensor:
+    """`gaussian_blur` for images whose kernels all have `radius` taps each side."""
+    n, c, h, w = images.shape
     offsets = torch.arange(-radius, radius + 1, device=images.device, dtype=torch.float32)
     kernel = torch.exp(-0.5 * (offsets[None, :] / sig[:, None].clamp(min=0.05)) ** 2)
     kernel = torch.where(sig[:, None] < 0.05, (offsets[None, :] == 0).float(), kernel)
-    # Each image's kernel ends at its own 3 sigma, so it does not depend on the other rows' sigmas.
-    kernel = torch.where(offsets[None, :].abs() <= torch.ceil(3.0 * sig[:, None]).clamp(min=1.0), kernel, 0.0)
     kernel = (kernel / kernel.sum(dim=1, keepdim=True)).to(images.dtype)
     weights = kernel.repeat_interleave(c, dim=0)
     x = F.pad(images.reshape(1, n * c, h, w), (radius, radius, radius, radius), mode="reflect")
@@ -80,6 +92,17 @@ def guided_smooth(
 DETAIL_LADDER = (0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0)
 
 
+def last_axis_sums(x: torch.Tensor) -> torch.Tensor:
+    """`x (N, ..., M)` summed over its last axis, one image at a time, accumulated in float64.
+
+    A float32 reduction splits its work by the batch's shape and by the threads free to run it, so the
+    same image summed in another batch, or while another pipeline stage runs, can differ in the last
+    bit, and an edit would depend on both (the cache, the goldens and the overlap test require that it
+    does not). Each image alone, in float64, then rounded back: the order no longer shows.
+    """
+    return torch.stack([row.double().sum(-1) for row in x]).to(x.dtype)
+
+
 def detail_scale(
     lum: torch.Tensor, region: torch.Tensor, face_width: torch.Tensor, threshold: float = 0.05
 ) -> torch.Tensor:
@@ -92,14 +115,12 @@ def detail_scale(
     """
     n = lum.shape[0]
     reference = (
-        ((lum - gaussian_blur(lum, 0.06 * face_width)) ** 2 * region).flatten(1).sum(1).clamp(min=1e-12)
+        last_axis_sums(((lum - gaussian_blur(lum, 0.06 * face_width)) ** 2 * region).flatten(1)).clamp(min=1e-12)
     )
     fractions = (
         torch.stack(
             [
-                ((lum - gaussian_blur(lum, torch.full((n,), s, device=lum.device))) ** 2 * region)
-                .flatten(1)
-                .sum(1)
+                last_axis_sums(((lum - gaussian_blur(lum, torch.full((n,), s, device=lum.device))) ** 2 * region).flatten(1))
                 for s in DETAIL_LADDER
             ],
             dim=1,

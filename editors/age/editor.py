@@ -34,6 +34,7 @@ from typing import Any
 import torch
 
 from editors.age.creases import FOLD_GROUPS, fold_relief
+from editors.age.geometry import frontal_weight, smooth_outer_warp
 from editors.age.shape import SAG_PARTS, sag_displacements
 from editors.age.template import (
     TEMPLATE_SIZE,
@@ -57,6 +58,7 @@ from editors.age.tone import (
 from editors.skin import (
     detail_scale,
     gaussian_blur,
+    last_axis_sums,
     linear_to_srgb,
     luminance,
     polygon_masks,
@@ -121,6 +123,8 @@ class AgeEditor(Editor):
         lift: younger only: fraction of the sagging applied in reverse.
         match_photo_detail: blur the shading to the photo's own finest detail.
     """
+
+    version = 6  # 2-6: smoothed sag warp beyond the inner face; broad hollows fade with yaw; per-face sums
 
     property = "age"
     sham_is_input = True  # every change scales with strength (tests/test_editor_contract.py)
@@ -240,7 +244,7 @@ class AgeEditor(Editor):
 
         # 1. sagging (an identity warp at strength 0: same resampling as an edit)
         target = self._target_landmarks(landmarks, strength)
-        coords = backward_map(landmarks, target, size)
+        coords = smooth_outer_warp(backward_map(landmarks, target, size), target, width)
         lin = srgb_to_linear(apply_backward_map(images, coords))
 
         detail = detail_scale(luminance(srgb_to_linear(images)).sqrt(), batch.face_mask, width)
@@ -258,6 +262,11 @@ class AgeEditor(Editor):
         # A smile lifts and bunches the cheeks: no buccal hollow shows under them.
         smile = self._smile(batch)
         fold_amounts[:, FOLD_GROUPS.index("cheek_hollows")] *= 1.0 - SMILE_HIDES_HOLLOWS * smile
+        # The broad hollows are shaded for a frontal view; on a turned face they spread into a dark
+        # patch over the near cheek or temple (seen on the sharp photos), so they fade out with yaw.
+        frontal = frontal_weight(landmarks)
+        for group in ("cheek_hollows", "temple_hollows"):
+            fold_amounts[:, FOLD_GROUPS.index(group)] *= frontal
         relief_tpl = fold_relief(fold_amounts, generators, TEMPLATE_SIZE, device)
         if older:
             lin = self._age_skin(
@@ -297,7 +306,7 @@ class AgeEditor(Editor):
         out = torch.where(allowed > 0, out, images)
         changed = (out - images).abs().amax(dim=1, keepdim=True)
         inside = (allowed > 0).float()
-        mean_change = (changed * inside).flatten(1).sum(1) / inside.flatten(1).sum(1).clamp(min=1.0)
+        mean_change = last_axis_sums((changed * inside).flatten(1)) / last_axis_sums(inside.flatten(1)).clamp(min=1.0)
         sag_px = (target - landmarks)[..., :2].norm(dim=-1).amax(dim=1)
         metadata = [
             {

@@ -1,0 +1,66 @@
+"""Pose and warp geometry of the age editor: how frontal a face is, and a sag warp without creases.
+
+Both exist because the sharp photos showed what the blurry LFW faces hid: shading drawn for a frontal
+view spreads into a dark patch over the near cheek of a turned face, and the piecewise-affine mesh
+warp leaves straight, smeared edges where the jowls push the jawline out.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from editors.skin import gaussian_blur, polygon_masks
+from editors.warp import anchor_ring, identity_coords
+
+#: |r| / tan(yaw) for the nose-offset yaw estimate of `frontal_weight`.
+YAW_FROM_NOSE_OFFSET = 1.72
+#: Yaw (degrees) from which the broad cheek and temple hollows fade, and at which they are gone: at
+#: 30 degrees a full hollow drew a dark patch over the near cheek (photo_table#1, tuning half).
+HOLLOWS_FADE_YAW_DEG = (15.0, 35.0)
+#: The sag warp is exact inside the face outline scaled by this about its centroid, and smoothed
+#: (Gaussian, this many face widths) outside it: see `smooth_outer_warp`.
+INNER_FACE_SCALE = 0.8
+OUTER_WARP_SMOOTHING = 0.04
+
+
+def frontal_weight(landmarks: torch.Tensor) -> torch.Tensor:
+    """`(N,)` 1 up to `HOLLOWS_FADE_YAW_DEG[0]` degrees of yaw, falling linearly to 0 at the second.
+
+    Yaw from the landmarks alone (MediaPipe's pose is missing for some faces found in tiles): the
+    nose tip's offset between the two cheek extremes (234, 454) along the eye line, r = (left -
+    right) / (left + right), is `YAW_FROM_NOSE_OFFSET` x tan(yaw) (fitted on 44 demo faces against
+    MediaPipe's yaw: correlation 0.99).
+    """
+    xy = landmarks[..., :2].float()
+    eye = xy[:, 263] - xy[:, 33]
+    ex = eye / eye.norm(dim=-1, keepdim=True).clamp(min=1e-6)
+    along = (xy * ex[:, None]).sum(-1)  # (N, 478) positions along the eye line
+    right, left = along[:, 1] - along[:, 234], along[:, 454] - along[:, 1]
+    r = (left - right) / (left + right).abs().clamp(min=1e-6)
+    yaw = torch.rad2deg(torch.atan(r.abs() / YAW_FROM_NOSE_OFFSET))
+    start, gone = HOLLOWS_FADE_YAW_DEG
+    return ((gone - yaw) / (gone - start)).clamp(0.0, 1.0)
+
+def smooth_outer_warp(coords: torch.Tensor, target: torch.Tensor, width: torch.Tensor) -> torch.Tensor:
+    """The sag warp with its displacement smoothed toward and beyond the face outline.
+
+    The mesh warp is piecewise affine: where the jowls push the jawline out, the stretch changes
+    abruptly at every triangle edge between the outline and the anchor ring, and the skin ends in
+    straight, smeared edges over the collar or background. Inside the inner face (the outline
+    scaled by `INNER_FACE_SCALE`) the displacement stays exact (lips, lids, brows); from there out
+    it is blended into its Gaussian blur (`OUTER_WARP_SMOOTHING` face widths). Zero displacement
+    stays exactly zero, so the sham is untouched.
+    """
+    n, h, w, _ = coords.shape
+    ident = identity_coords(1, (h, w), coords.device)
+    out = torch.empty_like(coords)
+    # One face at a time: the blur's kernel length follows the largest sigma it is given, and a
+    # longer kernel sums in another order; a face's edit must not depend on its batch.
+    for i in range(n):
+        disp = (coords[i : i + 1] - ident).permute(0, 3, 1, 2)
+        smooth = gaussian_blur(disp, OUTER_WARP_SMOOTHING * width[i : i + 1])
+        inner = polygon_masks(anchor_ring(target[i : i + 1, :, :2], INNER_FACE_SCALE), (h, w))
+        inner = gaussian_blur(inner, 0.05 * width[i : i + 1])
+        disp = inner * disp + (1.0 - inner) * smooth
+        out[i] = (ident + disp.permute(0, 2, 3, 1))[0]
+    return out
