@@ -59,5 +59,12 @@ class DummyClassifier(Classifier):
 
     def predict(self, inputs: torch.Tensor) -> torch.Tensor:
         """Placebo probabilities `(N, 7)` for flattened crops `(N, size * size)`."""
+        # In float64: a float32 product of one face sums in an order that follows the BLAS's thread
+        # split, and a placebo's outputs must not change with the stage's threads (overlap test).
         with torch.inference_mode():
-            return torch.softmax(inputs.to(self._weight.device) @ self._weight, dim=1)
+            logits = inputs.to(self._weight.device).double() @ self._weight.double()
+            return torch.softmax(logits, dim=1).float()
+
+    def fingerprint(self) -> dict:
+        # version 2: logits in float64 (cached predictions of version 1 differ in the last bit)
+        return {**super().fingerprint(), "version": 2}
