@@ -23,6 +23,7 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 
+from editors.skin import image_means, image_sums
 from engine.types import AuditPolicy, Editor, EditResult, FaceBatch
 
 
@@ -40,7 +41,7 @@ class NuisanceEditor(Editor):
 
     property: ClassVar[str] = "none"
     sham_is_input = True  # the amplitude scales with the matched change, which is 0 at strength 0
-    version = 2  # 2: exposure (grid=1) by default
+    version = 3  # 2: exposure (grid=1) by default; 3: per-face sums (batch-invariant)
 
     def __init__(self, matched: Editor | None = None, grid: int = 1, amplitude: float = 0.02) -> None:
         if matched is not None and not isinstance(matched, Editor):
@@ -69,8 +70,8 @@ class NuisanceEditor(Editor):
             return torch.sign(draws).to(batch.device).expand(-1, 1, h, w).clone()
         smooth = F.interpolate(draws.to(batch.device), size=(h, w), mode="bicubic", align_corners=False)
         smooth = 0.5 * (smooth + smooth.flip(-1))  # symmetric about the crop's vertical midline (the aligned face's)
-        smooth = smooth - smooth.mean(dim=(2, 3), keepdim=True)
-        return smooth / smooth.std(dim=(2, 3), keepdim=True).clamp(min=1e-6)
+        smooth = smooth - image_means(smooth)
+        return smooth / image_means(smooth.pow(2)).sqrt().clamp(min=1e-6)
 
     def edit(self, batch: FaceBatch, strength: float, seed: int) -> EditResult:
         strength = float(strength)
@@ -81,8 +82,7 @@ class NuisanceEditor(Editor):
             ref = self._matched.edit(batch, strength, seed)
             mask = ref.mask.float().clamp(0, 1)
             inside = (mask > 0.5).float()
-            target = ((ref.images.float() - images).abs().mean(1, keepdim=True) * inside).sum(dim=(1, 2, 3)) / (
-                inside.sum(dim=(1, 2, 3)).clamp(min=1.0))
+            target = _inside_mean((ref.images.float() - images).abs(), inside)
         else:
             mask = batch.face_mask.float()
             inside = (mask > 0.5).float()
@@ -90,13 +90,17 @@ class NuisanceEditor(Editor):
         # On skin only (the soft face oval): shading over background or hair inside a wide mask
         # would end in a visible seam.
         shade = self.field(batch, seed) * mask * batch.face_mask.float()
-        unit = ((images * shade).abs().mean(1, keepdim=True) * inside).sum(dim=(1, 2, 3)) / (
-            inside.sum(dim=(1, 2, 3)).clamp(min=1.0))
+        unit = _inside_mean((images * shade).abs(), inside)
         gain = torch.where(unit > 0, target / unit.clamp(min=1e-8), torch.zeros_like(unit)).view(-1, 1, 1, 1)
         out = (images * (1.0 + gain * shade)).clamp(0.0, 1.0)
-        achieved = ((out - images).abs().mean(1, keepdim=True) * inside).sum(dim=(1, 2, 3)) / (
-            inside.sum(dim=(1, 2, 3)).clamp(min=1.0))
+        achieved = _inside_mean((out - images).abs(), inside)
         meta: list[dict[str, Any]] = [
             {"strength": strength, "matched_change": float(t), "nuisance_change": float(a)}
             for t, a in zip(target.tolist(), achieved.tolist())]
         return EditResult(out, mask, meta, batch.landmarks.clone())
+
+
+def _inside_mean(change: torch.Tensor, inside: torch.Tensor) -> torch.Tensor:
+    """`(N,)` mean over channels and over the pixels where `inside` is 1, per face (batch-invariant)."""
+    total = image_sums(change.mean(1, keepdim=True) * inside).view(-1)
+    return total / image_sums(inside).view(-1).clamp(min=1.0)

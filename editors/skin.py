@@ -38,34 +38,30 @@ def gaussian_blur(images: torch.Tensor, sigma: torch.Tensor | float) -> torch.Te
     """Separable Gaussian blur of `(N, C, H, W)` with one sigma (pixels) per image, reflect padding.
 
     A sigma below 0.05 px leaves that image unchanged (a one-tap kernel). Each image's kernel ends at
-    its own 3 sigma (and at the image size), and images are convolved in groups of equal kernel length:
-    a longer kernel padded with zeros sums in another order, so an image's result would otherwise
-    depend on the other sigmas of its batch, and an edit on its batch.
+    its own 3 sigma (and at the image size), and each image is convolved alone: a grouped convolution
+    over a whole batch vectorises across its images, and a longer kernel padded with zeros sums in
+    another order, so an image's result would otherwise depend on its batch (and an edit on it).
     """
-    n, c, h, w = images.shape
+    n = images.shape[0]
     sig = torch.as_tensor(sigma, dtype=torch.float32, device=images.device).reshape(-1).expand(n)
-    radii = torch.ceil(3.0 * sig).clamp(min=1.0, max=float(min(h, w) - 1)).long().tolist()
-    if len(set(radii)) == 1:
-        return _blur_same_radius(images, sig, radii[0])
-    out = torch.empty_like(images)
-    for radius in sorted(set(radii)):
-        index = torch.tensor([i for i, r in enumerate(radii) if r == radius], device=images.device)
-        out[index] = _blur_same_radius(images[index], sig[index], radius)
-    return out
+    return torch.cat([_blur_one(images[i : i + 1], float(sig[i])) for i in range(n)]) if n else images.clone()
 
 
-def _blur_same_radius(images: torch.Tensor, sig: torch.Tensor, radius: int) -> torch.Tensor:
-    """`gaussian_blur` for images whose kernels all have `radius` taps each side."""
-    n, c, h, w = images.shape
-    offsets = torch.arange(-radius, radius + 1, device=images.device, dtype=torch.float32)
-    kernel = torch.exp(-0.5 * (offsets[None, :] / sig[:, None].clamp(min=0.05)) ** 2)
-    kernel = torch.where(sig[:, None] < 0.05, (offsets[None, :] == 0).float(), kernel)
-    kernel = (kernel / kernel.sum(dim=1, keepdim=True)).to(images.dtype)
-    weights = kernel.repeat_interleave(c, dim=0)
-    x = F.pad(images.reshape(1, n * c, h, w), (radius, radius, radius, radius), mode="reflect")
-    x = F.conv2d(x, weights.view(n * c, 1, 1, -1), groups=n * c)
-    x = F.conv2d(x, weights.view(n * c, 1, -1, 1), groups=n * c)
-    return x.view(n, c, h, w)
+def _blur_one(image: torch.Tensor, sigma: float) -> torch.Tensor:
+    """`gaussian_blur` of one image `(1, C, H, W)`."""
+    _, c, h, w = image.shape
+    radius = int(min(max(1, math.ceil(3.0 * sigma)), min(h, w) - 1))
+    offsets = torch.arange(-radius, radius + 1, device=image.device, dtype=torch.float32)
+    if sigma < 0.05:
+        kernel = (offsets == 0).float()
+    else:
+        kernel = torch.exp(-0.5 * (offsets / sigma) ** 2)
+    kernel = (kernel / kernel.sum()).to(image.dtype)
+    weights = kernel.expand(c, -1)
+    x = F.pad(image, (radius, radius, radius, radius), mode="reflect")
+    x = F.conv2d(x, weights.reshape(c, 1, 1, -1), groups=c)
+    x = F.conv2d(x, weights.reshape(c, 1, -1, 1), groups=c)
+    return x
 
 
 def guided_smooth(
@@ -101,6 +97,18 @@ def last_axis_sums(x: torch.Tensor) -> torch.Tensor:
     does not). Each image alone, in float64, then rounded back: the order no longer shows.
     """
     return torch.stack([row.double().sum(-1) for row in x]).to(x.dtype)
+
+
+def image_sums(x: torch.Tensor) -> torch.Tensor:
+    """`(N, C, H, W)` summed over each image's pixels, `(N, C, 1, 1)`, batch- and thread-invariant
+    (`last_axis_sums`)."""
+    n, c = x.shape[:2]
+    return last_axis_sums(x.reshape(n, c, -1)).view(n, c, 1, 1)
+
+
+def image_means(x: torch.Tensor) -> torch.Tensor:
+    """`(N, C, 1, 1)` mean over each image's pixels, as `image_sums`."""
+    return image_sums(x) / float(x.shape[-2] * x.shape[-1])
 
 
 def detail_scale(

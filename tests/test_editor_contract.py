@@ -96,3 +96,24 @@ def test_an_editor_that_lies_about_its_sham_is_caught(tiny_face_batch):
 
     full = Brightens().edit(tiny_face_batch, 0.0, seed=0)
     assert not (to_uint8(full.images) == to_uint8(tiny_face_batch.images)).all()
+
+
+PROCEDURAL = [(label, editor) for label, editor in EDITORS if "-" not in label and label != "diffusion"]
+
+
+@pytest.mark.parametrize(("label", "editor"), PROCEDURAL, ids=[e[0] for e in PROCEDURAL])
+def test_an_edit_does_not_depend_on_its_batch_or_the_threads(label, editor, real_faces):
+    """Bit for bit: the cache keys an edit by its face, and overlapping stages run on fewer threads
+    than a plain run, so neither the batch around a face nor the thread count may move a pixel.
+    (Diffusion pipelines are held to 2e-5 in tests/test_diffusion.py.)"""
+    batch = _with_gender(real_faces(3, 256))
+    together = editor.edit(batch, 1.0, seed=3).images
+    alone = torch.cat([editor.edit(batch.select([i]), 1.0, seed=3).images for i in range(len(batch))])
+    assert torch.equal(together, alone), f"{label}: max {float((together - alone).abs().max()):.2g}"
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one_thread = editor.edit(batch, 1.0, seed=3).images
+    finally:
+        torch.set_num_threads(threads)
+    assert threads == 1 or torch.equal(together, one_thread), f"{label}: threads move pixels"

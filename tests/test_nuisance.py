@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from editors.age import AgeEditor
@@ -23,7 +24,8 @@ def test_matches_the_property_edits_pixel_change_per_face(tiny_face_batch):
     got = _inside_change(nz.images, tiny_face_batch.images, nz.mask)
     assert (target > 0.005).all()
     torch.testing.assert_close(got, target, rtol=0.15, atol=0)  # only clamping at 0 and 1 loses some
-    assert [m["matched_change"] for m in nz.metadata] == [float(t) for t in target]
+    # the editor sums per face in float64 (batch-invariant); this float32 reference agrees to rounding
+    assert [m["matched_change"] for m in nz.metadata] == pytest.approx([float(t) for t in target], rel=1e-6)
     half = NuisanceEditor(matched=age).edit(tiny_face_batch, 0.5, seed=0)
     assert (_inside_change(half.images, tiny_face_batch.images, half.mask) < got).all()
 

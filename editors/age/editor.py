@@ -124,7 +124,7 @@ class AgeEditor(Editor):
         match_photo_detail: blur the shading to the photo's own finest detail.
     """
 
-    version = 6  # 2-6: smoothed sag warp beyond the inner face; broad hollows fade with yaw; per-face sums
+    version = 7  # 2-7: smoothed sag warp beyond the inner face; broad hollows fade with yaw; per-face sums
 
     property = "age"
     sham_is_input = True  # every change scales with strength (tests/test_editor_contract.py)

@@ -84,7 +84,7 @@ class GenderEditor(Editor):
 
     property = "gender"
     sham_is_input = True  # every change scales with strength (tests/test_editor_contract.py)
-    version = "rigid-features-4"  # bumped when the output changes without a config change (edit cache)
+    version = "rigid-features-5"  # 5: per-face blurs and sums (batch-invariant); bumped when the output changes without a config change (edit cache)
 
     def __init__(
         self,

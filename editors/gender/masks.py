@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from editors.skin import polygon_grid_masks
+from editors.skin import gaussian_blur, polygon_grid_masks
 from engine.faces.mesh import canonical_vertices, landmark_group
 
 #: Subject's right / left eyebrow outlines (upper contour outer -> inner, then lower contour back).
@@ -45,31 +45,6 @@ def _grid_points(size: tuple[int, int], out_hw: tuple[int, int], device: torch.d
     return torch.stack([xx, yy], dim=-1).view(-1, 2)
 
 
-def gaussian_blur(images: torch.Tensor, sigma: torch.Tensor | float) -> torch.Tensor:
-    """Separable Gaussian blur of `(N, C, H, W)` with one sigma per image (pixels), reflect padding.
-
-    Each image is filtered with its own kernel via a grouped convolution, so a row's result does not
-    depend on the other rows in the batch.
-    """
-    n, c, h, w = images.shape
-    sig = torch.as_tensor(sigma, dtype=torch.float32, device=images.device).expand(n).clamp(min=1e-3)
-    radius = int(min(max(1, math.ceil(3.0 * float(sig.max()))), (min(h, w) - 1)))
-    offsets = torch.arange(-radius, radius + 1, device=images.device, dtype=torch.float32)
-    kernel = torch.exp(-0.5 * (offsets[None, :] / sig[:, None]) ** 2)
-    # Truncate each image's kernel at its own 3 sigma, so a longer batch kernel adds only exact zeros.
-    kernel = torch.where(
-        offsets[None, :].abs() <= torch.ceil(3.0 * sig[:, None]), kernel, torch.zeros_like(kernel)
-    )
-    kernel = kernel / kernel.sum(dim=1, keepdim=True)  # (N, K)
-    weights = kernel.repeat_interleave(c, dim=0)  # (N*C, K)
-    x = images.reshape(1, n * c, h, w)
-    x = F.pad(x, (radius, radius, 0, 0), mode="reflect")
-    x = F.conv2d(x, weights.view(n * c, 1, 1, -1), groups=n * c)
-    x = F.pad(x, (0, 0, radius, radius), mode="reflect")
-    x = F.conv2d(x, weights.view(n * c, 1, -1, 1), groups=n * c)
-    return x.view(n, c, h, w)
-
-
 def smooth(images: torch.Tensor, sigma: torch.Tensor | float) -> torch.Tensor:
     """Wide Gaussian blur done on an area-downsampled copy (the result is smooth, so nothing is lost).
 
@@ -88,10 +63,17 @@ def smooth(images: torch.Tensor, sigma: torch.Tensor | float) -> torch.Tensor:
 
 
 def upsample(masks: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Bilinear resize of coarse masks to the image size."""
+    """Bilinear resize of coarse masks (or images) to the image size.
+
+    One channel at a time: torch's bilinear kernel for several channels rounds differently with the
+    number of threads (1e-7), and the overlapping pipeline runs stages on fewer threads than a plain
+    run; one-channel planes give the same result on any number of threads.
+    """
     if tuple(masks.shape[-2:]) == tuple(size):
         return masks
-    return F.interpolate(masks, size=size, mode="bilinear", align_corners=False)
+    n, c, h, w = masks.shape
+    planes = F.interpolate(masks.reshape(n * c, 1, h, w), size=size, mode="bilinear", align_corners=False)
+    return planes.view(n, c, *size)
 
 
 def soft_polygons(

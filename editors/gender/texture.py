@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from editors.gender import masks as gm
+from editors.skin import image_means, image_sums
 from engine.faces.mesh import landmark_group
 
 LUMA = (0.299, 0.587, 0.114)
@@ -208,8 +209,8 @@ def luminance(images: torch.Tensor) -> torch.Tensor:
 
 def masked_mean(images: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Per-image, per-channel mean `(N, C, 1, 1)` of `images` weighted by `mask`."""
-    total = (images * mask).sum(dim=(-2, -1), keepdim=True)
-    return total / mask.sum(dim=(-2, -1), keepdim=True).clamp(min=1e-6)
+    total = image_sums(images * mask)  # per face: a face's edit must not depend on its batch
+    return total / image_sums(mask).clamp(min=1e-6)
 
 
 def colourfulness(images: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -257,11 +258,11 @@ def stubble_grain(
     noise = torch.stack([torch.rand(size, generator=g) for g in generators]).unsqueeze(1).to(device)
     follicles = (noise < _FOLLICLE_FRACTION).float()
     soft = gm.gaussian_blur(follicles, grain_px)
-    centred = soft - soft.mean(dim=(-2, -1), keepdim=True)
-    scale = centred.pow(2).mean(dim=(-2, -1), keepdim=True).sqrt().clamp(min=1e-6)
+    centred = soft - image_means(soft)
+    scale = image_means(centred.pow(2)).sqrt().clamp(min=1e-6)
     grain = gm.gaussian_blur((centred / scale).clamp(-_GRAIN_CLIP, _GRAIN_CLIP), blur_px)
     # A blurry photo of stubble still shows a mottled shadow at its own resolution: keep some variance.
-    spread = grain.pow(2).mean(dim=(-2, -1), keepdim=True).sqrt().clamp(min=1e-6)
+    spread = image_means(grain.pow(2)).sqrt().clamp(min=1e-6)
     return grain * (spread.clamp(min=_GRAIN_FLOOR) / spread)
 
 
