@@ -20,7 +20,12 @@ DATA = Path(__file__).parent / "data" / "package"
 
 @pytest.fixture(scope="module")
 def pyemotion_arrays():
-    got = np.load(DATA / "pyemotion.npz")
+    return _arrays("pyemotion")
+
+
+def _arrays(package: str) -> dict:
+    """The reference arrays one package's own code made (crops, boxes, inputs, outputs)."""
+    got = np.load(DATA / f"{package}.npz")
     return {k: got[k] for k in got.files}
 
 
@@ -63,8 +68,7 @@ def test_pyemotion_outputs_match_the_packages(pyemotion_arrays):
 
 @pytest.fixture(scope="module")
 def fer_arrays():
-    got = np.load(DATA / "fer.npz")
-    return {k: got[k] for k in got.files}
+    return _arrays("fer")
 
 
 def test_fer_inputs_are_the_packages_to_the_bit(fer_arrays):
@@ -105,8 +109,7 @@ def test_fer_minixception_package_route_feeds_the_same_input(fer_arrays):
 
 @pytest.fixture(scope="module")
 def facex_arrays():
-    got = np.load(DATA / "facex.npz")
-    return {k: got[k] for k in got.files}
+    return _arrays("facex")
 
 
 def test_facex_inputs_are_the_packages_to_the_bit(facex_arrays):
