@@ -43,8 +43,8 @@ def gaussian_blur(images: torch.Tensor, sigma: torch.Tensor | float) -> torch.Te
     another order, so an image's result would otherwise depend on its batch (and an edit on it).
     """
     n = images.shape[0]
-    sig = torch.as_tensor(sigma, dtype=torch.float32, device=images.device).reshape(-1).expand(n)
-    return torch.cat([_blur_one(images[i : i + 1], float(sig[i])) for i in range(n)]) if n else images.clone()
+    sigmas = torch.as_tensor(sigma, dtype=torch.float32).reshape(-1).expand(n).tolist()  # one host read
+    return torch.cat([_blur_one(images[i : i + 1], s) for i, s in enumerate(sigmas)]) if n else images.clone()
 
 
 def _blur_one(image: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -109,6 +109,11 @@ def image_sums(x: torch.Tensor) -> torch.Tensor:
 def image_means(x: torch.Tensor) -> torch.Tensor:
     """`(N, C, 1, 1)` mean over each image's pixels, as `image_sums`."""
     return image_sums(x) / float(x.shape[-2] * x.shape[-1])
+
+
+def masked_mean(images: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Per-image, per-channel mean `(N, C, 1, 1)` of `images` weighted by `mask`, as `image_sums`."""
+    return image_sums(images * mask) / image_sums(mask).clamp(min=1e-6)
 
 
 def detail_scale(

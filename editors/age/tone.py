@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import torch
 
-from editors.skin import feathered, gaussian_blur, guided_smooth, last_axis_sums, luminance, polygon_masks
+from editors.skin import feathered, gaussian_blur, guided_smooth, luminance, polygon_masks
+from editors.skin import masked_mean as skin_masked_mean
 from engine.faces.mesh import landmark_group
 
 #: Subject's right / left eyebrow outlines (upper contour outer -> inner, then the lower contour back).
@@ -67,9 +68,8 @@ def region_masks(
 
 
 def masked_mean(images: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """`(N, C)` mean of `images` weighted by `mask`."""
-    weight = last_axis_sums(mask.flatten(2)).clamp(min=1e-6)
-    return last_axis_sums((images * mask).flatten(2)) / weight
+    """`(N, C)` mean of `images` weighted by `mask` (`editors.skin.masked_mean`, flattened)."""
+    return skin_masked_mean(images, mask).flatten(1)
 
 
 def colourfulness(images: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

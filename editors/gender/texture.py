@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from editors.gender import masks as gm
-from editors.skin import image_means, image_sums
+from editors.skin import image_means, masked_mean
 from engine.faces.mesh import landmark_group
 
 LUMA = (0.299, 0.587, 0.114)
@@ -205,12 +205,6 @@ def _nostril_values() -> np.ndarray:
 def luminance(images: torch.Tensor) -> torch.Tensor:
     weights = images.new_tensor(LUMA).view(1, 3, 1, 1)
     return (images * weights).sum(dim=1, keepdim=True)
-
-
-def masked_mean(images: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Per-image, per-channel mean `(N, C, 1, 1)` of `images` weighted by `mask`."""
-    total = image_sums(images * mask)  # per face: a face's edit must not depend on its batch
-    return total / image_sums(mask).clamp(min=1e-6)
 
 
 def colourfulness(images: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
