@@ -41,6 +41,7 @@ def frontal_weight(landmarks: torch.Tensor) -> torch.Tensor:
     start, gone = HOLLOWS_FADE_YAW_DEG
     return ((gone - yaw) / (gone - start)).clamp(0.0, 1.0)
 
+
 def smooth_outer_warp(coords: torch.Tensor, target: torch.Tensor, width: torch.Tensor) -> torch.Tensor:
     """The sag warp with its displacement smoothed toward and beyond the face outline.
 
@@ -52,15 +53,10 @@ def smooth_outer_warp(coords: torch.Tensor, target: torch.Tensor, width: torch.T
     stays exactly zero, so the sham is untouched.
     """
     n, h, w, _ = coords.shape
-    ident = identity_coords(1, (h, w), coords.device)
-    out = torch.empty_like(coords)
-    # One face at a time: the blur's kernel length follows the largest sigma it is given, and a
-    # longer kernel sums in another order; a face's edit must not depend on its batch.
-    for i in range(n):
-        disp = (coords[i : i + 1] - ident).permute(0, 3, 1, 2)
-        smooth = gaussian_blur(disp, OUTER_WARP_SMOOTHING * width[i : i + 1])
-        inner = polygon_masks(anchor_ring(target[i : i + 1, :, :2], INNER_FACE_SCALE), (h, w))
-        inner = gaussian_blur(inner, 0.05 * width[i : i + 1])
-        disp = inner * disp + (1.0 - inner) * smooth
-        out[i] = (ident + disp.permute(0, 2, 3, 1))[0]
-    return out
+    ident = identity_coords(n, (h, w), coords.device)
+    disp = (coords - ident).permute(0, 3, 1, 2)
+    # gaussian_blur runs each face alone, so a face's warp does not depend on its batch
+    smooth = gaussian_blur(disp, OUTER_WARP_SMOOTHING * width)
+    inner = gaussian_blur(polygon_masks(anchor_ring(target[..., :2], INNER_FACE_SCALE), (h, w)), 0.05 * width)
+    disp = inner * disp + (1.0 - inner) * smooth
+    return ident + disp.permute(0, 2, 3, 1)
