@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from typing import Any
 
 import hydra
 from omegaconf import DictConfig
@@ -26,6 +27,7 @@ def _hydra_entry(cfg: DictConfig) -> float | None:
     from engine.app import run
 
     try:
+        objective = _objective(cfg)
         summary = run(cfg)
     except ConfigError as exc:
         logging.getLogger("engine").error("%s", exc)
@@ -39,13 +41,32 @@ def _hydra_entry(cfg: DictConfig) -> float | None:
         return None
     print(f"{summary.headline}\nreport: {summary.output_dir / 'report.md'}\n"
           f"gallery: {summary.output_dir / 'gallery' / 'index.html'}")
-    if cfg.get("objective"):  # a search (Hydra's Optuna sweeper) minimises what the task returns
-        from engine.report.objective import Objective, score
+    if objective is not None:  # a search (Hydra's Optuna sweeper) minimises what the task returns
+        from hydra.core.hydra_config import HydraConfig
 
-        got = score(summary.output_dir, Objective(**cfg.objective))
+        from engine.report.objective import score
+
+        overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+        got = score(summary.output_dir, objective, overrides, cfg.get("experiment_name"))
         print("objective: " + ", ".join(f"{k}={v:.4g}" for k, v in got.items()))
         return got["score"]
     return None
+
+
+def _objective(cfg: DictConfig) -> Any:
+    """The search objective of `cfg`, checked before any work (None: not a search)."""
+    if not cfg.get("objective"):
+        return None
+    from omegaconf import OmegaConf
+
+    from engine.report.objective import Objective
+
+    try:
+        objective = Objective(**OmegaConf.to_container(cfg.objective, resolve=True))
+        objective.check_run(cfg.get("dataset", {}).get("split"))
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(str(exc)) from None
+    return objective
 
 
 def _os_error_line(exc: OSError) -> str:

@@ -61,3 +61,82 @@ def test_optuna_study_runs_trials_and_reports_the_best(tmp_path):
     trials = [yaml.safe_load(p.read_text()) for p in sweep.rglob("objective.json")]
     assert len(trials) == 2 and 0.05 <= best["best_params"]["strength"] <= 1.0
     assert best["best_value"] == pytest.approx(min(t["score"] for t in trials))
+
+
+# -- max_valid_share: tuning an editor's knobs ------------------------------------------------------
+def _audit_folder(tmp_path, valid: int, ages: list[float], n: int = 10):
+    reasons = ["" if i < valid else ("expression_moved" if i % 2 else "target_not_moved;nontarget_moved")
+               for i in range(n)]
+    rows = [{"image_id": f"f{i}", "strength": 1.0, "valid": i < valid, "reasons": reasons[i],
+             "delta_est_age": ages[i % len(ages)], "delta_image_asymmetry_rel": -0.6} for i in range(n)]
+    rows += [{"image_id": f"f{i}", "strength": 0.5, "valid": False, "reasons": "target_not_moved",
+              "delta_est_age": 0.0, "delta_image_asymmetry_rel": 0.0} for i in range(n)]  # other strengths ignored
+    pd.DataFrame(rows).to_csv(tmp_path / "audit.csv", index=False)
+    return tmp_path
+
+
+def test_valid_share_scores_one_minus_the_share_when_the_effect_is_kept(tmp_path):
+    obj = Objective(name="max_valid_share", effects=("delta_est_age >= 8",))
+    got = score(_audit_folder(tmp_path, valid=7, ages=[9.0, 10.0]), obj, ["editor.sag=0.5"])
+    assert got["valid_share"] == pytest.approx(0.7) and got["score"] == pytest.approx(0.3)
+    assert got["median_delta_est_age"] == pytest.approx(9.5) and got["faces"] == 10
+    assert got["reason_expression_moved"] == 2 and got["reason_target_not_moved"] == 1
+    written = yaml.safe_load((tmp_path / "objective.json").read_text())
+    assert written["overrides"] == ["editor.sag=0.5"] and written["objective"]["effects"] == ["delta_est_age >= 8"]
+
+
+def test_valid_share_ranks_a_weaker_edit_below_any_that_keeps_its_effect(tmp_path):
+    obj = Objective(name="max_valid_share", effects=("delta_est_age >= 8",))
+    weak = score(_audit_folder(tmp_path, valid=10, ages=[6.0]), obj)["score"]
+    assert weak == pytest.approx(1.0 + 2.0 / 8.0)  # every edit valid, but 2 y short of the median effect
+    kept = score(_audit_folder(tmp_path, valid=0, ages=[8.0]), obj)["score"]
+    assert kept == pytest.approx(1.0) and kept < weak
+    lower = Objective(name="max_valid_share", effects=("delta_image_asymmetry_rel <= -0.5",))
+    assert score(_audit_folder(tmp_path, valid=4, ages=[0.0]), lower)["score"] == pytest.approx(0.6)
+    missing = Objective(name="max_valid_share", effects=("mouth_corner_drop >= 0.03",))
+    assert score(_audit_folder(tmp_path, valid=4, ages=[0.0]), missing)["score"] == pytest.approx(2.0)
+
+
+@pytest.mark.parametrize("effects, match", [((), "needs objective.effects"), (("delta_est_age > 8",), "column >=")])
+def test_valid_share_objective_is_checked(effects, match):
+    with pytest.raises(ValueError, match=match):
+        Objective(name="max_valid_share", effects=effects)
+
+
+def test_editors_are_tuned_on_the_tuning_half_only():
+    obj = Objective(name="max_valid_share", effects=("delta_est_age >= 8",))
+    obj.check_run("tuning")
+    for split in ("evaluation", "all", None):
+        with pytest.raises(ValueError, match="dataset.split=tuning"):
+            obj.check_run(split)
+    Objective().check_run("all")  # the flip search is not a tuning of defaults
+
+
+@pytest.mark.parametrize("study", ["tune_age", "tune_asymmetry", "tune_symmetry"])
+def test_tuning_studies_search_knobs_their_editor_has(study):
+    from omegaconf import OmegaConf
+
+    import conf
+    from engine.config import compose_config
+
+    path = os.path.join(os.path.dirname(conf.__file__), "study", f"{study}.yaml")
+    raw = OmegaConf.load(path)
+    cfg = compose_config([f"study={study}"])
+    assert cfg.dataset.split == "tuning" and cfg.objective.name == "max_valid_share"
+    Objective(**OmegaConf.to_container(cfg.objective)).check_run(cfg.dataset.split)
+    assert list(cfg.classifiers) == ["dummy"]
+    params = raw.hydra.sweeper.params
+    assert params, study
+    for key, space in params.items():
+        assert OmegaConf.select(cfg, key) is not None, f"{study}: {key} is not a knob of {cfg.editor._target_}"
+        low, high = (float(v) for v in space.removeprefix("interval(").removesuffix(")").split(","))
+        assert low <= float(OmegaConf.select(cfg, key)) <= high, f"{study}: the default of {key} is outside its range"
+
+
+def test_a_tuning_run_on_the_evaluation_half_is_refused_before_any_work(tmp_path):
+    env = {**os.environ, "FACECF_WORK_CACHE": str(tmp_path / "cache"), "FACECF_OFFLINE": "1"}
+    proc = subprocess.run([sys.executable, "-m", "engine", "study=tune_age", "dataset.split=evaluation",
+                           f"hydra.run.dir={tmp_path / 'run'}"], capture_output=True, text=True, cwd=tmp_path,
+                          env=env, timeout=300)
+    assert proc.returncode == 2 and "dataset.split=tuning" in proc.stderr
+    assert not (tmp_path / "run" / "audit.csv").exists()
