@@ -114,6 +114,7 @@ def test_editors_are_tuned_on_the_tuning_half_only():
 
 @pytest.mark.parametrize("study", ["tune_age", "tune_asymmetry", "tune_symmetry"])
 def test_tuning_studies_search_knobs_their_editor_has(study):
+    from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
     import conf
@@ -131,6 +132,8 @@ def test_tuning_studies_search_knobs_their_editor_has(study):
         assert OmegaConf.select(cfg, key) is not None, f"{study}: {key} is not a knob of {cfg.editor._target_}"
         low, high = (float(v) for v in space.removeprefix("interval(").removesuffix(")").split(","))
         assert low <= float(OmegaConf.select(cfg, key)) <= high, f"{study}: the default of {key} is outside its range"
+        for end in (low, high):  # a trial at either end of a range must be a valid editor, or the sweep stops
+            instantiate(compose_config([f"study={study}", f"{key}={end}"]).editor)
 
 
 def test_a_tuning_run_on_the_evaluation_half_is_refused_before_any_work(tmp_path):
