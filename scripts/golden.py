@@ -10,9 +10,8 @@ model `fer_tflite` fed with fer's own steps (`fidelity: package`), in place of t
 audit number. `age_shift` was saved again after the age editor's sag warp was smoothed beyond the
 inner face and its buccal hollows halved (issue 10: straight edges at the jaw, a dark patch on
 turned cheeks), and every experiment once more when the editors became batch- and
-thread-invariant (their blurs and sums per face; a grey level at a few pixels moved). `age_shift` was
-saved once more when the age editor's defaults became the ones tuned on the tuning half
-(`study=tune_age`; docs/EDITORS.md, "Tuning on the tuning half"). From then on nothing may move.
+thread-invariant (their blurs and sums per face; a grey level at a few pixels moved). From then on
+nothing may move.
 `save` runs every experiment on the demo set with the config
 defaults (cold work cache unless --cache is given) and keeps `stats.csv`, `audit.csv` and
 `measurements.parquet` under `tests/data/golden/<experiment>/`; `compare` runs them again and checks
