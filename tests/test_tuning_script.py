@@ -62,13 +62,38 @@ def test_the_summary_names_the_best_settings_and_shows_the_defaults(sweep, tmp_p
     assert "| defaults | 15% | +10 | yes | expression_moved 15 |" in text
     assert "| trial_3 | 60% | +4 | no | target_not_moved 8 |" in text  # on the frontier, effect missed
     doc = tmp_path / "EDITORS.md"
-    doc.write_text(f"intro\n{tuning.BEGIN}\nold\n{tuning.END}\nrest\n")
+    doc.write_text(f"intro\n{tuning.BEGIN}\nSTALE SECTION\n{tuning.END}\nrest\n")
     monkeypatch.setattr(tuning, "DOCS", doc)
     assert tuning.main([str(sweep), "--write-docs"]) == 0
     written = doc.read_text()
-    assert written.startswith("intro\n") and "old" not in written and "**age_shift**" in written
+    assert written.startswith("intro\n") and written.endswith("\nrest\n") and "STALE" not in written
+    assert f"**{sweep.name} (age_shift)**" in written and "| trial_0 | 30% | +9 | yes |" in written
 
 
 def test_a_folder_without_trials_is_a_clear_error(tmp_path):
     with pytest.raises(SystemExit, match="no objective.json"):
         _tuning().trials(tmp_path)
+
+
+def _review():
+    spec = importlib.util.spec_from_file_location("review_settings", ROOT / "scripts" / "review_settings.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_review_takes_a_trials_editor_knobs_or_a_list(sweep):
+    review = _review()
+    assert review.candidate_overrides(str(sweep / "trial_1")) == ["editor.sag=1.2"]
+    assert review.candidate_overrides(str(sweep / "trial_1" / "objective.json")) == ["editor.sag=1.2"]
+    assert review.candidate_overrides("editor.sag=0.5, editor.texture=0") == ["editor.sag=0.5", "editor.texture=0"]
+    with pytest.raises(SystemExit, match="no editor"):
+        review.candidate_overrides(str(sweep / "defaults"))
+
+
+def test_review_sheet_pads_the_last_row():
+    import numpy as np
+
+    tiles = [np.full((2, 6, 3), i, np.uint8) for i in range(1, 5)]
+    got = _review().sheet(tiles, cols=3)
+    assert got.shape == (4, 18, 3) and got[0, 0, 0] == 1 and got[2, 0, 0] == 4 and got[2, 6:].max() == 0
