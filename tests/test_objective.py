@@ -143,3 +143,24 @@ def test_a_tuning_run_on_the_evaluation_half_is_refused_before_any_work(tmp_path
                           env=env, timeout=300)
     assert proc.returncode == 2 and "dataset.split=tuning" in proc.stderr
     assert not (tmp_path / "run" / "audit.csv").exists()
+
+
+def test_a_tuning_sweep_runs_from_the_command_line_and_is_ranked(tmp_path):
+    env = {**os.environ, "FACECF_WORK_CACHE": str(tmp_path / "cache"), "FACECF_OFFLINE": "1"}
+    sweep = tmp_path / "tune"
+    proc = subprocess.run(
+        [sys.executable, "-m", "engine", "-m", "study=tune_age", "dataset.limit=3", "dataset.photos=false",
+         "runner.progress=off", "hydra.sweeper.n_trials=2", f"hydra.sweep.dir={sweep}"],
+        capture_output=True, text=True, cwd=tmp_path, env=env, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    trials = sorted(sweep.glob("trial_*/objective.json"))
+    assert len(trials) == 2
+    for path in trials:
+        got = yaml.safe_load(path.read_text())
+        assert got["experiment"] == "age_shift" and got["faces"] >= 2
+        assert sum(o.startswith("editor.") for o in got["overrides"]) == 25  # every knob of the study
+        assert got["score"] == pytest.approx(1 - got["valid_share"]) or got["score"] >= 1.0
+    script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts", "tuning.py")
+    ranked = subprocess.run([sys.executable, script, str(sweep)], capture_output=True, text=True, timeout=300)
+    assert ranked.returncode == 0, ranked.stderr[-2000:]
+    assert "**tune (age_shift)**" in ranked.stdout and ranked.stdout.count("| trial_") >= 2
