@@ -26,12 +26,17 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 def _hydra_entry(cfg: DictConfig) -> float | None:
     from engine.app import run
 
+    objective = None
     try:
         objective = _objective(cfg)
         summary = run(cfg)
     except ConfigError as exc:
         logging.getLogger("engine").error("%s", exc)
         print(f"error: {exc}", file=sys.stderr)
+        if objective is not None:  # a search's trial drew values its component refuses: score it, go on
+            from engine.report.objective import REFUSED_TRIAL_SCORE
+
+            return REFUSED_TRIAL_SCORE
         sys.exit(2)
     except OSError as exc:  # raised to `main`, which says it in one line (Hydra would print a traceback)
         raise SystemExit(_os_error_line(exc)) from None

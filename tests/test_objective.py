@@ -164,3 +164,18 @@ def test_a_tuning_sweep_runs_from_the_command_line_and_is_ranked(tmp_path):
     ranked = subprocess.run([sys.executable, script, str(sweep)], capture_output=True, text=True, timeout=300)
     assert ranked.returncode == 0, ranked.stderr[-2000:]
     assert "**tune (age_shift)**" in ranked.stdout and ranked.stdout.count("| trial_") >= 2
+
+
+def test_a_trial_with_values_its_editor_refuses_is_scored_and_the_sweep_goes_on(tmp_path):
+    env = {**os.environ, "FACECF_WORK_CACHE": str(tmp_path / "cache"), "FACECF_OFFLINE": "1"}
+    sweep = tmp_path / "tune"
+    proc = subprocess.run(  # mirror_share above 0.5 is refused by the symmetry editor
+        [sys.executable, "-m", "engine", "-m", "study=tune_symmetry", "dataset.limit=3", "dataset.photos=false",
+         "runner.progress=off", "hydra.sweeper.n_trials=2", "editor.mirror_share=interval(0.6,0.9)",
+         f"hydra.sweep.dir={sweep}"], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert proc.stderr.count("mirror_share") >= 2  # each refused trial says why
+    best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+    from engine.report.objective import REFUSED_TRIAL_SCORE
+
+    assert best["best_value"] == REFUSED_TRIAL_SCORE

@@ -28,6 +28,10 @@ import numpy as np
 import pandas as pd
 
 OBJECTIVES = ("min_strength_for_flips", "max_valid_share")
+#: The score of a search trial whose drawn values a component refuses (for example an editor knob out
+#: of its own bounds): worse than any run, so the search moves away, and the sweep goes on. The
+#: objective itself and every value the search does not draw are checked before the sweep starts.
+REFUSED_TRIAL_SCORE = 10.0
 #: "column >= bound" or "column <= bound": a median effect a tuned editor must keep.
 _EFFECT = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(>=|<=)\s*(-?[0-9.]+(?:e-?[0-9]+)?)\s*$")
 
