@@ -33,7 +33,7 @@ def _hydra_entry(cfg: DictConfig) -> float | None:
     except ConfigError as exc:
         logging.getLogger("engine").error("%s", exc)
         print(f"error: {exc}", file=sys.stderr)
-        if objective is not None:  # a search's trial drew values its component refuses: score it, go on
+        if objective is not None and _in_sweep():  # a trial drew values its component refuses: score it, go on
             from engine.report.objective import REFUSED_TRIAL_SCORE
 
             return REFUSED_TRIAL_SCORE
@@ -56,6 +56,13 @@ def _hydra_entry(cfg: DictConfig) -> float | None:
         print("objective: " + ", ".join(f"{k}={v:.4g}" for k, v in got.items()))
         return got["score"]
     return None
+
+
+def _in_sweep() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
 def _objective(cfg: DictConfig) -> Any:

@@ -179,3 +179,11 @@ def test_a_trial_with_values_its_editor_refuses_is_scored_and_the_sweep_goes_on(
     from engine.report.objective import REFUSED_TRIAL_SCORE
 
     assert best["best_value"] == REFUSED_TRIAL_SCORE
+
+
+def test_a_single_run_with_a_refused_value_still_fails(tmp_path):
+    env = {**os.environ, "FACECF_WORK_CACHE": str(tmp_path / "cache"), "FACECF_OFFLINE": "1"}
+    proc = subprocess.run([sys.executable, "-m", "engine", "study=tune_symmetry", "editor.mirror_share=0.7",
+                           f"hydra.run.dir={tmp_path / 'run'}"], capture_output=True, text=True, cwd=tmp_path,
+                          env=env, timeout=300)
+    assert proc.returncode == 2 and "mirror_share" in proc.stderr  # only a sweep scores it and goes on
