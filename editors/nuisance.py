@@ -23,7 +23,7 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 
-from editors.skin import image_means, image_sums
+from editors.skin import image_means, masked_mean
 from engine.types import AuditPolicy, Editor, EditResult, FaceBatch
 
 
@@ -101,6 +101,6 @@ class NuisanceEditor(Editor):
 
 
 def _inside_mean(change: torch.Tensor, inside: torch.Tensor) -> torch.Tensor:
-    """`(N,)` mean over channels and over the pixels where `inside` is 1, per face (batch-invariant)."""
-    total = image_sums(change.mean(1, keepdim=True) * inside).view(-1)
-    return total / image_sums(inside).view(-1).clamp(min=1.0)
+    """`(N,)` mean over channels and over the pixels of the 0/1 mask `inside`, per face (batch-invariant;
+    an empty mask gives 0)."""
+    return masked_mean(change.mean(1, keepdim=True), inside).view(-1)
