@@ -70,10 +70,13 @@ class Objective:
         if self.name not in OBJECTIVES:
             raise ValueError(f"objective.name={self.name!r}: allowed: {OBJECTIVES}")
         object.__setattr__(self, "effects", tuple(self.effects or ()))
-        parsed = [Effect.parse(e) for e in self.effects]  # a typo fails before the run, not after
-        if self.name == "max_valid_share" and not parsed:
+        if self.name == "max_valid_share" and not self.bounds():  # a typo fails here, before the run
             raise ValueError("objective.name=max_valid_share needs objective.effects, e.g. ['delta_est_age >= 8']: "
                              "without them the search would find that no edit at all passes every check")
+
+    def bounds(self) -> list[Effect]:
+        """`effects`, parsed."""
+        return [Effect.parse(e) for e in self.effects]
 
     def check_run(self, split: str | None) -> None:
         """Refuse, before any work, a tuning run that is not on the tuning half of the demo set."""
@@ -103,7 +106,7 @@ def _valid_share_score(out: Path, objective: Objective) -> dict[str, float]:
     valid = float(audit["valid"].astype(bool).mean()) if len(audit) else 0.0
     result: dict[str, float] = {"strength": strength, "faces": float(len(audit)), "valid_share": valid}
     shortfall = 0.0
-    for effect in map(Effect.parse, objective.effects):
+    for effect in objective.bounds():
         values = audit[effect.column].astype(float) if effect.column in audit else pd.Series(dtype=float)
         median = float(np.nanmedian(values)) if values.notna().any() else float("nan")
         result[f"median_{effect.column}"] = median
