@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import time
 from collections import Counter
@@ -196,8 +195,9 @@ def main(argv: list[str] | None = None) -> int:
     table = pd.DataFrame(rows)
     table.to_csv(args.out / "acceptance.csv", index=False)
     from engine.config import compose_config
+    from engine.report.provenance import git_revision
 
-    git = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    git = (git_revision()["commit"] or "")[:7]
     # The thresholds every study was judged by (editor overrides belong to one study's editor only).
     shared = [e for e in extra if not e.lstrip("+").startswith("editor.")]
     thresholds = compose_config(["experiment=age_shift", *shared]).audit.thresholds
