@@ -60,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     from engine.config import compose_config
     from engine.data import DemoDataset
     from engine.pipeline import make_face_batch
+    from engine.pipeline.steps import to_uint8
     from engine.spec import RunSpec
 
     base = [f"experiment={args.experiment}", "classifier=dummy"]
@@ -73,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
             row = [crop]
             for spec in specs:
                 result = spec.editor.edit(make_face_batch([record], [analysis], [crop]), 1.0, 0)
-                row.append((result.images[0].permute(1, 2, 0).clamp(0, 1).numpy() * 255 + 0.5).astype(np.uint8))
+                row.append(to_uint8(result.images)[0])  # the pixels the engine caches and judges
             faces.append(np.concatenate([tile(t, args.size) for t in row], 1))
     for spec in specs:
         spec.faces.close()
