@@ -13,6 +13,13 @@ import yaml
 from engine.report.objective import Objective, flip_rate, score
 
 
+def _engine(tmp_path, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
+    """`python -m engine ARGS` in `tmp_path`, offline, with its own work cache."""
+    env = {**os.environ, "FACECF_WORK_CACHE": str(tmp_path / "cache"), "FACECF_OFFLINE": "1"}
+    return subprocess.run([sys.executable, "-m", "engine", *args], capture_output=True, text=True, cwd=tmp_path,
+                          env=env, timeout=timeout)
+
+
 def _run_folder(tmp_path, flips: int, valid: int, n: int = 10, strength: float = 0.4):
     rows = []
     for i in range(n):
@@ -50,12 +57,9 @@ def test_objective_name_is_checked():
 
 
 def test_optuna_study_runs_trials_and_reports_the_best(tmp_path):
-    env = {**os.environ, "FACECF_WORK_CACHE": str(tmp_path / "cache"), "FACECF_OFFLINE": "1"}
     sweep = tmp_path / "search"
-    proc = subprocess.run(
-        [sys.executable, "-m", "engine", "-m", "study=flip_strength", "experiment=semg", "classifier=dummy",
-         "dataset.limit=3", "report.plots=false", "runner.progress=off", "hydra.sweeper.n_trials=2",
-         f"hydra.sweep.dir={sweep}"], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=900)
+    proc = _engine(tmp_path, "-m", "study=flip_strength", "experiment=semg", "classifier=dummy", "dataset.limit=3",
+                   "report.plots=false", "runner.progress=off", "hydra.sweeper.n_trials=2", f"hydra.sweep.dir={sweep}")
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
     trials = [yaml.safe_load(p.read_text()) for p in sweep.rglob("objective.json")]
@@ -137,21 +141,16 @@ def test_tuning_studies_search_knobs_their_editor_has(study):
 
 
 def test_a_tuning_run_on_the_evaluation_half_is_refused_before_any_work(tmp_path):
-    env = {**os.environ, "FACECF_WORK_CACHE": str(tmp_path / "cache"), "FACECF_OFFLINE": "1"}
-    proc = subprocess.run([sys.executable, "-m", "engine", "study=tune_age", "dataset.split=evaluation",
-                           f"hydra.run.dir={tmp_path / 'run'}"], capture_output=True, text=True, cwd=tmp_path,
-                          env=env, timeout=300)
+    proc = _engine(tmp_path, "study=tune_age", "dataset.split=evaluation", f"hydra.run.dir={tmp_path / 'run'}",
+                   timeout=300)
     assert proc.returncode == 2 and "dataset.split=tuning" in proc.stderr
     assert not (tmp_path / "run" / "audit.csv").exists()
 
 
 def test_a_tuning_sweep_runs_from_the_command_line_and_is_ranked(tmp_path):
-    env = {**os.environ, "FACECF_WORK_CACHE": str(tmp_path / "cache"), "FACECF_OFFLINE": "1"}
     sweep = tmp_path / "tune"
-    proc = subprocess.run(
-        [sys.executable, "-m", "engine", "-m", "study=tune_age", "dataset.limit=3", "dataset.photos=false",
-         "runner.progress=off", "hydra.sweeper.n_trials=2", f"hydra.sweep.dir={sweep}"],
-        capture_output=True, text=True, cwd=tmp_path, env=env, timeout=900)
+    proc = _engine(tmp_path, "-m", "study=tune_age", "dataset.limit=3", "dataset.photos=false", "runner.progress=off",
+                   "hydra.sweeper.n_trials=2", f"hydra.sweep.dir={sweep}")
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     trials = sorted(sweep.glob("trial_*/objective.json"))
     assert len(trials) == 2
@@ -167,12 +166,10 @@ def test_a_tuning_sweep_runs_from_the_command_line_and_is_ranked(tmp_path):
 
 
 def test_a_trial_with_values_its_editor_refuses_is_scored_and_the_sweep_goes_on(tmp_path):
-    env = {**os.environ, "FACECF_WORK_CACHE": str(tmp_path / "cache"), "FACECF_OFFLINE": "1"}
     sweep = tmp_path / "tune"
-    proc = subprocess.run(  # mirror_share above 0.5 is refused by the symmetry editor
-        [sys.executable, "-m", "engine", "-m", "study=tune_symmetry", "dataset.limit=3", "dataset.photos=false",
-         "runner.progress=off", "hydra.sweeper.n_trials=2", "editor.mirror_share=interval(0.6,0.9)",
-         f"hydra.sweep.dir={sweep}"], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=900)
+    proc = _engine(tmp_path, "-m", "study=tune_symmetry", "dataset.limit=3", "dataset.photos=false",
+                   "runner.progress=off", "hydra.sweeper.n_trials=2", f"hydra.sweep.dir={sweep}",
+                   "editor.mirror_share=interval(0.6,0.9)")  # above 0.5: refused by the symmetry editor
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     assert proc.stderr.count("mirror_share") >= 2  # each refused trial says why
     best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
@@ -182,8 +179,6 @@ def test_a_trial_with_values_its_editor_refuses_is_scored_and_the_sweep_goes_on(
 
 
 def test_a_single_run_with_a_refused_value_still_fails(tmp_path):
-    env = {**os.environ, "FACECF_WORK_CACHE": str(tmp_path / "cache"), "FACECF_OFFLINE": "1"}
-    proc = subprocess.run([sys.executable, "-m", "engine", "study=tune_symmetry", "editor.mirror_share=0.7",
-                           f"hydra.run.dir={tmp_path / 'run'}"], capture_output=True, text=True, cwd=tmp_path,
-                          env=env, timeout=300)
+    proc = _engine(tmp_path, "study=tune_symmetry", "editor.mirror_share=0.7", f"hydra.run.dir={tmp_path / 'run'}",
+                   timeout=300)
     assert proc.returncode == 2 and "mirror_share" in proc.stderr  # only a sweep scores it and goes on
