@@ -38,3 +38,17 @@ def redetect(images) -> np.ndarray:
         return judge.read(JudgeView(u8, {}, np.full((len(u8), 478, 3), np.nan)))["landmarks"].astype(np.float64)
     finally:
         judge.close()
+
+
+def load_script(name: str):
+    """The module `scripts/<name>.py` (scripts are not a package), registered under `name`: dataclasses
+    resolve their module while the class is made."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module

@@ -7,23 +7,14 @@ half, about 10 minutes on 2 cores) is `pytest -m acceptance`.
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
+from helpers import load_script
 
 
 def _acceptance():
-    spec = importlib.util.spec_from_file_location("acceptance", ROOT / "scripts" / "acceptance.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["acceptance"] = module  # dataclasses resolve their module while the class is made
-    spec.loader.exec_module(module)
-    return module
+    return load_script("acceptance")
 
 
 def _audit(n: int, age: float, valid: float, prefix: str) -> pd.DataFrame:

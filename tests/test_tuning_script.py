@@ -2,22 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
+from helpers import load_script
 
 
 def _tuning():
-    spec = importlib.util.spec_from_file_location("tuning_script", ROOT / "scripts" / "tuning.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["tuning_script"] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script("tuning")
 
 
 def _trial(sweep: Path, name: str, valid: float, age: float, knobs: dict[str, float], reasons: dict[str, int]):
@@ -76,10 +69,7 @@ def test_a_folder_without_trials_is_a_clear_error(tmp_path):
 
 
 def _review():
-    spec = importlib.util.spec_from_file_location("review_settings", ROOT / "scripts" / "review_settings.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("review_settings")
 
 
 def test_review_takes_a_trials_editor_knobs_or_a_list(sweep):
