@@ -26,7 +26,6 @@ import argparse
 import json
 import sys
 import time
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -108,6 +107,8 @@ def run_study(name: str, split: str, out: Path, extra: list[str]) -> pd.DataFram
 
 def summarise(name: str, audit: pd.DataFrame) -> list[dict]:
     """Rows of the acceptance table: one per group (lfw, sharp, all)."""
+    from engine.audit.verdicts import reason_counts
+
     study = STUDIES[name]
     rows = []
     for group, part in [*audit.groupby("group", sort=True), ("all", audit)]:
@@ -117,7 +118,7 @@ def summarise(name: str, audit: pd.DataFrame) -> list[dict]:
             scored = part[male] if study.faces == "male_at_sham" else part[~male]
         # A direction of the gender edit is judged on the faces it is meant for, valid share included.
         judged = scored if study.faces != "all" else part
-        reasons = Counter(r for rs in judged["reasons"].fillna("").astype(str) for r in rs.split(";") if r)
+        reasons = reason_counts(judged["reasons"])
         row = {
             "study": name, "group": group, "faces": len(judged),
             "valid": int(judged["valid"].astype(bool).sum()),

@@ -28,6 +28,7 @@ reference's landmarks, for the same reason: with the cover masked out the pair w
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 
 import numpy as np
@@ -56,6 +57,11 @@ KEPT_READINGS: dict[str, str] = {
 OPTIONAL_KEPT: dict[str, str] = {"delta_symmetry_index_rel": "max_symmetry_change_nontarget"}
 #: Edit metadata columns carry this prefix in the audit table.
 META_PREFIX = "edit_"
+
+
+def reason_counts(reasons: pd.Series) -> Counter:
+    """How often each failure reason occurs in a verdict table's `reasons` column (";"-joined per edit)."""
+    return Counter(r for rs in reasons.fillna("").astype(str) for r in rs.split(";") if r)
 
 
 class _Reasons:

@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import json
 import re
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from engine.audit.verdicts import reason_counts
 
 OBJECTIVES = ("min_strength_for_flips", "max_valid_share")
 #: The score of a search trial whose drawn values a component refuses (for example an editor knob out
@@ -111,7 +112,7 @@ def _valid_share_score(out: Path, objective: Objective) -> dict[str, float]:
         median = float(np.nanmedian(values)) if values.notna().any() else float("nan")
         result[f"median_{effect.column}"] = median
         shortfall += effect.shortfall(median)
-    reasons = Counter(r for rs in audit["reasons"].fillna("").astype(str) for r in rs.split(";") if r)
+    reasons = reason_counts(audit["reasons"])
     result.update({f"reason_{r}": float(c) for r, c in sorted(reasons.items())})
     result["score"] = 1.0 - valid if shortfall == 0 else 1.0 + shortfall
     return result
