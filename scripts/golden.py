@@ -25,6 +25,12 @@ chunks of 64 images, the runner's default then (8 on a CPU now). Every procedura
 batch- and thread-invariant to the bit (blurs and pixel sums run per face: `editors.skin`;
 `tests/test_editor_contract.py`), so the chunking no longer moves a number; before, the age and
 gender edits differed from one-by-one by up to 3e-7, a grey level at a few pixels.
+Saved again (stop 20) when the analysis and the audit's re-detection began to read a crop whose face
+MediaPipe misses inside a black margin (`FaceLandmarker.detect_crop`): six LFW faces (lfw_023, 082,
+087, 094, 096, 097) got re-detected landmarks in place of ones moved over from the photo, so their
+edits, audit rows and classifier rows moved; `face_margin` is a new audit column; and the thresholds
+were calibrated again with those faces measurable (age 6.7 -> 6.4 y, p(male) 0.18 -> 0.17,
+blendshapes 0.031 -> 0.034, symmetry index 0.29 -> 0.30), which moved verdicts on every experiment.
     python scripts/golden.py compare age_shift    # one experiment
     python scripts/golden.py compare runner.device=cpu   # with more Hydra overrides
 """

@@ -101,6 +101,51 @@ def test_blendshape_and_outside_change():
         outside_mask_change(ref, edit, mask[:, :, :4])
 
 
+class _FramingLandmarker:
+    """A landmarker stub whose blendshapes say which framing read an image: its mean grey level, plus 1
+    with the margin. Images darker than 0.5 are found only with the margin."""
+
+    min_detection_confidence = 0.5
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[float, bool | None]] = []
+
+    def detect_crop(self, rgb: np.ndarray, margin: bool | None = None) -> dict | None:
+        grey = float(rgb.mean()) / 255.0
+        self.calls.append((round(grey, 2), margin))
+        use = margin is True or (margin is None and grey < 0.5)
+        if margin is False and grey < 0.5:
+            return None
+        return {"landmarks": np.zeros((478, 3), np.float32), "margin": use,
+                "blendshapes": np.full(52, grey + (1.0 if use else 0.0), np.float32)}
+
+
+def test_expression_is_compared_in_one_framing():
+    """A pair where only one image needed the margin: the other is read again with it."""
+    from engine.audit.landmarks import FaceDetectionJudge
+
+    lm = _FramingLandmarker()
+    judge = FaceDetectionJudge(lm)
+    # Faces: 0 both plain, 1 the edit needs the margin, 2 the reference does, 3 both do.
+    ref_grey, edit_grey = [0.6, 0.6, 0.4, 0.4], [0.7, 0.3, 0.8, 0.2]
+
+    def view(greys):
+        images = torch.stack([torch.full((3, 8, 8), round(g * 255)) for g in greys]).to(torch.uint8)
+        v = JudgeView(images, {}, np.zeros((4, 478, 3)))
+        v.readings.update(judge.read(v))
+        return v
+
+    ref, edit = view(ref_grey), view(edit_grey)
+    np.testing.assert_array_equal(ref.readings["margin"], [False, False, True, True])
+    lm.calls.clear()
+    out = judge.compare(JudgedPair(ref, edit, torch.ones(4, 1, 8, 8)))
+    # Only faces 1 and 2 are read again, each on the side that was read plain, with the margin.
+    assert lm.calls == [(0.6, True), (0.8, True)]
+    np.testing.assert_allclose(out["blendshape_change"], [0.1, 0.3, 0.4, 0.2], atol=2e-3)
+    np.testing.assert_array_equal(out["face_margin"], [False, True, True, True])
+    assert out["face_found"].all() and out["face_found_ref"].all()
+
+
 def _age_table() -> pd.DataFrame:
     """Seven age edits, one per verdict case (direction: older), in the audit's column scheme."""
     ref_age, edit_age = np.full(7, 30.0), np.array([35.0, 31.0, 35.0, 35.0, 35.0, np.nan, 25.0])

@@ -81,3 +81,25 @@ def test_a_run_makes_one_record_per_face(run_experiment):
     assert list(pd.read_parquet(single / "measurements.parquet")["image_id"].unique()) == ["photo_aligned"]
     skipped = pd.read_csv(single / "skipped.csv")
     assert skipped["image_id"].tolist() == ["photo_table"] and skipped["reason"].tolist() == ["no face detected"]
+
+
+def test_a_tight_crop_whose_face_the_landmarker_misses_is_found_with_a_margin(analyzer):
+    """lfw_023: the short-range detector misses the face in its own aligned crop, not with a margin."""
+    from engine.data.demo import _load_lfw
+    from engine.faces.landmarker import CROP_MARGIN
+
+    [(fa, crop)] = analyzer.analyse_all("lfw_023", _load_lfw(23, 128))
+    lm = analyzer.landmarker
+    assert lm.detect(crop) is None and lm.detect_crop(crop, margin=False) is None
+    found = lm.detect_crop(crop)
+    assert found is not None and found["margin"]
+    # The analysis keeps the re-detected landmarks (not ones moved over from the photo) and says so.
+    assert fa.ok and fa.reason == "landmarks re-detected on the crop with a margin"
+    np.testing.assert_array_equal(fa.landmarks, found["landmarks"])
+    # Landmarks come back in the crop's pixels: the eyes sit where the aligner put them.
+    eyes = (fa.landmarks[468, :2] + fa.landmarks[473, :2]) / 2
+    assert abs(eyes[0] - crop.shape[1] / 2) < 0.05 * crop.shape[1]
+    assert 0.0 < CROP_MARGIN < 1.0
+    # A face found without the margin keeps that framing.
+    [(_, plain)] = analyzer.analyse_all("lfw_000", _load_lfw(0, 128))
+    assert lm.detect_crop(plain)["margin"] is False

@@ -50,7 +50,7 @@ class FaceAnalyzer:
             this side (faces down to about a tenth of it are found).
     """
 
-    version = "1"  # bump when the analysis changes, so cached analyses are recomputed
+    version = "2"  # bump when the analysis changes, so cached analyses are recomputed (2: crop margin)
 
     def __init__(
         self,
@@ -131,10 +131,11 @@ class FaceAnalyzer:
         """Cut the aligned crop of the face with source landmarks `lm_src` and re-detect on it."""
         crop, moved, m = align_face(rgb, lm_src, self.spec)
         # Re-detect on the crop: every condition is then measured on identical framing.
-        det2 = self.landmarker.detect(crop)
+        det2 = self.landmarker.detect_crop(crop)
         if det2 is not None:
             landmarks, blend, pose = det2["landmarks"], det2["blendshapes"], det2["pose"]
-            reason = ""
+            # A non-empty reason tells the audit to re-detect the sham itself (in the same framing).
+            reason = "landmarks re-detected on the crop with a margin" if det2["margin"] else ""
         else:
             landmarks = moved
             blend = det["blendshapes"] if det is not None else np.zeros(52, np.float32)

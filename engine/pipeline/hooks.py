@@ -23,6 +23,7 @@ def _analysis_detections(chunk: Chunk) -> dict[str, dict[str, np.ndarray]] | Non
         return None
     return {FaceDetectionJudge.name: {
         "found": np.ones(len(analyses), dtype=bool),
+        "margin": np.zeros(len(analyses), dtype=bool),
         "landmarks": np.stack([a.landmarks for a in analyses]).astype(np.float32),  # type: ignore[union-attr]
         "blendshapes": np.stack([a.blendshapes for a in analyses]).astype(np.float32),  # type: ignore[union-attr]
     }}
