@@ -306,6 +306,44 @@ def test_stage_reads_once_aligns_on_the_reference_and_names_columns(tiny_face_ba
     assert table["valid"].all() and (table["delta_brightness"] < -10).all()
 
 
+class _LandmarkSpread(Judge):
+    """Reads only what the landmark judge before it read (like the mesh symmetry judge)."""
+
+    name = "spread"
+
+    def read(self, view: JudgeView) -> dict[str, np.ndarray]:
+        return {"spread": np.nanstd(view.readings["landmarks"][..., 0], axis=1)}
+
+    def compare(self, pair: JudgedPair) -> dict[str, np.ndarray]:
+        return {"spread_edit": pair.edit.readings["spread"]}
+
+
+def test_readings_built_on_another_judges_are_not_reused_when_that_judge_changes(tiny_face_batch, tmp_path):
+    """A reading computed from the landmarks of one landmark judge is stale under another one."""
+    from engine.audit import AuditedCondition
+
+    batch = tiny_face_batch
+    ref = (batch.images * 255).round().to(torch.uint8)
+    mask = torch.zeros(len(ref), 1, *ref.shape[-2:])
+    lms = batch.landmarks.numpy()
+    cache = WorkCache(tmp_path)
+    policy = AuditPolicy("none", None, None, expression_kept=False)
+
+    def spread(landmarks: np.ndarray, version: int) -> np.ndarray:
+        detector = _TemplateDetector(landmarks)
+        detector.version = version  # in its fingerprint: a new landmark judge
+        stage = AuditStage([detector, _LandmarkSpread()], policy, AuditThresholds(), cache)
+        sham = AuditedCondition(0.0, ref, [f"r{i}" for i in range(4)], mask, [{}] * 4)
+        edit = AuditedCondition(1.0, ref, [f"r{i}" for i in range(4)], mask, [{}] * 4)
+        return stage.table(stage.observe(sham, [edit], batch.ids))["spread_edit"].to_numpy()
+
+    first = spread(lms, 1)
+    np.testing.assert_allclose(spread(lms, 1), first)
+    wider = lms.copy()
+    wider[..., 0] *= 2.0
+    np.testing.assert_allclose(spread(wider, 2), 2 * first, rtol=1e-5)
+
+
 def test_real_judges_on_a_placebo_and_a_leaking_edit(real_faces, tmp_path):
     """The audit's own judges (MediaPipe, age/gender, identity, LPIPS, SSIM) on the astronaut."""
     from engine.audit import AuditedCondition, AuditOptions

@@ -71,6 +71,11 @@ class AuditStage:
         self.thresholds = thresholds
         self.cache = cache
         self._fps = {j.name: stable_hash(j.fingerprint(), 32) for j in self.judges}
+        # A judge reads what the judges before it read (the re-detected landmarks above all), so its
+        # cached readings are keyed by their fingerprints too: a new landmark judge must not meet
+        # symmetry indices computed from the old one's landmarks.
+        self._read_keys = {j.name: stable_hash([self._fps[u.name] for u in self.judges[: k + 1]], 32)
+                           for k, j in enumerate(self.judges)}
 
     def fingerprint(self) -> dict[str, Any]:
         """What the rows depend on: the judges, in order, and how edits are read. Thresholds are not in it
@@ -103,7 +108,7 @@ class AuditStage:
                 # The reference is cut on its own re-detected landmarks.
                 view.align = view.readings.get("landmarks", view.align)
             keyed = judge.aligned or on_reference
-            keys = [key_of("judge", judge.name, self._fps[judge.name], h,
+            keys = [key_of("judge", judge.name, self._read_keys[judge.name], h,
                            _align_tag(view.align[i]) if keyed else None,
                            *(("reference landmarks",) if on_reference and not judge.aligned else ()))
                     for i, h in enumerate(hashes)]
