@@ -80,7 +80,8 @@ class AuditStage:
     def fingerprint(self) -> dict[str, Any]:
         """What the rows depend on: the judges, in order, and how edits are read. Thresholds are not in it
         (see `table`)."""
-        fp: dict[str, Any] = {"judges": [[j.name, self._fps[j.name]] for j in self.judges], "v": 2}
+        # v3: rows made before the reading keys named the judges upstream may hold stale readings.
+        fp: dict[str, Any] = {"judges": [[j.name, self._fps[j.name]] for j in self.judges], "v": 3}
         if self.policy.occluding:  # only then: the other policies keep their cached rows
             fp["occluding"] = True
         return fp
