@@ -31,6 +31,8 @@ MediaPipe misses inside a black margin (`FaceLandmarker.detect_crop`): six LFW f
 edits, audit rows and classifier rows moved; `face_margin` is a new audit column; and the thresholds
 were calibrated again with those faces measurable (age 6.7 -> 6.4 y, p(male) 0.18 -> 0.17,
 blendshapes 0.031 -> 0.034, symmetry index 0.29 -> 0.30), which moved verdicts on every experiment.
+`age_shift` was saved once more for the broad buccal hollows and warmer skin shadows of the age
+editor's version 8 (the compact ones drew blotches).
     python scripts/golden.py compare age_shift    # one experiment
     python scripts/golden.py compare runner.device=cpu   # with more Hydra overrides
 """

@@ -18,13 +18,14 @@ COMMON = ("strength=1.0", "classifier=dummy", "audit.enabled=true", "report.plot
 
 #: study -> (experiment overrides, target column (signed so that larger is better; None: the editor
 #: reports its own target), lower bound of the median effect, least valid share, faces scored).
-#: Bounds sit a margin below today's figures on these faces (age +11.4 y, p(male) +0.92 on the face
+#: Bounds sit a margin below today's figures on these faces (age +5.6 y since the broad buccal hollows
+#: of editor version 8 replaced blotch-like ones, +11.4 y before; p(male) +0.92 on the face
 #: judged female, asymmetry index +82 % with the corner 0.13 IOD lower, symmetry -59 %, sEMG all
 #: valid); valid shares are as low as they are because the editors miss their validity targets
 #: (docs/EDITORS.md, Acceptance) - these bounds hold what works against regression.
 #: Toward female the editor does not move the judge (a known miss), so no bound is set for it.
 STUDIES = {
-    "age": (("experiment=age_shift",), "delta_est_age", 8.0, 2 / 6, "all"),
+    "age": (("experiment=age_shift",), "delta_est_age", 4.5, 2 / 6, "all"),
     "gender_male": (("experiment=gender_swap", "editor.target=male"), "delta_est_p_male", 0.5, 1.0,
                     "judged_female"),
     "symmetry": (("experiment=symmetry",), "-delta_image_asymmetry_rel", 0.45, 2 / 6, "all"),
