@@ -52,3 +52,11 @@ def load_script(name: str):
     sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
+
+
+def occluding_policy():
+    """An occluding policy (electrodes, masks) whose target is "every requested site drawn"."""
+    from engine.types import AuditPolicy, ReportedTarget
+
+    target = ReportedTarget(lambda m: m["drawn"] >= m["requested"], "sites_missing")
+    return AuditPolicy("cover", None, target, occluding=True)
