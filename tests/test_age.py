@@ -213,3 +213,26 @@ def test_broad_hollows_fade_with_the_yaw_read_from_the_landmarks(faces):
     assert weights[1] >= weights[2] >= weights[3] >= weights[4]
     assert weights[3] < 0.5 and weights[4] == 0.0
     assert float(frontal_weight(turned(-35))[0]) < 0.3  # either way
+
+
+def test_buccal_hollows_shade_a_broad_soft_shadow_not_a_blotch(real_faces):
+    """Grace Hopper (frontal, not smiling), cheek hollows alone: a wide, gentle darkening.
+
+    The compact well of editor version 7 darkened its upper wall to 0.57 of the skin's luminance on 9 %
+    of the face, a spot that read as a bruise on sharp faces; version 8 reaches 0.72 at its darkest
+    and shades 34 % of the face a little.
+    """
+    from editors.age.creases import FOLD_GROUPS
+
+    faces = real_faces(2, CROP)
+    hopper = faces.select([1])
+    assert hopper.ids == ["grace_hopper"]
+    only_hollows = AgeEditor(folds={g: float(g == "cheek_hollows") for g in FOLD_GROUPS}, sag=0.0, texture=0.0,
+                             yellowing=0.0, desaturation=0.0, dulling=0.0, mottling=0.0, spot_density=0.0,
+                             feature_fading=0.0)
+    edit = only_hollows.edit(hopper, 1.0, 0).images
+    ratio = (luminance(edit) / luminance(hopper.images).clamp(min=1e-3))[0, 0]
+    inside = hopper.face_mask[0, 0] > 0.5
+    assert float(ratio[inside].min()) > 0.65  # no deep spot
+    shaded = float((ratio[inside] < 0.97).float().mean())
+    assert 0.2 < shaded < 0.6, shaded  # a broad shadow, not the whole face
