@@ -235,3 +235,18 @@ def test_occluding_verdicts_apply_only_the_checks_that_apply():
     plain = verdicts(table, AuditPolicy("cover", None, OCCLUDING.target), AuditThresholds())
     assert all({"face_not_found", "nontarget_moved", "expression_moved"} <= set(r.split(";")) for r in plain["reasons"])
     assert "checks_not_applied" not in plain and plain["check_nontarget"].dtype == bool
+
+
+@pytest.mark.filterwarnings("error")  # pandas warns before it refuses a string fill of a float column
+def test_reason_counts_and_the_report_summary_read_a_table_where_every_edit_passed():
+    """An all-valid table has an empty `reasons` column, which pandas reads back as float NaN."""
+    from engine.audit.verdicts import reason_counts
+    from engine.report.markdown import audit_summary
+
+    mixed = pd.Series(["expression_moved;nontarget_moved", np.nan, "nontarget_moved", ""])
+    assert reason_counts(mixed).most_common() == [("nontarget_moved", 2), ("expression_moved", 1)]
+    passed = pd.DataFrame({"strength": [1.0, 1.0], "valid": [True, True], "reasons": [np.nan, np.nan],
+                           "delta_est_age": [6.0, 8.0]})
+    assert passed["reasons"].dtype == float and not reason_counts(passed["reasons"])
+    summary = audit_summary(passed)
+    assert "| 1 | 2 | 2 | - | 7 |" in summary, summary

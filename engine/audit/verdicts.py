@@ -61,7 +61,9 @@ META_PREFIX = "edit_"
 
 def reason_counts(reasons: pd.Series) -> Counter:
     """How often each failure reason occurs in a verdict table's `reasons` column (";"-joined per edit)."""
-    return Counter(r for rs in reasons.fillna("").astype(str) for r in rs.split(";") if r)
+    # Not fillna(""): a table where every edit passed reads its empty column as float NaN, and pandas
+    # refuses to fill a float column with a string.
+    return Counter(r for rs in reasons if isinstance(rs, str) for r in rs.split(";") if r)
 
 
 class _Reasons:

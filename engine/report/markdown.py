@@ -9,6 +9,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from engine.audit.verdicts import reason_counts
+
 
 def cell(value: Any) -> str:
     """Text safe in a Markdown table cell and in the HTML a viewer renders it to: `|` would split the
@@ -54,9 +56,8 @@ def audit_summary(audit: pd.DataFrame | None) -> str:
     for s, g in audit.groupby("strength"):
         row: dict[str, Any] = {"strength": s, "n": len(g), "valid": int(g["valid"].astype(bool).sum())}
         if "reasons" in g:
-            reasons = g["reasons"].fillna("").str.split(";").explode()
-            reasons = reasons[reasons != ""]
-            row["reasons"] = ", ".join(f"{r} ×{c}" for r, c in reasons.value_counts().items()) or "-"
+            counts = reason_counts(g["reasons"]).most_common()
+            row["reasons"] = ", ".join(f"{r} ×{c}" for r, c in counts) or "-"
         for col in g.columns:
             if col.startswith("delta_") or col in ("blendshape_change", "outside_change"):
                 values = g[col].astype(float)
