@@ -15,6 +15,7 @@ from PIL import Image
 from engine.config import compose_config
 from engine.data import DemoDataset
 from engine.pipeline import make_face_batch
+from engine.pipeline.steps import to_uint8
 from engine.spec import RunSpec
 
 STUDIES = [("age", ["experiment=age_shift"]), ("gender_male", ["experiment=gender_swap", "editor.target=male"]),
@@ -38,7 +39,7 @@ for key in ("photo_couple#0", "photo_couple#1", "grace_hopper#0"):
         spec = RunSpec.from_config(compose_config([*ov, "classifier=dummy"]))
         batch = make_face_batch([rec], [fa], [crop])
         res = spec.editor.edit(batch, 1.0, 0)
-        row.append((res.images[0].permute(1, 2, 0).clamp(0, 1).numpy() * 255 + 0.5).astype(np.uint8))
+        row.append(to_uint8(res.images[:1])[0])  # the pixels the engine caches and the audit judges
     rows.append(np.concatenate(row, 1))
 sheet = np.concatenate(rows, 0)
 OUT = Path(__file__).resolve().parents[1] / "docs" / "img"
