@@ -94,7 +94,9 @@ def test_a_tight_crop_whose_face_the_landmarker_misses_is_found_with_a_margin(an
     found = lm.detect_crop(crop)
     assert found is not None and found["margin"]
     # The analysis keeps the re-detected landmarks (not ones moved over from the photo) and says so.
-    assert fa.ok and fa.reason == "landmarks re-detected on the crop with a margin"
+    from engine.faces.analyzer import REDETECTED_WITH_MARGIN
+
+    assert fa.ok and fa.reason == REDETECTED_WITH_MARGIN
     np.testing.assert_array_equal(fa.landmarks, found["landmarks"])
     # Landmarks come back in the crop's pixels: the eyes sit where the aligner put them.
     eyes = (fa.landmarks[468, :2] + fa.landmarks[473, :2]) / 2

@@ -30,6 +30,10 @@ REGION_SCALE = 2.0
 REGION_MIN_SIDE = 384
 MULTI_VERSION = "1"
 
+#: The reason of a face found on its crop only inside `CROP_MARGIN` (the audit then reads its sham
+#: with the margin too).
+REDETECTED_WITH_MARGIN = "landmarks re-detected on the crop with a margin"
+
 
 class FaceAnalyzer:
     """Detect, align and re-detect faces with MediaPipe.
@@ -134,8 +138,7 @@ class FaceAnalyzer:
         det2 = self.landmarker.detect_crop(crop)
         if det2 is not None:
             landmarks, blend, pose = det2["landmarks"], det2["blendshapes"], det2["pose"]
-            # A non-empty reason tells the audit to re-detect the sham itself (in the same framing).
-            reason = "landmarks re-detected on the crop with a margin" if det2["margin"] else ""
+            reason = REDETECTED_WITH_MARGIN if det2["margin"] else ""
         else:
             landmarks = moved
             blend = det["blendshapes"] if det is not None else np.zeros(52, np.float32)
