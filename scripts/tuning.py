@@ -11,7 +11,7 @@ many edits can pass every check at each effect size. It is the evidence of what 
 reach with the editor's current mechanisms; settings taken from it as defaults are then measured on
 the evaluation half by `scripts/acceptance.py`, never on the faces they were chosen on.
 
-    python scripts/tuning.py SWEEP_DIR [SWEEP_DIR ...] [--top 8] [--write-docs]
+    python scripts/tuning.py SWEEP_DIR [SWEEP_DIR ...] [--top 5] [--write-docs]
 
 With `--write-docs`, one section per sweep between the `tuning` markers of docs/EDITORS.md (never edit
 it by hand).
@@ -105,7 +105,7 @@ def markdown(name: str, table: pd.DataFrame, top: int) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("sweeps", nargs="+", type=Path)
-    p.add_argument("--top", type=int, default=8, help="trials shown in the ranked table")
+    p.add_argument("--top", type=int, default=5, help="trials shown in the ranked table")
     p.add_argument("--write-docs", action="store_true", help="write the sections into docs/EDITORS.md")
     args = p.parse_args(argv)
     sections = []
