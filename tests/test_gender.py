@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from pathlib import Path
 
@@ -185,3 +186,91 @@ def test_long_hair_frames_the_face_toward_female_only(batch):
     assert float(inside.max()) < 0.003
     male = GenderEditor(target="male", long_hair=1.0).edit(batch, 1.0, seed=0)
     assert torch.equal(male.mask, GenderEditor(target="male", long_hair=0.0).edit(batch, 1.0, seed=0).mask)
+
+
+def _frame_point(landmarks: torch.Tensor, u: float, v: float) -> torch.Tensor:
+    """Pixel `(N, 2)` at face-frame coordinates (u, v) in IOD (u toward image right, v down the face)."""
+    from editors.gender.shape import face_frame
+
+    centre, ex, ey, iod = face_frame(landmarks.float())
+    return centre + (u * ex + v * ey) * iod[:, None]
+
+
+def test_long_hair_hangs_from_the_crown_and_leaves_the_forehead_clear(batch):
+    """The hair is a shell over the crown that falls in curtains beside the face, not a fringe or a helmet.
+
+    The faces are shrunk into the middle of the canvas so that the whole head fits.
+    """
+    from editors.gender.hair import SKULL, STANDOFF_TOP, face_coordinates, hair_region
+
+    h, w = batch.size
+    lm = batch.landmarks.float().clone()
+    lm[..., :2] = (lm[..., :2] - torch.tensor([w / 2, h / 2])) * 0.45 + torch.tensor([w / 2, h / 2])
+    region = hair_region(lm, batch.size, torch.zeros(len(batch)))
+
+    def cover_at(u: float, v_of: torch.Tensor) -> torch.Tensor:
+        from editors.gender.shape import face_frame
+
+        centre, ex, ey, iod = face_frame(lm)
+        p = centre + (u * ex + v_of[:, None] * ey) * iod[:, None]
+        x, y = p[:, 0].round().long().clamp(0, w - 1), p[:, 1].round().long().clamp(0, h - 1)
+        return region[torch.arange(len(batch)), 0, y, x]
+
+    _, v, _ = face_coordinates(lm[..., :2], batch.size)
+    from editors.gender.hair import _frame_v
+
+    v_top = _frame_v(lm, 10).view(-1)
+    v_chin = _frame_v(lm, 152).view(-1)
+    assert (cover_at(0.0, v_top + 0.1) < 0.02).all()  # the forehead: no fringe
+    assert (cover_at(0.0, v_top * SKULL + 0.1) < 0.05).all()  # the crown itself keeps the photo's own hair
+    assert (cover_at(0.0, v_top * SKULL - STANDOFF_TOP / 2) > 0.3).all()  # hair lies over the crown
+    # Beside the face the curtains run unbroken from the temples to below the jaw.
+    from editors.gender.hair import _oval_halfwidth
+
+    for side in (-1.0, 1.0):
+        half = _oval_halfwidth(lm, torch.full((len(batch), 1, 1, 1), side)).view(-1)
+        for t in torch.linspace(0.0, 1.0, 6):
+            v_at = v_top * 0.5 * (1 - t) + (v_chin + 0.4) * t
+            u_at = side * (half + 0.25)
+            for i in range(len(batch)):
+                assert float(cover_at(float(u_at[i]), v_at)[i]) > 0.5, (side, float(t), i)
+    assert (cover_at(0.0, v_chin + 0.5) < 0.05).all()  # the neck stays clear
+
+
+def test_long_hair_fades_out_on_turned_faces(batch):
+    """A face in profile gets no hair curtain (it would fall over the near cheek)."""
+    from editors.pose import yaw_degrees
+
+    turned = batch.landmarks.clone()
+    # The nose tip beyond one cheek extreme, as in a profile: a face turned past 40 degrees.
+    turned[:, 1, :2] = turned[:, 234, :2] - 0.3 * (turned[:, 454, :2] - turned[:, 234, :2])
+    assert (yaw_degrees(turned) > 40).all()
+    assert (yaw_degrees(batch.landmarks[:2]) < 20).all()  # astronaut and Grace Hopper face the camera
+    profile = dataclasses.replace(batch, landmarks=turned)
+    with_hair = GenderEditor(target="female", long_hair=1.0).edit(profile, 1.0, seed=0)
+    without = GenderEditor(target="female", long_hair=0.0).edit(profile, 1.0, seed=0)
+    assert torch.equal(with_hair.images, without.images)
+
+
+def test_scalp_colour_takes_the_darkest_hair_and_keeps_grey_photos_grey():
+    """Dark hair above the forehead gives a dark colour; with no hair there the fallback follows the photo."""
+    from editors.gender.hair import FALLBACK_COLOUR, scalp_colour
+    from editors.gender.shape import face_frame
+    from engine.faces.align import CropSpec
+    from engine.faces.template import template_landmarks
+
+    size = 160  # a small face low in the frame, so the whole scalp band lies inside it
+    lm = torch.from_numpy(template_landmarks(CropSpec(size=size, eye_distance=0.15, eye_height=0.5)))[None]
+    skin = torch.tensor([0.8, 0.6, 0.5]).view(1, 3, 1, 1)
+    image = skin.expand(1, 3, size, size).clone()
+    # Hair from the crown down to a little above landmark 10, on a tenth-plus of the band.
+    iod = face_frame(lm.float())[3]
+    top = float(lm[0, 10, 1])
+    image[:, :, : int(top - 0.5 * float(iod[0])), :] = torch.tensor([0.15, 0.1, 0.05]).view(1, 3, 1, 1)
+    dark = scalp_colour(image, lm, skin)
+    assert torch.allclose(dark.view(3), torch.tensor([0.15, 0.1, 0.05]), atol=0.02)
+    bald = scalp_colour(skin.expand(1, 3, size, size).clone(), lm, skin)
+    assert torch.allclose(bald.view(3), torch.tensor(FALLBACK_COLOUR), atol=1e-6)
+    grey_skin = torch.full((1, 3, 1, 1), 0.7)
+    grey = scalp_colour(grey_skin.expand(1, 3, size, size).clone(), lm, grey_skin).view(3)
+    assert float(grey.max() - grey.min()) < 1e-6 and float(grey[0]) < 0.15

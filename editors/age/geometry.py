@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import torch
 
+from editors.pose import fade_with_yaw
 from editors.skin import gaussian_blur, polygon_masks
 from editors.warp import anchor_ring, identity_coords
 
-#: |r| / tan(yaw) for the nose-offset yaw estimate of `frontal_weight`.
-YAW_FROM_NOSE_OFFSET = 1.72
 #: Yaw (degrees) from which the broad cheek and temple hollows fade, and at which they are gone: at
 #: 30 degrees a full hollow drew a dark patch over the near cheek (photo_table#1, tuning half).
 HOLLOWS_FADE_YAW_DEG = (15.0, 35.0)
@@ -24,22 +23,8 @@ OUTER_WARP_SMOOTHING = 0.04
 
 
 def frontal_weight(landmarks: torch.Tensor) -> torch.Tensor:
-    """`(N,)` 1 up to `HOLLOWS_FADE_YAW_DEG[0]` degrees of yaw, falling linearly to 0 at the second.
-
-    Yaw from the landmarks alone (MediaPipe's pose is missing for some faces found in tiles): the
-    nose tip's offset between the two cheek extremes (234, 454) along the eye line, r = (left -
-    right) / (left + right), is `YAW_FROM_NOSE_OFFSET` x tan(yaw) (fitted on 44 demo faces against
-    MediaPipe's yaw: correlation 0.99).
-    """
-    xy = landmarks[..., :2].float()
-    eye = xy[:, 263] - xy[:, 33]
-    ex = eye / eye.norm(dim=-1, keepdim=True).clamp(min=1e-6)
-    along = (xy * ex[:, None]).sum(-1)  # (N, 478) positions along the eye line
-    right, left = along[:, 1] - along[:, 234], along[:, 454] - along[:, 1]
-    r = (left - right) / (left + right).abs().clamp(min=1e-6)
-    yaw = torch.rad2deg(torch.atan(r.abs() / YAW_FROM_NOSE_OFFSET))
-    start, gone = HOLLOWS_FADE_YAW_DEG
-    return ((gone - yaw) / (gone - start)).clamp(0.0, 1.0)
+    """`(N,)` 1 up to `HOLLOWS_FADE_YAW_DEG[0]` degrees of yaw, falling linearly to 0 at the second."""
+    return fade_with_yaw(landmarks, *HOLLOWS_FADE_YAW_DEG)
 
 
 def smooth_outer_warp(coords: torch.Tensor, target: torch.Tensor, width: torch.Tensor) -> torch.Tensor:

@@ -39,7 +39,7 @@ import torch
 
 from editors.gender import masks as gm
 from editors.gender import texture as gt
-from editors.gender.hair import render_hair, scalp_colour
+from editors.gender.hair import HAIR_FADE_YAW_DEG, render_hair, scalp_colour
 from editors.gender.shape import (
     PROPORTIONS_PATH,
     SHAPE_FEATURES,
@@ -49,6 +49,7 @@ from editors.gender.shape import (
     target_landmarks,
 )
 from editors.gender.targets import check_target, face_targets, gender_target_check
+from editors.pose import fade_with_yaw
 from editors.warp import DEFAULT_RING_SCALE, apply_backward_map, backward_map
 from engine.types import AuditPolicy, Editor, EditResult, FaceBatch
 
@@ -84,7 +85,7 @@ class GenderEditor(Editor):
 
     property = "gender"
     sham_is_input = True  # every change scales with strength (tests/test_editor_contract.py)
-    version = "rigid-features-5"  # 5: per-face blurs and sums (batch-invariant); bumped when the output changes without a config change (edit cache)
+    version = "rigid-features-6"  # 6: long hair hangs from the crown; 5: per-face blurs and sums (batch-invariant); bumped when the output changes without a config change (edit cache)
 
     def __init__(
         self,
@@ -187,8 +188,10 @@ class GenderEditor(Editor):
         if self.long_hair > 0:
             skin = gt.masked_mean(warped, regions.cheeks)
             colour = scalp_colour(images, src, skin) * (1.0 - self.hair_darkening)
+            # Curtains drawn for a frontal view fall over the near cheek of a turned face (photo_table#4).
+            amount = female * s * self.long_hair * fade_with_yaw(src, *HAIR_FADE_YAW_DEG).to(images.dtype)
             textured, support = render_hair(
-                textured, dst, colour, female * s * self.long_hair, own_blur, batch.generators(seed, "hair")
+                textured, dst, colour, amount, own_blur, batch.generators(seed, "hair")
             )
             allowed = torch.maximum(allowed, support)
         out = torch.where(allowed > 0, textured, images).clamp(0.0, 1.0)

@@ -3,17 +3,23 @@
 Long hair falling beside the cheeks is what viewers (and face-gender networks) read first as female;
 brows, lids and lips alone barely move a judgement of a man's face. The hair is rendered, not pasted:
 
-* its region lies outside the face oval the landmarker fits (slightly grown), from above the forehead
-  down both sides of the face to below the jaw, with no fringe: hair over the face's edge moves the
-  re-detected mesh (blendshapes);
+* it hangs from the crown: a shell over the skull (the face oval's upper half raised to the crown,
+  `SKULL`) that stands off it by `STANDOFF_TOP` and falls in two straight curtains `CURTAIN` wide beside
+  the face to below the jaw. The photo's own hair on the skull is kept, and the face oval the
+  landmarker fits (slightly grown) stays clear, with no fringe: hair over the face's edge moves the
+  re-detected mesh (blendshapes). A first version filled a band between the face oval and a larger
+  oval, which put a helmet with a fringe over the forehead;
+* it fades out on turned faces (`HAIR_FADE_YAW_DEG`): beside a profile the near curtain lies over the
+  cheek;
 * strands radiate from the parting (a texture that varies fast across strands and slowly along
   them), in two octaves of clumping, with no drawn highlight (it read as a light streak);
-* its colour is the photo's own scalp hair just above the forehead (`scalp_colour`), falling back to
-  dark brown-black where there is none;
+* its colour is the photo's own scalp hair above the forehead (`scalp_colour`), falling back to dark
+  brown-black (grey in a grey photo) where there is none;
 * the hair's inner edge casts a soft shadow on the skin; everything, edges and strands, is softened
   by the photo's own estimated blur, so the hair is never sharper than the photo.
 
-Off by default (`long_hair: 0`): on sharp photos it still reads as a drawn-on wig.
+Off by default (`long_hair: 0`): on sharp photos it reads as long hair on dark-haired men, but as
+straight brown panels over light or curly hair (docs/EDITORS.md, "Gender").
 
 The strand texture comes from the per-image generators, so it is deterministic given the seed.
 """
@@ -64,23 +70,78 @@ def _scaled_oval(landmarks: torch.Tensor, sx: float, sy: float, lift: float) -> 
     return c + sx * a * ex[:, None] + (sy * b - lift * iod[:, None, None]) * ey[:, None]
 
 
+def _head(landmarks: torch.Tensor, grow_u: float, grow_top: float) -> torch.Tensor:
+    """The head's outline `(N, K, 2)`: the face oval with its upper half raised to the skull's crown.
+
+    The oval ends at the hairline; the crown lies about `SKULL` times as far above the eye line. Points
+    are then pushed out by `grow_u` IOD sideways and `grow_top` IOD over the top (0 for the skull itself).
+    """
+    from editors.gender.shape import face_frame
+    from engine.faces.mesh import landmark_group
+
+    centre, ex, ey, iod = face_frame(landmarks)
+    rel = landmarks[:, list(landmark_group("face_oval")), :2] - centre[:, None]
+    u = (rel * ex[:, None]).sum(-1) / iod[:, None]
+    v = (rel * ey[:, None]).sum(-1) / iod[:, None]
+    up = v < 0
+    v = torch.where(up, v * SKULL, v)
+    norm = torch.hypot(u, torch.where(up, v, torch.zeros_like(v))).clamp(min=1e-6)
+    # Outward along the head's own normal above the eye line, straight sideways below it.
+    du = torch.where(up, u / norm, torch.sign(u)) * grow_u
+    dv = torch.where(up, v / norm * grow_top, torch.zeros_like(v))
+    u, v = u + du, v + dv
+    return centre[:, None] + (u * iod[:, None])[..., None] * ex[:, None] + (v * iod[:, None])[..., None] * ey[:, None]
+
+
+#: Yaw (degrees) from which the long hair fades, and at which it is gone: the curtains are drawn for a
+#: frontal view, and beside a profile the near one lies over the cheek.
+HAIR_FADE_YAW_DEG = (20.0, 40.0)
+#: Eye line to crown over eye line to hairline (about 1.9 against 1.2 IOD on adult heads).
+SKULL = 1.8
+#: How far loose long hair stands off the skull: over the crown, and beside the face (in IOD; a head is
+#: ~2.3 IOD wide, straight shoulder-length hair adds a few centimetres each side).
+STANDOFF_TOP, CURTAIN = 0.12, 0.45
+
+
 def hair_region(landmarks: torch.Tensor, size: tuple[int, int], blur_px: torch.Tensor) -> torch.Tensor:
-    """Soft coverage `(N, 1, H, W)` of long hair with a centre parting, before strand texture."""
+    """Soft coverage `(N, 1, H, W)` of long hair: a shell over the crown that falls in two curtains beside
+    the face, before strand texture."""
     lm = landmarks[..., :2].float()
     u, v, iod = face_coordinates(lm, size)
     feather = ((0.04 * iod) ** 2 + blur_px**2).sqrt()
-    # A soft outer silhouette: hair ends in loose strands, not at a cut line.
-    outer = gm.soft_polygons(_scaled_oval(lm, 1.5, 1.2, 0.2), size, ((0.05 * iod) ** 2 + blur_px**2).sqrt())
+    v_chin = _frame_v(lm, 152)
+    # The shell: between the skull and the outline the hair stands out to. Over the crown and temples
+    # it replaces background only, so the photo's own hair stays where it is.
+    outline = gm.soft_polygons(_head(lm, CURTAIN, STANDOFF_TOP), size, feather)
+    # Below the face's widest point the curtains fall straight and flare a little toward the shoulders.
+    half = _oval_halfwidth(lm, u)
+    soft = (feather / iod).view(-1, 1, 1, 1) + 0.04
+    flare = 0.15 * torch.sigmoid((v - v_chin) / 0.3)
+    fall = torch.sigmoid((half + CURTAIN + flare - u.abs()) / soft) * torch.sigmoid(v / 0.1)
+    outer = torch.maximum(outline, fall)
+    skull = gm.soft_polygons(_head(lm, 0.0, 0.0), size, feather) * torch.sigmoid(-v / 0.1)
     # The face oval the landmarker fits (slightly grown) stays clear: hair over the face's edge moves the
     # re-detected mesh, i.e. the expression the audit must see kept. No fringe over the forehead either.
-    inner = gm.soft_polygons(_scaled_oval(lm, 1.06, 1.04, 0.0), size, feather)
-    v_chin = _frame_v(lm, 152)
+    face = gm.soft_polygons(_scaled_oval(lm, 1.06, 1.04, 0.0), size, feather)
+    inner = torch.maximum(face, skull)
     # The neck column under the jaw stays clear; the hair hangs behind and beside it.
     neck = torch.sigmoid((0.95 - u.abs()) / 0.05) * torch.sigmoid((v - (v_chin - 0.6)) / 0.08)
     cover = outer * (1.0 - inner) * (1.0 - neck)
     # Hair ends below the jaw (a soft edge; strands make it ragged).
     cover = cover * torch.sigmoid((v_chin + 0.9 - v) / 0.12)
     return cover.clamp(0.0, 1.0)
+
+
+def _oval_halfwidth(landmarks: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """How far the face oval reaches on each pixel's side of the face `(N, 1, H, W)`, in IOD."""
+    from editors.gender.shape import face_frame
+    from engine.faces.mesh import landmark_group
+
+    centre, ex, _, iod = face_frame(landmarks)
+    oval = landmarks[:, list(landmark_group("face_oval")), :2]
+    ou = ((oval - centre[:, None]) * ex[:, None]).sum(-1) / iod[:, None]
+    left, right = (-ou).amax(dim=1), ou.amax(dim=1)
+    return torch.where(u >= 0, right.view(-1, 1, 1, 1), left.view(-1, 1, 1, 1))
 
 
 def _frame_v(landmarks: torch.Tensor, index: int) -> torch.Tensor:
@@ -94,33 +155,44 @@ def _frame_v(landmarks: torch.Tensor, index: int) -> torch.Tensor:
 #: Hair colour where the photo shows no scalp hair above the forehead (bald, shaved, cropped): dark
 #: brown-black, the commonest hair colour.
 FALLBACK_COLOUR = (0.10, 0.075, 0.06)
+#: Scalp "hair" must be at most this share of the skin's luminance to count as hair: lighter samples are
+#: forehead skin or background (photo_aligned's grey portrait: 0.61 of the skin, forehead and backdrop; photo_table#3's brown
+#: hair: 0.47).
+HAIR_DARKER_THAN_SKIN = 0.55
 
 
 def scalp_colour(images: torch.Tensor, landmarks: torch.Tensor, skin: torch.Tensor) -> torch.Tensor:
-    """The photo's own scalp hair colour `(N, 3, 1, 1)`, from a band just above the forehead.
+    """The photo's own scalp hair colour `(N, 3, 1, 1)`, from the top of the head above the face oval.
 
-    The darker half of the band is hair (the rest may be background or skin showing through); when even
-    that half is about as light as the skin `skin (N, 3, 1, 1)` there is no hair there and the colour
-    falls back to `FALLBACK_COLOUR`.
+    The face oval's top (landmark 10) lies on the upper forehead, often below the hairline, so the band
+    reaches from just above it to the crown and mixes forehead skin, hair and background: its darkest
+    tenth is the hair (the darker half was not: on photo_table#2 it mixed black hair with forehead skin
+    into a skin-coloured "hair"). When even that tenth is not clearly darker than the skin `skin (N, 3, 1, 1)`
+    there is no hair there and the colour falls back to `FALLBACK_COLOUR`.
     """
     from editors.gender.texture import luminance
 
     lm = landmarks[..., :2].float()
     u, v, _ = face_coordinates(lm, tuple(images.shape[-2:]))
     v_top = _frame_v(lm, 10)
-    band = (u.abs() < 0.7) & (v > v_top - 0.45) & (v < v_top - 0.12)
+    band = (u.abs() < 0.8) & (v > v_top - 0.9) & (v < v_top - 0.1)
     lum = luminance(images)
     colours = []
     for i in range(images.shape[0]):  # per image: quantiles differ in sample count
         values = lum[i][band[i]]
-        fallback = images.new_tensor(FALLBACK_COLOUR)
+        # In a grey photo the fallback is grey too (its chroma follows the skin's).
+        skin_rgb = skin[i].view(3)
+        chroma = float((skin_rgb.max() - skin_rgb.min()) / skin_rgb.max().clamp(min=1e-6))
+        brown = images.new_tensor(FALLBACK_COLOUR)
+        grey = luminance(brown.view(1, 3, 1, 1)).view(1)
+        fallback = grey + (brown - grey) * min(chroma / 0.2, 1.0)
         if values.numel() < 16:
             colours.append(fallback)
             continue
-        dark = band[i] & (lum[i] <= values.quantile(0.5))
+        dark = band[i] & (lum[i] <= values.quantile(0.1))
         colour = images[i][:, dark[0]].mean(dim=1)
         skin_lum = luminance(skin[i : i + 1]).view(())
-        colours.append(colour if float(luminance(colour.view(1, 3, 1, 1))) < 0.8 * float(skin_lum) else fallback)
+        colours.append(colour if float(luminance(colour.view(1, 3, 1, 1))) < HAIR_DARKER_THAN_SKIN * float(skin_lum) else fallback)
     return torch.stack(colours).view(-1, 3, 1, 1)
 
 
@@ -174,7 +246,7 @@ def render_hair(
     tex = gm.gaussian_blur(strand_texture(landmarks, size, generators), blur_px)
     _, _, iod = face_coordinates(landmarks[..., :2].float(), size)
     # Strand shading only, no sheen band: a drawn highlight reads as a light streak.
-    gain = (1.0 + 0.15 * tex).clamp(0.3, 2.0)
+    gain = (1.0 + 0.3 * tex).clamp(0.3, 2.0)
     hair = (colour * gain).clamp(0.0, 1.0)
     # Ragged ends and a thin, strand-broken edge: strands reach a little further or stop a little short.
     alpha = (cover * (1.0 + 0.35 * tex)).clamp(0.0, 1.0) * amount.view(-1, 1, 1, 1)

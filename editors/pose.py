@@ -1,0 +1,30 @@
+"""Head yaw from the landmarks alone, for cues drawn for a frontal view that must fade on turned faces.
+
+MediaPipe's pose matrix is missing for some faces (found in tiles or re-detected in a margin), so yaw
+comes from the mesh: the nose tip's offset between the two cheek extremes (234, 454) along the eye
+line, r = (left - right) / (left + right), is `YAW_FROM_NOSE_OFFSET` x tan(yaw) (fitted on 44 demo
+faces against MediaPipe's yaw: correlation 0.99).
+"""
+
+from __future__ import annotations
+
+import torch
+
+#: |r| / tan(yaw) for the nose-offset yaw estimate of `yaw_degrees`.
+YAW_FROM_NOSE_OFFSET = 1.72
+
+
+def yaw_degrees(landmarks: torch.Tensor) -> torch.Tensor:
+    """Unsigned yaw `(N,)` in degrees of faces with `(N, 478, 2|3)` landmarks."""
+    xy = landmarks[..., :2].float()
+    eye = xy[:, 263] - xy[:, 33]
+    ex = eye / eye.norm(dim=-1, keepdim=True).clamp(min=1e-6)
+    along = (xy * ex[:, None]).sum(-1)  # (N, 478) positions along the eye line
+    right, left = along[:, 1] - along[:, 234], along[:, 454] - along[:, 1]
+    r = (left - right) / (left + right).abs().clamp(min=1e-6)
+    return torch.rad2deg(torch.atan(r.abs() / YAW_FROM_NOSE_OFFSET))
+
+
+def fade_with_yaw(landmarks: torch.Tensor, start: float, gone: float) -> torch.Tensor:
+    """`(N,)` 1 up to `start` degrees of yaw, falling linearly to 0 at `gone`."""
+    return ((gone - yaw_degrees(landmarks)) / (gone - start)).clamp(0.0, 1.0)
