@@ -39,7 +39,7 @@ import torch
 
 from editors.gender import masks as gm
 from editors.gender import texture as gt
-from editors.gender.hair import HAIR_FADE_YAW_DEG, render_hair, scalp_colour
+from editors.gender.hair import HAIR_FADE_YAW_DEG, own_hair_colour, render_hair
 from editors.gender.shape import (
     PROPORTIONS_PATH,
     SHAPE_FEATURES,
@@ -149,6 +149,7 @@ class GenderEditor(Editor):
         self.hair_darkening = float(hair_darkening)
         self.ring_scale = float(ring_scale)
         self.proportions_path = str(proportions_path or PROPORTIONS_PATH)
+        self._segmenter: Any = None  # the selfie segmenter, loaded on the first edit with long hair
         self._ratios = female_ratios(load_proportions(self.proportions_path))
 
     # -- directions ---------------------------------------------------------------------------------
@@ -187,7 +188,8 @@ class GenderEditor(Editor):
         allowed = self.allowed_region(src, dst, size)
         if self.long_hair > 0:
             skin = gt.masked_mean(warped, regions.cheeks)
-            colour = scalp_colour(images, src, skin) * (1.0 - self.hair_darkening)
+            own_hair = self._own_hair(images, src, skin)
+            colour = own_hair_colour(images, own_hair, src, skin) * (1.0 - self.hair_darkening)
             # Curtains drawn for a frontal view fall over the near cheek of a turned face (photo_table#4).
             amount = female * s * self.long_hair * fade_with_yaw(src, *HAIR_FADE_YAW_DEG).to(images.dtype)
             textured, support = render_hair(
@@ -201,6 +203,18 @@ class GenderEditor(Editor):
             for i, t in enumerate(targets)
         ]  # fmt: skip
         return EditResult(images=out, mask=allowed, metadata=metadata, landmarks=dst)
+
+    def _own_hair(self, images: torch.Tensor, landmarks: torch.Tensor, skin: torch.Tensor) -> torch.Tensor:
+        """`(N, 1, H, W)` the photo's own hair: selfie segmentation, outside the face, not coloured like
+        the skin `skin (N, 3, 1, 1)` (the same masks as the age editor's greying, `editors.hair`)."""
+        from editors.hair import PersonSegmenter, hair_masks
+        from editors.skin import srgb_to_linear
+
+        if self._segmenter is None:
+            self._segmenter = PersonSegmenter()
+        width = (landmarks[:, 454, :2] - landmarks[:, 234, :2]).norm(dim=-1)
+        person = self._segmenter(images)
+        return hair_masks(srgb_to_linear(images), landmarks, person, width, srgb_to_linear(skin))
 
     def allowed_region(self, src: torch.Tensor, dst: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         """`(N, 1, H, W)` hard mask of the warp's anchor ring (source and target): all edits lie inside."""

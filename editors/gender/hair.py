@@ -13,8 +13,9 @@ brows, lids and lips alone barely move a judgement of a man's face. The hair is 
   cheek;
 * strands radiate from the parting (a texture that varies fast across strands and slowly along
   them), in two octaves of clumping, with no drawn highlight (it read as a light streak);
-* its colour is the photo's own scalp hair above the forehead (`scalp_colour`), falling back to dark
-  brown-black (grey in a grey photo) where there is none;
+* its colour is the median of the photo's own segmented hair outside the face (`own_hair_colour`),
+  falling back to dark brown-black (grey in a grey photo) where there is none; that hair stays in
+  front, so the new hair falls beside and below a bob or curls;
 * the hair's inner edge casts a soft shadow on the skin; everything, edges and strands, is softened
   by the photo's own estimated blur, so the hair is never sharper than the photo.
 
@@ -152,47 +153,49 @@ def _frame_v(landmarks: torch.Tensor, index: int) -> torch.Tensor:
     return (((landmarks[:, index, :2] - centre) * ey).sum(-1) / iod).view(-1, 1, 1, 1)
 
 
-#: Hair colour where the photo shows no scalp hair above the forehead (bald, shaved, cropped): dark
-#: brown-black, the commonest hair colour.
+#: Hair colour where the photo shows no hair of its own (bald, shaved, cropped, or hair the segmenter
+#: misses): dark brown-black, the commonest hair colour; grey in a grey photo.
 FALLBACK_COLOUR = (0.10, 0.075, 0.06)
-#: Scalp "hair" must be at most this share of the skin's luminance to count as hair: lighter samples are
-#: forehead skin or background (photo_aligned's grey portrait: 0.61 of the skin, forehead and backdrop; photo_table#3's brown
-#: hair: 0.47).
-HAIR_DARKER_THAN_SKIN = 0.55
+#: How far (IOD) the forehead may reach above the face oval's top before the hairline.
+FOREHEAD_ABOVE_OVAL = 0.5
+#: The photo's own hair must cover this share of the crop outside the face for its colour to be used.
+MIN_OWN_HAIR = 0.003
 
 
-def scalp_colour(images: torch.Tensor, landmarks: torch.Tensor, skin: torch.Tensor) -> torch.Tensor:
-    """The photo's own scalp hair colour `(N, 3, 1, 1)`, from the top of the head above the face oval.
+def own_hair_colour(
+    images: torch.Tensor, own_hair: torch.Tensor, landmarks: torch.Tensor, skin: torch.Tensor
+) -> torch.Tensor:
+    """The photo's own hair colour `(N, 3, 1, 1)`: the per-channel median of its hair outside the face.
 
-    The face oval's top (landmark 10) lies on the upper forehead, often below the hairline, so the band
-    reaches from just above it to the crown and mixes forehead skin, hair and background: its darkest
-    tenth is the hair (the darker half was not: on photo_table#2 it mixed black hair with forehead skin
-    into a skin-coloured "hair"). When even that tenth is not clearly darker than the skin `skin (N, 3, 1, 1)`
-    there is no hair there and the colour falls back to `FALLBACK_COLOUR`.
+    `own_hair (N, 1, H, W)` is the segmented hair (`editors.hair.hair_masks`). Inside the face oval it
+    also takes some forehead (a fringe may hang there), so only hair outside the oval and the forehead
+    above it counts. A median,
+    not the darkest pixels: blonde and grey hair keep their colour (the darkest tenth of a band above
+    the forehead, used before, gave brown for a blonde child's curls: the shadows between them). With
+    too little hair the colour falls back to `FALLBACK_COLOUR`, its chroma following the skin's
+    `skin (N, 3, 1, 1)` so that a grey photo gets grey hair.
     """
     from editors.gender.texture import luminance
 
-    lm = landmarks[..., :2].float()
-    u, v, _ = face_coordinates(lm, tuple(images.shape[-2:]))
-    v_top = _frame_v(lm, 10)
-    band = (u.abs() < 0.8) & (v > v_top - 0.9) & (v < v_top - 0.1)
-    lum = luminance(images)
+    size = tuple(images.shape[-2:])
+    lm, sharp = landmarks[..., :2].float(), torch.zeros(images.shape[0], device=images.device)
+    # The oval ends on the upper forehead (landmark 10); the hairline lies up to about 0.5 IOD higher,
+    # and the segmenter takes much of that skin for hair in grey photos, so the raised oval is left out.
+    face = torch.maximum(
+        gm.soft_polygons(_scaled_oval(lm, 1.06, 1.04, 0.0), size, sharp),
+        gm.soft_polygons(_scaled_oval(lm, 1.0, 1.0, FOREHEAD_ABOVE_OVAL), size, sharp),
+    )
+    sample = (own_hair > 0.5) & (face < 0.5)
     colours = []
-    for i in range(images.shape[0]):  # per image: quantiles differ in sample count
-        values = lum[i][band[i]]
-        # In a grey photo the fallback is grey too (its chroma follows the skin's).
+    for i in range(images.shape[0]):  # per image: sample counts differ
+        if int(sample[i].sum()) >= MIN_OWN_HAIR * size[0] * size[1]:
+            colours.append(images[i][:, sample[i, 0]].median(dim=1).values)
+            continue
         skin_rgb = skin[i].view(3)
         chroma = float((skin_rgb.max() - skin_rgb.min()) / skin_rgb.max().clamp(min=1e-6))
         brown = images.new_tensor(FALLBACK_COLOUR)
         grey = luminance(brown.view(1, 3, 1, 1)).view(1)
-        fallback = grey + (brown - grey) * min(chroma / 0.2, 1.0)
-        if values.numel() < 16:
-            colours.append(fallback)
-            continue
-        dark = band[i] & (lum[i] <= values.quantile(0.1))
-        colour = images[i][:, dark[0]].mean(dim=1)
-        skin_lum = luminance(skin[i : i + 1]).view(())
-        colours.append(colour if float(luminance(colour.view(1, 3, 1, 1))) < HAIR_DARKER_THAN_SKIN * float(skin_lum) else fallback)
+        colours.append(grey + (brown - grey) * min(chroma / 0.2, 1.0))
     return torch.stack(colours).view(-1, 3, 1, 1)
 
 
@@ -228,6 +231,7 @@ def render_hair(
     amount: torch.Tensor,
     blur_px: torch.Tensor,
     generators: list[torch.Generator],
+    own_hair: torch.Tensor | None = None,
     shadow: float = 0.25,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Composite long hair onto `images`; returns the images and the hair's hard support `(N, 1, H, W)`.
@@ -239,6 +243,8 @@ def render_hair(
         amount: `(N,)` opacity in [0, 1] (strength times the per-face female amount).
         blur_px: `(N,)` the photo's own blur in pixels.
         generators: one per image, for the strand texture.
+        own_hair: `(N, 1, H, W)` the photo's own hair, which stays in front: the new hair falls beside
+            and below a bob or curls instead of painting straight panels over them.
         shadow: darkening of the skin just inside the hair's edge.
     """
     size = tuple(images.shape[-2:])
@@ -250,6 +256,8 @@ def render_hair(
     hair = (colour * gain).clamp(0.0, 1.0)
     # Ragged ends and a thin, strand-broken edge: strands reach a little further or stop a little short.
     alpha = (cover * (1.0 + 0.35 * tex)).clamp(0.0, 1.0) * amount.view(-1, 1, 1, 1)
+    if own_hair is not None:
+        alpha = alpha * (1.0 - own_hair)
     # The hair's edge shadows the skin beside it (ambient occlusion under a curtain of hair).
     halo = gm.gaussian_blur(cover, 0.06 * iod) - cover
     shade = 1.0 - shadow * amount.view(-1, 1, 1, 1) * halo.clamp(min=0.0) * 2.0
