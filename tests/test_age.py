@@ -236,3 +236,35 @@ def test_buccal_hollows_shade_a_broad_soft_shadow_not_a_blotch(real_faces):
     assert float(ratio[inside].min()) > 0.65  # no deep spot
     shaded = float((ratio[inside] < 0.97).float().mean())
     assert 0.2 < shaded < 0.6, shaded  # a broad shadow, not the whole face
+
+
+def test_growth_lengthens_the_lower_face_about_the_ear_line_and_is_off_by_default(faces):
+    """Cardioidal strain: the crown stays, the chin moves down by about 2k of its distance from the
+    centre, the cheeks out by about k; negative k shrinks; growth=0 leaves the landmarks to the sag."""
+    from editors.age.shape import GROWTH_CENTRE_IOD, growth_displacements
+
+    lm = faces.landmarks.float()
+    k = torch.full((len(faces),), 0.06)
+    moved = growth_displacements(lm, k)
+    assert moved.shape == lm.shape and torch.equal(moved[..., 2], torch.zeros_like(moved[..., 2]))
+    iod = (lm[:, 473, :2] - lm[:, 468, :2]).norm(dim=-1)
+    down = torch.stack([-(lm[:, 473, 1] - lm[:, 468, 1]), lm[:, 473, 0] - lm[:, 468, 0]], -1) / iod[:, None]
+    centre = (lm[:, 468, :2] + lm[:, 473, :2]) / 2 + GROWTH_CENTRE_IOD * iod[:, None] * down
+    chin = lm[:, 152, :2] - centre
+    chin_down = (moved[:, 152, :2] * down).sum(-1)
+    assert torch.allclose(chin_down / (chin * down).sum(-1), torch.full_like(chin_down, 0.12), atol=0.02)
+    # The forehead top moves far less than the chin (it lies almost straight above the centre).
+    assert (moved[:, 10, :2].norm(dim=-1) < 0.1 * moved[:, 152, :2].norm(dim=-1)).all()
+    # The cheek extremes (beside the centre) move outward, by about k of their distance.
+    for idx in (234, 454):
+        rel = lm[:, idx, :2] - centre
+        out = (moved[:, idx, :2] * rel).sum(-1) / rel.norm(dim=-1) ** 2
+        assert ((out > 0.04) & (out < 0.09)).all(), out
+    assert torch.allclose(growth_displacements(lm, -k), -moved)
+    default = AgeEditor()
+    assert default.growth == 0.0
+    assert torch.equal(default._target_landmarks(lm, 1.0), AgeEditor(growth=0.0)._target_landmarks(lm, 1.0))
+    grown = AgeEditor(growth=0.06)._target_landmarks(lm, 1.0) - default._target_landmarks(lm, 1.0)
+    assert torch.allclose(grown, moved, atol=1e-4)
+    with pytest.raises(ValueError, match="growth"):
+        AgeEditor(growth=-0.1)

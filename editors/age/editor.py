@@ -35,7 +35,7 @@ import torch
 
 from editors.age.creases import FOLD_GROUPS, fold_relief
 from editors.age.geometry import frontal_weight, smooth_outer_warp
-from editors.age.shape import SAG_PARTS, sag_displacements
+from editors.age.shape import SAG_PARTS, growth_displacements, sag_displacements
 from editors.age.template import (
     TEMPLATE_SIZE,
     face_widths,
@@ -154,6 +154,7 @@ class AgeEditor(Editor):
         hair_mask: str = "selfie_segmentation",
         sag: float = 1.0,
         sag_parts: Mapping[str, float] | None = None,
+        growth: float = 0.0,
         smoothing: float = 0.8,
         fold_removal: float = 0.6,
         lift: float = 0.6,
@@ -173,7 +174,7 @@ class AgeEditor(Editor):
             ("yellowing", yellowing, 1.0), ("desaturation", desaturation, 1.0), ("dulling", dulling, 1.0),
             ("mottling", mottling, 2.0), ("spot_density", spot_density, 2.0),
             ("feature_fading", feature_fading, 1.0), ("greying", greying, 1.0), ("sag", sag, 5.0),
-            ("smoothing", smoothing, 1.0), ("fold_removal", fold_removal, 1.0), ("lift", lift, 2.0),
+            ("growth", growth, 0.3), ("smoothing", smoothing, 1.0), ("fold_removal", fold_removal, 1.0), ("lift", lift, 2.0),
         ):  # fmt: skip
             if not (isinstance(value, int | float) and 0.0 <= float(value) <= hi):
                 raise ValueError(f"{name}={value!r} must be a number in [0, {hi}]")
@@ -198,6 +199,7 @@ class AgeEditor(Editor):
         self.hair_mask = hair_mask
         self.sag = float(sag)
         self.sag_parts = _weights("sag_parts", sag_parts, SAG_PARTS)
+        self.growth = float(growth)
         self.smoothing = float(smoothing)
         self.fold_removal = float(fold_removal)
         self.lift = float(lift)
@@ -223,7 +225,11 @@ class AgeEditor(Editor):
         sign = 1.0 if self.direction == "older" else -self.lift
         parts = torch.tensor([self.sag_parts[p] for p in SAG_PARTS], device=landmarks.device)
         amounts = (sign * strength * self.sag * parts).expand(landmarks.shape[0], -1)
-        return landmarks + sag_displacements(landmarks, amounts)
+        moved = landmarks + sag_displacements(landmarks, amounts)
+        if self.growth > 0:
+            k = torch.full((landmarks.shape[0],), sign * strength * self.growth, device=landmarks.device)
+            moved = moved + growth_displacements(landmarks, k)
+        return moved
 
     def audit_policy(self) -> AuditPolicy:
         """The judged age must move by `min_age_change` years in the editor's direction."""

@@ -108,3 +108,32 @@ def _lip_thinning(landmarks: torch.Tensor, amount: torch.Tensor) -> torch.Tensor
     keep = torch.ones(NUM_LANDMARKS, 1, device=landmarks.device)
     keep[[i for _, i in pairs]] = 0.0
     return spread * keep
+
+
+#: Centre of the cardioidal strain in the face frame: on the midline, this many IOD below the eye line
+#: (about the ear canals' height seen from the front).
+GROWTH_CENTRE_IOD = 0.45
+
+
+def growth_displacements(landmarks: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """Displacement `(N, 478, 3)` (crop pixels, z unchanged) of craniofacial growth, cardioidal strain.
+
+    Pittenger & Shaw (1975) and Todd et al. (1980): the head's profile ages under R' = R (1 + k (1 -
+    cos theta)), polar coordinates about a centre near the ear canal with theta from the upward vertical,
+    so the crown stays, the lower face grows down and out, and perceived age rises with k. The strain is
+    defined on the profile; this is its frontal-plane analogue, about `GROWTH_CENTRE_IOD` below the eye
+    line: the lower face lengthens by up to 2k and widens by about k. `k (N,)` < 0 shrinks (younger).
+    """
+    xy = landmarks[..., :2].float()
+    right, left = xy[:, 468], xy[:, 473]
+    axis = left - right
+    iod = axis.norm(dim=-1).clamp(min=1e-6)
+    ex = axis / iod[:, None]
+    ey = torch.stack([-ex[:, 1], ex[:, 0]], dim=-1)
+    centre = (left + right) / 2 + GROWTH_CENTRE_IOD * iod[:, None] * ey
+    rel = xy - centre[:, None]
+    up = -(rel * ey[:, None]).sum(-1)  # toward the crown
+    radius = rel.norm(dim=-1).clamp(min=1e-6)
+    cos_theta = up / radius
+    moved = rel * (k.view(-1, 1).float() * (1.0 - cos_theta))[..., None]
+    return torch.cat([moved, torch.zeros_like(moved[..., :1])], dim=-1)
