@@ -1,4 +1,7 @@
-"""Head yaw from the landmarks alone, for cues drawn for a frontal view that must fade on turned faces.
+"""The face's own frame and head yaw, from the landmarks alone, shared by the procedural editors.
+
+`face_frame` is the frame the editors measure proportions in (origin between the irises, IOD units).
+Yaw serves cues drawn for a frontal view that must fade on turned faces.
 
 MediaPipe's pose matrix is missing for some faces (found in tiles or re-detected in a margin), so yaw
 comes from the mesh: the nose tip's offset between the two cheek extremes (234, 454) along the eye
@@ -10,8 +13,19 @@ from __future__ import annotations
 
 import torch
 
+RIGHT_IRIS, LEFT_IRIS = 468, 473
 #: |r| / tan(yaw) for the nose-offset yaw estimate of `yaw_degrees`.
 YAW_FROM_NOSE_OFFSET = 1.72
+
+
+def face_frame(landmarks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per face: centre `(N, 2)`, x axis `(N, 2)`, y axis `(N, 2)` (pointing down the face), IOD `(N,)`."""
+    right, left = landmarks[:, RIGHT_IRIS, :2], landmarks[:, LEFT_IRIS, :2]
+    axis = left - right
+    iod = axis.norm(dim=-1).clamp(min=1e-6)
+    ex = axis / iod[:, None]
+    ey = torch.stack([-ex[:, 1], ex[:, 0]], dim=-1)
+    return (left + right) / 2, ex, ey, iod
 
 
 def yaw_degrees(landmarks: torch.Tensor) -> torch.Tensor:

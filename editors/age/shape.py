@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from editors.age.template import similarity_fit, template_face_width, template_landmarks
+from editors.pose import face_frame
 from engine.faces.mesh import NUM_LANDMARKS, mirror_index
 
 Weights = dict[int, float]
@@ -125,12 +126,8 @@ def growth_displacements(landmarks: torch.Tensor, k: torch.Tensor) -> torch.Tens
     line: the lower face lengthens by up to 2k and widens by about k. `k (N,)` < 0 shrinks (younger).
     """
     xy = landmarks[..., :2].float()
-    right, left = xy[:, 468], xy[:, 473]
-    axis = left - right
-    iod = axis.norm(dim=-1).clamp(min=1e-6)
-    ex = axis / iod[:, None]
-    ey = torch.stack([-ex[:, 1], ex[:, 0]], dim=-1)
-    centre = (left + right) / 2 + GROWTH_CENTRE_IOD * iod[:, None] * ey
+    between_eyes, _, ey, iod = face_frame(xy)
+    centre = between_eyes + GROWTH_CENTRE_IOD * iod[:, None] * ey
     rel = xy - centre[:, None]
     up = -(rel * ey[:, None]).sum(-1)  # toward the crown
     radius = rel.norm(dim=-1).clamp(min=1e-6)

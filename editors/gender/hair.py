@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from editors.gender import masks as gm
+from editors.pose import face_frame
 
 #: Strand texture resolution: samples across the strands (over +-_ARC IOD of arc) and along them.
 _ACROSS, _ALONG, _ARC = 1600, 12, 8.0
@@ -43,7 +44,6 @@ def face_coordinates(
 
     Origin between the eyes, u toward the subject's left (image right), v down the face.
     """
-    from editors.gender.shape import face_frame
 
     centre, ex, ey, iod = face_frame(landmarks)
     h, w = size
@@ -59,7 +59,6 @@ def face_coordinates(
 
 def _scaled_oval(landmarks: torch.Tensor, sx: float, sy: float, lift: float) -> torch.Tensor:
     """The face oval scaled about its centroid by (sx, sy) in the face frame and raised by `lift` IOD."""
-    from editors.gender.shape import face_frame
     from engine.faces.mesh import landmark_group
 
     _, ex, ey, iod = face_frame(landmarks)
@@ -77,7 +76,6 @@ def _head(landmarks: torch.Tensor, grow_u: float, grow_top: float) -> torch.Tens
     The oval ends at the hairline; the crown lies about `SKULL` times as far above the eye line. Points
     are then pushed out by `grow_u` IOD sideways and `grow_top` IOD over the top (0 for the skull itself).
     """
-    from editors.gender.shape import face_frame
     from engine.faces.mesh import landmark_group
 
     centre, ex, ey, iod = face_frame(landmarks)
@@ -135,7 +133,6 @@ def hair_region(landmarks: torch.Tensor, size: tuple[int, int], blur_px: torch.T
 
 def _oval_halfwidth(landmarks: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     """How far the face oval reaches on each pixel's side of the face `(N, 1, H, W)`, in IOD."""
-    from editors.gender.shape import face_frame
     from engine.faces.mesh import landmark_group
 
     centre, ex, _, iod = face_frame(landmarks)
@@ -147,7 +144,6 @@ def _oval_halfwidth(landmarks: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
 
 def _frame_v(landmarks: torch.Tensor, index: int) -> torch.Tensor:
     """v coordinate `(N, 1, 1, 1)` of one landmark in the face frame."""
-    from editors.gender.shape import face_frame
 
     centre, _, ey, iod = face_frame(landmarks)
     return (((landmarks[:, index, :2] - centre) * ey).sum(-1) / iod).view(-1, 1, 1, 1)

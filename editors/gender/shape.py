@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from editors.gender.masks import canonical_frame
+from editors.pose import LEFT_IRIS, RIGHT_IRIS, face_frame  # noqa: F401 - re-exported: the gender modules measure in it
 
 PROPORTIONS_PATH = Path(__file__).parent / "data" / "gender_proportions.csv"
 VALUE_KINDS = ("reference", "measured", "direction_only")
@@ -29,7 +30,6 @@ VALUE_KINDS = ("reference", "measured", "direction_only")
 #: them changes the expression the audit must see kept.
 SHAPE_FEATURES: tuple[str, ...] = ("face_width", "jaw_width", "nose_height", "lower_face_height", "nose_width")
 NASION, SUBNASALE, CHIN, STOMION_UP, STOMION_DOWN = 168, 2, 152, 13, 14
-RIGHT_IRIS, LEFT_IRIS = 468, 473
 
 
 @dataclass(frozen=True)
@@ -136,16 +136,6 @@ def feature_weights() -> dict[str, np.ndarray]:
     w["rigid_left_eye"] = _rigid_zone(np.hypot((cx - 0.5) / 0.42, (cy + 0.12) / 0.4))
     w["rigid_mouth"] = _rigid_zone(np.hypot(cx / 0.62, (cy - 1.12) / 0.28))
     return {k: v.astype(np.float32) for k, v in w.items()}
-
-
-def face_frame(landmarks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per face: centre `(N, 2)`, x axis `(N, 2)`, y axis `(N, 2)` (pointing down the face), IOD `(N,)`."""
-    right, left = landmarks[:, RIGHT_IRIS, :2], landmarks[:, LEFT_IRIS, :2]
-    axis = left - right
-    iod = axis.norm(dim=-1).clamp(min=1e-6)
-    ex = axis / iod[:, None]
-    ey = torch.stack([-ex[:, 1], ex[:, 0]], dim=-1)
-    return (left + right) / 2, ex, ey, iod
 
 
 def target_landmarks(landmarks: torch.Tensor, amounts: dict[str, torch.Tensor]) -> torch.Tensor:
