@@ -78,7 +78,7 @@ class GenderEditor(Editor):
         skin_smoothing: share of the fine skin detail removed (toward female).
         skin_tone: relative skin lightening (female) / darkening (male).
         long_hair: opacity of long hair framing the face (toward female; `editors.gender.hair`).
-        hair_darkening: how much darker than the scalp hair above the forehead the long hair is.
+        hair_darkening: how much darker than the photo's own hair (`own_hair_colour`) the long hair is.
         ring_scale: anchor ring of the warp (multiple of the face oval); nothing outside it changes.
         proportions_path: the proportions table.
     """
