@@ -1,4 +1,6 @@
-"""Hair masks for the age editor: MediaPipe selfie segmentation, above the jaw, outside the face.
+"""Hair masks: MediaPipe selfie segmentation, above the jaw, outside the face.
+
+Used by the age editor (greying) and the gender editor (the colour of its opt-in long hair).
 
 The `selfie_segmentation` asset (a TFLite person segmenter, run with `ai-edge-litert`) gives the
 person's silhouette. Hair is approximated as the silhouette above the mouth line, outside the face
@@ -6,7 +8,9 @@ below the brows, and not coloured like the face's own skin (ears, neck, forehead
 
 Known limit: a dark hat or headscarf is part of the silhouette and coloured like dark hair, so it is
 taken for hair (Grace Hopper's cap in the demo set). Neither colour nor strand texture separates them
-reliably on the demo photos, which is why the age editor leaves greying off by default.
+reliably on the demo photos, which is why the age editor leaves greying off by default. In grey
+photos the skin test is weaker, and a light backdrop beside dark hair enters the mask (Tom Hanks'
+portrait: the gender editor's hair comes out a lighter grey than his).
 """
 
 from __future__ import annotations
