@@ -181,6 +181,39 @@ def test_gender_symmetry_and_placebo_verdicts():
     assert unmeasured["reasons"].tolist() == ["target_not_measured"] * 3 and not unmeasured["valid"].any()
 
 
+def test_a_target_the_judge_cannot_show_is_named_so():
+    """An 80-year-old made older on a judge that stops at 80, or a face judged female pushed toward
+    female, cannot show the target change: `target_beyond_judge`, not `target_not_moved` (still invalid)."""
+    from engine.audit.age_gender import AGE_WEIGHTS
+    from engine.audit.verdicts import JUDGE_SCALES
+
+    assert JUDGE_SCALES["delta_est_age"][1:] == (AGE_WEIGHTS.min(), AGE_WEIGHTS.max())
+    table = _age_table().iloc[:2].copy()
+    table["est_age_ref"] = [79.9, 76.0]
+    table["delta_est_age"] = [0.1, 1.0]
+    out = verdicts(table, AGE_OLDER, AuditThresholds())
+    assert out["reasons"].tolist() == ["target_beyond_judge", "target_not_moved"]  # 76 + 5 = 81 > 80
+    assert not out["valid"].any() and not out["check_target"].any()
+    # At strength 0.25 only 1.25 years are needed: 79.9 + 1.25 is beyond, 76 + 1.25 is not.
+    assert verdicts(table.assign(strength=0.25), AGE_OLDER, AuditThresholds())["reasons"].tolist() == [
+        "target_beyond_judge", ""]
+    young = table.assign(est_age_ref=[3.0, 30.0], delta_est_age=[-1.0, -1.0])
+    younger = AuditPolicy("age", "younger", TargetCheck(("delta_est_age",), "min_age_change", -1))
+    assert verdicts(young, younger, AuditThresholds())["reasons"].tolist() == ["target_beyond_judge",
+                                                                               "target_not_moved"]
+    # Gender, per face: toward female from p(male) 0.05 cannot drop 0.1; toward male from 0.05 can rise.
+    gender = _gender_table().assign(est_p_male_ref=[0.05, 0.05, 0.9], delta_est_p_male=[0.0, 0.0, -0.01],
+                                    delta_est_age=0.0)
+    opposite = AuditPolicy("gender", "opposite", TargetCheck(
+        ("delta_est_p_male",), "min_p_target_change", sign_key="target", signs=(("male", 1), ("female", -1))))
+    assert verdicts(gender, opposite, AuditThresholds())["reasons"].tolist() == [
+        "target_beyond_judge", "target_not_moved", "target_not_moved"]
+    # A moved target passes whatever the scale says; a missing reference reading cannot rule it out.
+    assert verdicts(table.assign(delta_est_age=[5.0, 5.0]), AGE_OLDER, AuditThresholds())["valid"].all()
+    no_ref = verdicts(table.drop(columns="est_age_ref"), AGE_OLDER, AuditThresholds())
+    assert no_ref["reasons"].tolist() == ["target_not_moved"] * 2
+
+
 def test_reported_target_and_exempt_expression():
     table = pd.DataFrame({"strength": 1.0, "delta_est_age": 0.0, "delta_est_p_male": 0.0,
                           "blendshape_change": [0.3, 0.01], "edit_drawn": [5, 3], "edit_requested": [5, 5]})

@@ -7,6 +7,10 @@ and `reasons`, reading only the editor's `AuditPolicy` and the `AuditThresholds`
 
 * ``target_not_moved``    the target's delta did not move far enough in the intended direction
   (or the editor's own `ReportedTarget` says so, under the reason it names);
+* ``target_beyond_judge`` it did not, and it could not have: the reference already reads within the
+  threshold of the judge's end of scale (an 80-year-old made older on an age judge that stops at 80,
+  a face judged female at p(male) 0.05 that must lose 0.1 toward female), so the judge cannot show the
+  change whatever the edit did;
 * ``target_not_measured`` no judge measured the target (e.g. its judge was switched off);
 * ``nontarget_moved``     a judged property other than the target moved too much;
 * ``expression_moved``    the re-detected blendshapes moved too much (where the policy keeps them);
@@ -39,6 +43,7 @@ from engine.types import AuditPolicy, ReportedTarget, TargetCheck
 
 REASONS = (
     "target_not_moved",
+    "target_beyond_judge",
     "target_not_measured",
     "nontarget_moved",
     "expression_moved",
@@ -52,6 +57,13 @@ REASONS = (
 KEPT_READINGS: dict[str, str] = {
     "delta_est_age": "max_age_change_nontarget",
     "delta_est_p_male": "max_p_male_change_nontarget",
+}
+#: The scale of a judged target: the audit column of the change -> (the reference's reading, lowest and
+#: highest value the judge can give). The age judge's expected age runs over its classes, 0.25 to 80
+#: years (`engine.audit.age_gender.AGE_WEIGHTS`); p(male) is a probability.
+JUDGE_SCALES: dict[str, tuple[str, float, float]] = {
+    "delta_est_age": ("est_age_ref", 0.25, 80.0),
+    "delta_est_p_male": ("est_p_male_ref", 0.0, 1.0),
 }
 #: Readings a policy may add to the kept ones (`AuditPolicy.also_kept`), with their thresholds.
 OPTIONAL_KEPT: dict[str, str] = {"delta_symmetry_index_rel": "max_symmetry_change_nontarget"}
@@ -121,9 +133,27 @@ def _judged_target(out: pd.DataFrame, target: TargetCheck, threshold: np.ndarray
         pick = np.argmax(np.where(np.isnan(signed), -np.inf, signed), axis=0)
         out["delta_target"] = np.where(np.isnan(best), np.nan, deltas[pick, np.arange(n)])
     moved = best >= threshold
+    reachable = _reachable(out, present, sign, threshold)
     reasons.flag(np.isnan(best), "face_not_found")
-    reasons.flag(~np.isnan(best) & ~moved, "target_not_moved")
+    reasons.flag(~np.isnan(best) & ~moved & reachable, "target_not_moved")
+    reasons.flag(~np.isnan(best) & ~moved & ~reachable, "target_beyond_judge")
     out["check_target"] = np.where(np.isnan(best), False, moved)
+
+
+def _reachable(out: pd.DataFrame, present: list[str], sign: np.ndarray, threshold: np.ndarray) -> np.ndarray:
+    """Per row: could any facet of the target move by `threshold` in its direction within its judge's
+    scale (`JUDGE_SCALES`; a facet without a known scale, or without a reference reading, always could)?"""
+    n = len(out)
+    reachable = np.zeros(n, dtype=bool)
+    for column in present:
+        scale = JUDGE_SCALES.get(column)
+        if scale is None or scale[0] not in out:
+            return np.ones(n, dtype=bool)
+        ref = out[scale[0]].astype(float).to_numpy()
+        up, down = scale[2] - ref, ref - scale[1]
+        room = np.where(sign > 0, up, np.where(sign < 0, down, np.maximum(up, down)))
+        reachable |= np.isnan(ref) | (room >= threshold)
+    return reachable
 
 
 def _reported_target(out: pd.DataFrame, target: ReportedTarget, reasons: _Reasons) -> None:
