@@ -33,6 +33,10 @@ were calibrated again with those faces measurable (age 6.7 -> 6.4 y, p(male) 0.1
 blendshapes 0.031 -> 0.034, symmetry index 0.29 -> 0.30), which moved verdicts on every experiment.
 `age_shift` was saved once more for the broad buccal hollows and warmer skin shadows of the age
 editor's version 8 (the compact ones drew blotches).
+Saved again (stop 21) for `target_beyond_judge`: a target the judge could not have shown (the
+reference within the threshold of the judge's end of scale) is named so instead of
+`target_not_moved`. Only `reasons` moved: 2 rows of age_shift (Grace Hopper and lfw_008, judged
+79.9 and 78.1 years), 22 of gender_swap (faces judged female, pushed toward female).
     python scripts/golden.py compare age_shift    # one experiment
     python scripts/golden.py compare runner.device=cpu   # with more Hydra overrides
 """
