@@ -14,13 +14,12 @@ brows, lids and lips alone barely move a judgement of a man's face. The hair is 
 * strands radiate from the parting (a texture that varies fast across strands and slowly along
   them), in two octaves of clumping, with no drawn highlight (it read as a light streak);
 * its colour is the median of the photo's own segmented hair outside the face (`own_hair_colour`),
-  falling back to dark brown-black (grey in a grey photo) where there is none; that hair stays in
-  front, so the new hair falls beside and below a bob or curls;
+  falling back to dark brown-black (grey in a grey photo) where there is none;
 * the hair's inner edge casts a soft shadow on the skin; everything, edges and strands, is softened
   by the photo's own estimated blur, so the hair is never sharper than the photo.
 
-Off by default (`long_hair: 0`): on sharp photos it reads as long hair on dark-haired men, but as
-straight brown panels over light or curly hair (docs/EDITORS.md, "Gender").
+Off by default (`long_hair: 0`): on sharp photos it reads as long hair on most faces, but as straight
+panels laid over a bob or curls (docs/EDITORS.md, "Gender").
 
 The strand texture comes from the per-image generators, so it is deterministic given the seed.
 """
@@ -44,7 +43,6 @@ def face_coordinates(
 
     Origin between the eyes, u toward the subject's left (image right), v down the face.
     """
-
     centre, ex, ey, iod = face_frame(landmarks)
     h, w = size
     ys = torch.arange(h, device=landmarks.device, dtype=torch.float32) + 0.5
@@ -73,7 +71,7 @@ def _scaled_oval(landmarks: torch.Tensor, sx: float, sy: float, lift: float) -> 
 def _head(landmarks: torch.Tensor, grow_u: float, grow_top: float) -> torch.Tensor:
     """The head's outline `(N, K, 2)`: the face oval with its upper half raised to the skull's crown.
 
-    The oval ends at the hairline; the crown lies about `SKULL` times as far above the eye line. Points
+    The oval ends on the upper forehead; the crown lies about `SKULL` times as far above the eye line. Points
     are then pushed out by `grow_u` IOD sideways and `grow_top` IOD over the top (0 for the skull itself).
     """
     from engine.faces.mesh import landmark_group
@@ -144,7 +142,6 @@ def _oval_halfwidth(landmarks: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
 
 def _frame_v(landmarks: torch.Tensor, index: int) -> torch.Tensor:
     """v coordinate `(N, 1, 1, 1)` of one landmark in the face frame."""
-
     centre, _, ey, iod = face_frame(landmarks)
     return (((landmarks[:, index, :2] - centre) * ey).sum(-1) / iod).view(-1, 1, 1, 1)
 
@@ -227,7 +224,6 @@ def render_hair(
     amount: torch.Tensor,
     blur_px: torch.Tensor,
     generators: list[torch.Generator],
-    own_hair: torch.Tensor | None = None,
     shadow: float = 0.25,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Composite long hair onto `images`; returns the images and the hair's hard support `(N, 1, H, W)`.
@@ -239,8 +235,6 @@ def render_hair(
         amount: `(N,)` opacity in [0, 1] (strength times the per-face female amount).
         blur_px: `(N,)` the photo's own blur in pixels.
         generators: one per image, for the strand texture.
-        own_hair: `(N, 1, H, W)` the photo's own hair, which stays in front: the new hair falls beside
-            and below a bob or curls instead of painting straight panels over them.
         shadow: darkening of the skin just inside the hair's edge.
     """
     size = tuple(images.shape[-2:])
@@ -252,8 +246,6 @@ def render_hair(
     hair = (colour * gain).clamp(0.0, 1.0)
     # Ragged ends and a thin, strand-broken edge: strands reach a little further or stop a little short.
     alpha = (cover * (1.0 + 0.35 * tex)).clamp(0.0, 1.0) * amount.view(-1, 1, 1, 1)
-    if own_hair is not None:
-        alpha = alpha * (1.0 - own_hair)
     # The hair's edge shadows the skin beside it (ambient occlusion under a curtain of hair).
     halo = gm.gaussian_blur(cover, 0.06 * iod) - cover
     shade = 1.0 - shadow * amount.view(-1, 1, 1, 1) * halo.clamp(min=0.0) * 2.0
