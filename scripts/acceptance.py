@@ -108,7 +108,7 @@ def run_study(name: str, split: str, out: Path, extra: list[str]) -> pd.DataFram
 
 def summarise(name: str, audit: pd.DataFrame) -> list[dict]:
     """Rows of the acceptance table: one per group (lfw, sharp, all)."""
-    from engine.audit.verdicts import reason_counts
+    from engine.audit.verdicts import reason_labels
 
     study = STUDIES[name]
     rows = []
@@ -119,7 +119,6 @@ def summarise(name: str, audit: pd.DataFrame) -> list[dict]:
             scored = part[male] if study.faces == "male_at_sham" else part[~male]
         # A direction of the gender edit is judged on the faces it is meant for, valid share included.
         judged = scored if study.faces != "all" else part
-        reasons = reason_counts(judged["reasons"])
         row = {
             "study": name, "group": group, "faces": len(judged),
             "valid": int(judged["valid"].astype(bool).sum()),
@@ -127,7 +126,7 @@ def summarise(name: str, audit: pd.DataFrame) -> list[dict]:
             "scored_faces": len(scored),
             "median_effect": float(np.nanmedian(scored[study.measure].astype(float)))
             if study.measure and study.measure in scored and len(scored) else float("nan"),
-            "top_reasons": ", ".join(f"{r} {c}" for r, c in reasons.most_common(3)),
+            "top_reasons": ", ".join(reason_labels(judged, sep=" ")[:3]),
         }
         if "mouth_corner_drop" in part:
             row["median_mouth_corner_drop"] = float(np.nanmedian(part["mouth_corner_drop"].astype(float)))

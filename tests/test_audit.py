@@ -181,6 +181,29 @@ def test_gender_symmetry_and_placebo_verdicts():
     assert unmeasured["reasons"].tolist() == ["target_not_measured"] * 3 and not unmeasured["valid"].any()
 
 
+def test_the_audit_says_which_judge_a_nontarget_failure_moved():
+    """`nontarget_readings` names the kept readings that moved; the summaries count them under
+    `nontarget_moved`; an occluding policy, whose non-target checks do not apply, names none."""
+    from engine.audit.verdicts import reason_labels
+
+    table = _age_table().iloc[:3].copy()
+    table["delta_est_age"] = [5.0, 5.0, 5.0]
+    table["delta_est_p_male"] = [0.0, 0.5, 0.5]
+    female = AuditPolicy("gender", "female", TargetCheck(("delta_est_p_male",), "min_p_target_change", -1))
+    gender = table.assign(delta_est_p_male=[-0.3, -0.3, -0.3], delta_est_age=[0.0, 9.0, -9.0])
+    out = verdicts(table, AGE_OLDER, AuditThresholds())
+    assert out["nontarget_readings"].tolist() == ["", "est_p_male", "est_p_male"]
+    g = verdicts(gender, female, AuditThresholds())  # the target's own reading is never a non-target
+    assert g["nontarget_readings"].tolist() == ["", "est_age", "est_age"]
+    both = verdicts(table.assign(delta_est_age=[9.0, 9.0, 0.0]),
+                    AuditPolicy("none"), AuditThresholds())
+    assert both["nontarget_readings"].tolist() == ["est_age", "est_age;est_p_male", "est_p_male"]
+    assert reason_labels(both) == ["nontarget_moved ×3 (est_age ×2, est_p_male ×2)"]
+    assert reason_labels(both.drop(columns="nontarget_readings"), sep=" ") == ["nontarget_moved 3"]
+    covered = verdicts(table.assign(edit_drawn=5, edit_requested=5), occluding_policy(), AuditThresholds())
+    assert (covered["nontarget_readings"] == "").all()
+
+
 def test_a_target_the_judge_cannot_show_is_named_so():
     """An 80-year-old made older on a judge that stops at 80, or a face judged female pushed toward
     female, cannot show the target change: `target_beyond_judge`, not `target_not_moved` (still invalid)."""

@@ -12,7 +12,8 @@ and `reasons`, reading only the editor's `AuditPolicy` and the `AuditThresholds`
   a face judged female at p(male) 0.05 that must lose 0.1 toward female), so the judge cannot show the
   change whatever the edit did;
 * ``target_not_measured`` no judge measured the target (e.g. its judge was switched off);
-* ``nontarget_moved``     a judged property other than the target moved too much;
+* ``nontarget_moved``     a judged property other than the target moved too much
+  (`nontarget_readings` names which: `est_age`, `est_p_male`, ...);
 * ``expression_moved``    the re-detected blendshapes moved too much (where the policy keeps them);
 * ``leak_outside_mask``   pixels (or LPIPS) changed outside the edit mask;
 * ``identity_changed``    the face no longer reads as the same person;
@@ -76,6 +77,19 @@ def reason_counts(reasons: pd.Series) -> Counter:
     # Not fillna(""): a table where every edit passed reads its empty column as float NaN, and pandas
     # refuses to fill a float column with a string.
     return Counter(r for rs in reasons if isinstance(rs, str) for r in rs.split(";") if r)
+
+
+def reason_labels(table: pd.DataFrame, sep: str = " ×") -> list[str]:
+    """Each failure reason of a verdict table with its count, most frequent first; `nontarget_moved` also
+    says which judges moved (from `nontarget_readings`), e.g. "nontarget_moved ×9 (est_age ×7, est_p_male ×3)"."""
+    labels = []
+    for reason, count in reason_counts(table["reasons"]).most_common():
+        label = f"{reason}{sep}{count}"
+        if reason == "nontarget_moved" and "nontarget_readings" in table:
+            which = reason_counts(table["nontarget_readings"]).most_common()
+            label += " (" + ", ".join(f"{r}{sep}{c}" for r, c in which) + ")" if which else ""
+        labels.append(label)
+    return labels
 
 
 class _Reasons:
@@ -188,8 +202,8 @@ def verdicts(df: pd.DataFrame, policy: AuditPolicy, thresholds: AuditThresholds,
             property by about s times the full-strength change).
 
     Returns:
-        A copy of `df` with check_target (when the policy has a target), check_nontarget,
-        check_identity (when measured), check_expression, check_outside, reasons and valid; an
+        A copy of `df` with check_target (when the policy has a target), check_nontarget and
+        nontarget_readings, check_identity (when measured), check_expression, check_outside, reasons and valid; an
         occluding policy's table also has checks_not_applied and landmarks_of_edit (its checks that
         do not apply are NA).
     """
@@ -221,14 +235,18 @@ def verdicts(df: pd.DataFrame, policy: AuditPolicy, thresholds: AuditThresholds,
     if unknown:
         raise ValueError(f"AuditPolicy.also_kept={sorted(unknown)}: no threshold; known: {sorted(OPTIONAL_KEPT)}")
     kept_readings = {**KEPT_READINGS, **{c: OPTIONAL_KEPT[c] for c in policy.also_kept}}
+    moved_readings = _Reasons(n)  # which kept readings moved, in `kept_readings` order
     for column, field in kept_readings.items():
         values = _values(out, column)
         ok = _bounded(np.abs(values), getattr(thresholds, field)) if values is not None and column not in targeted else None
         if ok is not None:
             kept &= ok
+            moved_readings.flag(~ok, column.removeprefix("delta_"))
     if not occluding:
         reasons.flag(~kept, "nontarget_moved")
     out["check_nontarget"] = kept
+    # Which judge moved: "nontarget_moved" alone does not say whether the age or the sex judge did.
+    out["nontarget_readings"] = "" if occluding else moved_readings.joined()
 
     same_person = _bounded(_values(out, "identity_distance"), thresholds.max_identity_distance)
     if same_person is not None:

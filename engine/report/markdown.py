@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from engine.audit.verdicts import reason_counts
+from engine.audit.verdicts import reason_labels
 
 
 def cell(value: Any) -> str:
@@ -56,8 +56,7 @@ def audit_summary(audit: pd.DataFrame | None) -> str:
     for s, g in audit.groupby("strength"):
         row: dict[str, Any] = {"strength": s, "n": len(g), "valid": int(g["valid"].astype(bool).sum())}
         if "reasons" in g:
-            counts = reason_counts(g["reasons"]).most_common()
-            row["reasons"] = ", ".join(f"{r} ×{c}" for r, c in counts) or "-"
+            row["reasons"] = ", ".join(reason_labels(g)) or "-"
         for col in g.columns:
             if col.startswith("delta_") or col in ("blendshape_change", "outside_change"):
                 values = g[col].astype(float)
