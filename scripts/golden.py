@@ -36,7 +36,8 @@ editor's version 8 (the compact ones drew blotches).
 Saved again (stop 21) for `target_beyond_judge`: a target the judge could not have shown (the
 reference within the threshold of the judge's end of scale) is named so instead of
 `target_not_moved`. Only `reasons` moved: 2 rows of age_shift (Grace Hopper and lfw_008, judged
-79.9 and 78.1 years), 22 of gender_swap (faces judged female, pushed toward female).
+79.9 and 78.1 years), 22 of gender_swap (faces judged female, pushed toward female). And once
+more for the new audit column `nontarget_readings` (which kept judge moved); no other value moved.
     python scripts/golden.py compare age_shift    # one experiment
     python scripts/golden.py compare runner.device=cpu   # with more Hydra overrides
 """
