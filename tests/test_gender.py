@@ -282,3 +282,13 @@ def test_own_hair_colour_is_the_median_of_the_hair_outside_the_face_and_greys_wi
     grey = own_hair_colour(grey_skin.expand(1, 3, size, size).clone(), torch.zeros_like(hair), lm, grey_skin)
     grey = grey.view(3)
     assert float(grey.max() - grey.min()) < 1e-6 and float(grey[0]) < 0.15
+
+
+def test_no_hair_to_draw_runs_no_segmenter_and_changes_no_pixel(batch):
+    """Male targets and the sham draw no hair: the selfie segmenter is not even loaded, and the output is
+    the same as with long hair off."""
+    for target, strength in (("male", 1.0), ("female", 0.0)):
+        editor = GenderEditor(target=target, long_hair=1.0)
+        out = editor.edit(batch, strength, seed=0)
+        assert editor._segmenter is None
+        assert torch.equal(out.images, GenderEditor(target=target).edit(batch, strength, seed=0).images)

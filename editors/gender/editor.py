@@ -186,12 +186,14 @@ class GenderEditor(Editor):
             warped, regions, iod, own_blur, female * s, male * s, batch.generators(seed, "stubble")
         )
         allowed = self.allowed_region(src, dst, size)
-        if self.long_hair > 0:
+        # Curtains drawn for a frontal view fall over the near cheek of a turned face (photo_table#4).
+        amount = female * s * self.long_hair * fade_with_yaw(src, *HAIR_FADE_YAW_DEG).to(images.dtype)
+        # No hair to draw (male targets, the sham, profiles): no segmentation either; at amount 0 the
+        # render gives back its input exactly, so skipping it changes no pixel.
+        if bool((amount > 0).any()):
             skin = gt.masked_mean(warped, regions.cheeks)
             own_hair = self._own_hair(images, src, skin)
             colour = own_hair_colour(images, own_hair, src, skin) * (1.0 - self.hair_darkening)
-            # Curtains drawn for a frontal view fall over the near cheek of a turned face (photo_table#4).
-            amount = female * s * self.long_hair * fade_with_yaw(src, *HAIR_FADE_YAW_DEG).to(images.dtype)
             textured, support = render_hair(
                 textured, dst, colour, amount, own_blur, batch.generators(seed, "hair")
             )
