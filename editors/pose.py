@@ -1,6 +1,7 @@
 """The face's own frame and head yaw, from the landmarks alone, shared by the procedural editors.
 
-`face_frame` is the frame the editors measure proportions in (origin between the irises, IOD units).
+`face_frame` is the frame the editors measure proportions in (origin between the irises, IOD units);
+`face_widths` the width they scale blurs and masks by.
 Yaw serves cues drawn for a frontal view that must fade on turned faces.
 
 MediaPipe's pose matrix is missing for some faces (found in tiles or re-detected in a margin), so yaw
@@ -14,6 +15,8 @@ from __future__ import annotations
 import torch
 
 RIGHT_IRIS, LEFT_IRIS = 468, 473
+#: Face-oval points beside the subject's right and left ear: their distance is "the face width".
+FACE_EDGES = (234, 454)
 #: |r| / tan(yaw) for the nose-offset yaw estimate of `yaw_degrees`.
 YAW_FROM_NOSE_OFFSET = 1.72
 
@@ -26,6 +29,11 @@ def face_frame(landmarks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, tor
     ex = axis / iod[:, None]
     ey = torch.stack([-ex[:, 1], ex[:, 0]], dim=-1)
     return (left + right) / 2, ex, ey, iod
+
+
+def face_widths(landmarks: torch.Tensor) -> torch.Tensor:
+    """`(N,)` face width in its own pixels: the distance between the oval points beside the ears."""
+    return (landmarks[:, FACE_EDGES[1], :2] - landmarks[:, FACE_EDGES[0], :2]).norm(dim=-1)
 
 
 def yaw_degrees(landmarks: torch.Tensor) -> torch.Tensor:

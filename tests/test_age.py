@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from editors.age import AgeEditor
-from editors.age.template import face_widths
 from editors.age.tone import region_masks
+from editors.pose import face_widths
 from editors.skin import gaussian_blur, luminance
 from engine.data import DemoDataset
 from engine.faces import FaceAnalyzer

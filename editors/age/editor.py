@@ -38,7 +38,6 @@ from editors.age.geometry import frontal_weight, smooth_outer_warp
 from editors.age.shape import SAG_PARTS, growth_displacements, sag_displacements
 from editors.age.template import (
     TEMPLATE_SIZE,
-    face_widths,
     sample_template,
     template_face_width,
     template_sampling_map,
@@ -55,6 +54,7 @@ from editors.age.tone import (
     region_masks,
     smooth_skin,
 )
+from editors.pose import face_widths
 from editors.skin import (
     detail_scale,
     gaussian_blur,

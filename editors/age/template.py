@@ -14,6 +14,7 @@ from functools import lru_cache
 import numpy as np
 import torch
 
+from editors.pose import FACE_EDGES
 from editors.warp import apply_backward_map, backward_map
 from engine.faces.mesh import NUM_LANDMARKS, canonical_vertices, landmark_group
 
@@ -22,8 +23,6 @@ TEMPLATE_SIZE = 512
 #: Template framing (fractions of its side): inter-ocular distance and eye height, as in the crops.
 TEMPLATE_EYE_DISTANCE = 0.28
 TEMPLATE_EYE_HEIGHT = 0.42
-#: Face-oval points beside the subject's right and left ear: their distance is "the face width".
-FACE_EDGES = (234, 454)
 _IRIS_RINGS = {468: (469, 470, 471, 472), 473: (474, 475, 476, 477)}
 
 
@@ -53,11 +52,6 @@ def template_face_width(size: int = TEMPLATE_SIZE) -> float:
     """Width of the template face oval, in template pixels (the unit of every size in face widths)."""
     points = template_landmarks(size)
     return float(np.linalg.norm(points[FACE_EDGES[1], :2] - points[FACE_EDGES[0], :2]))
-
-
-def face_widths(landmarks: torch.Tensor) -> torch.Tensor:
-    """`(N,)` face width in its own pixels: the distance between the oval points beside the ears."""
-    return (landmarks[:, FACE_EDGES[1], :2] - landmarks[:, FACE_EDGES[0], :2]).norm(dim=-1)
 
 
 def similarity_fit(src: torch.Tensor, dst: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -49,7 +49,7 @@ from editors.gender.shape import (
     target_landmarks,
 )
 from editors.gender.targets import check_target, face_targets, gender_target_check
-from editors.pose import fade_with_yaw
+from editors.pose import face_widths, fade_with_yaw
 from editors.warp import DEFAULT_RING_SCALE, apply_backward_map, backward_map
 from engine.types import AuditPolicy, Editor, EditResult, FaceBatch
 
@@ -214,9 +214,8 @@ class GenderEditor(Editor):
 
         if self._segmenter is None:
             self._segmenter = PersonSegmenter()
-        width = (landmarks[:, 454, :2] - landmarks[:, 234, :2]).norm(dim=-1)
         person = self._segmenter(images)
-        return hair_masks(srgb_to_linear(images), landmarks, person, width, srgb_to_linear(skin))
+        return hair_masks(srgb_to_linear(images), landmarks, person, face_widths(landmarks), srgb_to_linear(skin))
 
     def allowed_region(self, src: torch.Tensor, dst: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         """`(N, 1, H, W)` hard mask of the warp's anchor ring (source and target): all edits lie inside."""
