@@ -68,18 +68,23 @@ def _scaled_oval(landmarks: torch.Tensor, sx: float, sy: float, lift: float) -> 
     return c + sx * a * ex[:, None] + (sy * b - lift * iod[:, None, None]) * ey[:, None]
 
 
+def _oval_uv(landmarks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The face oval's points in the face frame: `(u, v)` each `(N, K)`, in IOD."""
+    from engine.faces.mesh import landmark_group
+
+    centre, ex, ey, iod = face_frame(landmarks)
+    rel = landmarks[:, list(landmark_group("face_oval")), :2] - centre[:, None]
+    return (rel * ex[:, None]).sum(-1) / iod[:, None], (rel * ey[:, None]).sum(-1) / iod[:, None]
+
+
 def _head(landmarks: torch.Tensor, grow_u: float, grow_top: float) -> torch.Tensor:
     """The head's outline `(N, K, 2)`: the face oval with its upper half raised to the skull's crown.
 
     The oval ends on the upper forehead; the crown lies about `SKULL` times as far above the eye line. Points
     are then pushed out by `grow_u` IOD sideways and `grow_top` IOD over the top (0 for the skull itself).
     """
-    from engine.faces.mesh import landmark_group
-
     centre, ex, ey, iod = face_frame(landmarks)
-    rel = landmarks[:, list(landmark_group("face_oval")), :2] - centre[:, None]
-    u = (rel * ex[:, None]).sum(-1) / iod[:, None]
-    v = (rel * ey[:, None]).sum(-1) / iod[:, None]
+    u, v = _oval_uv(landmarks)
     up = v < 0
     v = torch.where(up, v * SKULL, v)
     norm = torch.hypot(u, torch.where(up, v, torch.zeros_like(v))).clamp(min=1e-6)
@@ -131,11 +136,7 @@ def hair_region(landmarks: torch.Tensor, size: tuple[int, int], blur_px: torch.T
 
 def _oval_halfwidth(landmarks: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     """How far the face oval reaches on each pixel's side of the face `(N, 1, H, W)`, in IOD."""
-    from engine.faces.mesh import landmark_group
-
-    centre, ex, _, iod = face_frame(landmarks)
-    oval = landmarks[:, list(landmark_group("face_oval")), :2]
-    ou = ((oval - centre[:, None]) * ex[:, None]).sum(-1) / iod[:, None]
+    ou, _ = _oval_uv(landmarks)
     left, right = (-ou).amax(dim=1), ou.amax(dim=1)
     return torch.where(u >= 0, right.view(-1, 1, 1, 1), left.view(-1, 1, 1, 1))
 
