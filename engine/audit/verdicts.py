@@ -39,6 +39,7 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
+from engine.audit.age_gender import AGE_WEIGHTS
 from engine.audit.thresholds import AuditThresholds
 from engine.types import AuditPolicy, ReportedTarget, TargetCheck
 
@@ -60,10 +61,10 @@ KEPT_READINGS: dict[str, str] = {
     "delta_est_p_male": "max_p_male_change_nontarget",
 }
 #: The scale of a judged target: the audit column of the change -> (the reference's reading, lowest and
-#: highest value the judge can give). The age judge's expected age runs over its classes, 0.25 to 80
-#: years (`engine.audit.age_gender.AGE_WEIGHTS`); p(male) is a probability.
+#: highest value the judge can give). The age judge's expected age runs over its classes (0.25 to 80
+#: years); p(male) is a probability.
 JUDGE_SCALES: dict[str, tuple[str, float, float]] = {
-    "delta_est_age": ("est_age_ref", 0.25, 80.0),
+    "delta_est_age": ("est_age_ref", float(AGE_WEIGHTS.min()), float(AGE_WEIGHTS.max())),
     "delta_est_p_male": ("est_p_male_ref", 0.0, 1.0),
 }
 #: Readings a policy may add to the kept ones (`AuditPolicy.also_kept`), with their thresholds.
