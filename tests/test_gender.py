@@ -189,12 +189,12 @@ def test_long_hair_frames_the_face_toward_female_only(batch):
     assert torch.equal(male.mask, GenderEditor(target="male", long_hair=0.0).edit(batch, 1.0, seed=0).mask)
 
 
-def _frame_point(landmarks: torch.Tensor, u: float, v: float) -> torch.Tensor:
-    """Pixel `(N, 2)` at face-frame coordinates (u, v) in IOD (u toward image right, v down the face)."""
-    from editors.gender.shape import face_frame
+def _frame_point(landmarks: torch.Tensor, u: float, v: torch.Tensor) -> torch.Tensor:
+    """Pixel `(N, 2)` at face-frame coordinates (u, v `(N,)`) in IOD (u toward image right, v down the face)."""
+    from editors.pose import face_frame
 
     centre, ex, ey, iod = face_frame(landmarks.float())
-    return centre + (u * ex + v * ey) * iod[:, None]
+    return centre + (u * ex + v[:, None] * ey) * iod[:, None]
 
 
 def test_long_hair_hangs_from_the_crown_and_leaves_the_forehead_clear(batch):
@@ -202,7 +202,7 @@ def test_long_hair_hangs_from_the_crown_and_leaves_the_forehead_clear(batch):
 
     The faces are shrunk into the middle of the canvas so that the whole head fits.
     """
-    from editors.gender.hair import SKULL, STANDOFF_TOP, face_coordinates, hair_region
+    from editors.gender.hair import SKULL, STANDOFF_TOP, hair_region
 
     h, w = batch.size
     lm = batch.landmarks.float().clone()
@@ -210,14 +210,10 @@ def test_long_hair_hangs_from_the_crown_and_leaves_the_forehead_clear(batch):
     region = hair_region(lm, batch.size, torch.zeros(len(batch)))
 
     def cover_at(u: float, v_of: torch.Tensor) -> torch.Tensor:
-        from editors.gender.shape import face_frame
-
-        centre, ex, ey, iod = face_frame(lm)
-        p = centre + (u * ex + v_of[:, None] * ey) * iod[:, None]
+        p = _frame_point(lm, u, v_of)
         x, y = p[:, 0].round().long().clamp(0, w - 1), p[:, 1].round().long().clamp(0, h - 1)
         return region[torch.arange(len(batch)), 0, y, x]
 
-    _, v, _ = face_coordinates(lm[..., :2], batch.size)
     from editors.gender.hair import _frame_v
 
     v_top = _frame_v(lm, 10).view(-1)
