@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from editors.age.template import similarity_fit, template_face_width, template_landmarks
-from editors.pose import face_frame
+from editors.pose import face_frame, face_widths
 from engine.faces.mesh import NUM_LANDMARKS, mirror_index
 
 Weights = dict[int, float]
@@ -102,7 +102,7 @@ def _lip_thinning(landmarks: torch.Tensor, amount: torch.Tensor) -> torch.Tensor
     # At most half the lip thickness goes: beyond that the lips turn into a hard line.
     fraction = (0.4 * amount).clamp(max=0.5).view(n, 1, 1)
     shift = fraction * (xy[:, inner] - xy[:, outer])  # (N, K, 2)
-    width = (xy[:, 454] - xy[:, 234]).norm(dim=-1).view(n, 1, 1)
+    width = face_widths(xy).view(n, 1, 1)
     dist2 = (xy[:, :, None, :] - xy[:, None, outer, :]).pow(2).sum(-1)  # (N, 478, K)
     weight = torch.exp(-0.5 * dist2 / (0.04 * width) ** 2)
     spread = torch.einsum("njk,nkc->njc", weight, shift) / weight.sum(-1, keepdim=True).clamp(min=1.0)
