@@ -186,8 +186,10 @@ class GenderEditor(Editor):
             warped, regions, iod, own_blur, female * s, male * s, batch.generators(seed, "stubble")
         )
         allowed = self.allowed_region(src, dst, size)
-        # Curtains drawn for a frontal view fall over the near cheek of a turned face (photo_table#4).
-        amount = female * s * self.long_hair * fade_with_yaw(src, *HAIR_FADE_YAW_DEG).to(images.dtype)
+        amount = female * s * self.long_hair
+        if self.long_hair > 0:
+            # Curtains drawn for a frontal view fall over the near cheek of a turned face (photo_table#4).
+            amount = amount * fade_with_yaw(src, *HAIR_FADE_YAW_DEG).to(images.dtype)
         # No hair to draw (male targets, the sham, profiles): no segmentation either; at amount 0 the
         # render gives back its input exactly, so skipping it changes no pixel.
         if bool((amount > 0).any()):
