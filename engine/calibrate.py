@@ -62,8 +62,8 @@ NOISE_THRESHOLDS = {
 #: Measures reported in the noise table (a target's noise shows how far its threshold is above it).
 #: The pairs have no edit mask, so the perceptual judge's "outside" columns cover the whole crop.
 REPORTED = ("delta_est_age", "delta_est_p_male", "blendshape_change", "identity_distance",
-            "delta_symmetry_index_rel", "delta_image_asymmetry_rel", "mouth_corner_drop", "lpips_out", "ssim_out",
-            "outside_change")
+            "delta_symmetry_index_rel", "delta_image_asymmetry_rel", "delta_image_asymmetry_detail_rel",
+            "mouth_corner_drop", "lpips_out", "ssim_out", "outside_change")
 
 
 def _warp(img: np.ndarray, m: np.ndarray) -> np.ndarray:

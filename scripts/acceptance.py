@@ -72,6 +72,11 @@ TARGETS: dict[str, list[tuple[str, str, str, float]]] = {
     "semg": [],
 }
 
+#: Medians reported beside the effect where the audit has them: the asymmetry edit's mouth corner, and
+#: the pixel asymmetry of the face's detail alone (how much of a symmetry edit's effect is the light).
+SECONDARY = {"mouth_corner_drop": "median_mouth_corner_drop",
+             "delta_image_asymmetry_detail_rel": "median_detail_asymmetry"}
+
 #: Common overrides: strength 1 only, no classifier work beyond the cheapest, no plots or gallery.
 BASE_OVERRIDES = ("strength=1.0", "classifier=dummy", "report.plots=false", "report.gallery_max_images=0",
                   "runner.progress=off", "audit.enabled=true")
@@ -128,8 +133,9 @@ def summarise(name: str, audit: pd.DataFrame) -> list[dict]:
             if study.measure and study.measure in scored and len(scored) else float("nan"),
             "top_reasons": ", ".join(reason_labels(judged, sep=" ")[:3]),
         }
-        if "mouth_corner_drop" in part:
-            row["median_mouth_corner_drop"] = float(np.nanmedian(part["mouth_corner_drop"].astype(float)))
+        for column, key in SECONDARY.items():
+            if column in part:
+                row[key] = float(np.nanmedian(part[column].astype(float)))
         rows.append(row)
     return rows
 
@@ -165,7 +171,9 @@ def markdown(table: pd.DataFrame, provenance: dict) -> str:
         effect = "–" if not np.isfinite(r["median_effect"]) else f"{r['median_effect']:+.3g}"
         extra = ""
         if np.isfinite(r.get("median_mouth_corner_drop", np.nan)):
-            extra = f"; mouth corner drop {r['median_mouth_corner_drop']:.3f} IOD"
+            extra += f"; mouth corner drop {r['median_mouth_corner_drop']:.3f} IOD"
+        if np.isfinite(r.get("median_detail_asymmetry", np.nan)):
+            extra += f"; detail asymmetry (lighting out) {r['median_detail_asymmetry']:+.3g}"
         label = STUDIES[r["study"]].label + extra
         lines.append(f"| {r['study']} | {r['group']} | {r['faces']} | {r['valid_share']:.0%} ({r['valid']}) | "
                      f"{effect} (n={r['scored_faces']}) | {label} | {r['top_reasons'] or '–'} |")

@@ -38,6 +38,9 @@ reference within the threshold of the judge's end of scale) is named so instead 
 `target_not_moved`. Only `reasons` moved: 2 rows of age_shift (Grace Hopper and lfw_008, judged
 79.9 and 78.1 years), 22 of gender_swap (faces judged female, pushed toward female). And once
 more for the new audit column `nontarget_readings` (which kept judge moved); no other value moved.
+Saved again (stop 22) for the symmetry and asymmetry experiments' new audit columns
+`image_asymmetry_detail_ref/_edit` and `delta_image_asymmetry_detail_rel` (the pixel asymmetry with the
+lighting taken out, `editors.symmetry.measures`); every other value of both compared equal.
     python scripts/golden.py compare age_shift    # one experiment
     python scripts/golden.py compare runner.device=cpu   # with more Hydra overrides
 """

@@ -73,6 +73,31 @@ def test_a_named_section_holds_settings_that_are_not_the_defaults_and_names_them
         acc.write_docs(text, path=doc, section="missing")
 
 
+
+def test_a_symmetry_row_shows_the_detail_facet_and_the_mouth_corner_beside_its_effect():
+    """How much of a symmetry edit's pixel effect is the lighting: the detail facet's median is in the row."""
+    acc = _acceptance()
+    audit = pd.DataFrame({"image_id": ["lfw_000", "lfw_001", "lfw_002"], "strength": 1.0,
+                          "delta_image_asymmetry_rel": [-0.7, -0.6, -0.5],
+                          "delta_image_asymmetry_detail_rel": [-0.5, -0.4, np.nan],
+                          "mouth_corner_drop": [0.01, 0.02, 0.03],
+                          "valid": [True, True, False], "reasons": ["", "", "nontarget_moved"]})
+    audit["group"] = "lfw"
+    rows = acc.summarise("symmetry", audit)
+    lfw = next(r for r in rows if r["group"] == "lfw")
+    assert lfw["median_effect"] == pytest.approx(-0.6)
+    assert lfw["median_detail_asymmetry"] == pytest.approx(-0.45)
+    assert lfw["median_mouth_corner_drop"] == pytest.approx(0.02)
+    provenance = {"made": "d", "git": "g", "split": "tuning", "thresholds": "t", "overrides": [],
+                  "section": None, "studies": ["symmetry"]}
+    line = acc.markdown(pd.DataFrame(rows), provenance).splitlines()[4]
+    assert "| -0.6 (n=3) | median rel. Δ image asymmetry; mouth corner drop 0.020 IOD; " \
+           "detail asymmetry (lighting out) -0.45 |" in line
+    plain = acc.summarise("symmetry", audit.drop(columns=["delta_image_asymmetry_detail_rel", "mouth_corner_drop"]))
+    assert "median_detail_asymmetry" not in plain[0]
+    assert "detail asymmetry" not in acc.markdown(pd.DataFrame(plain), provenance)
+
+
 @pytest.mark.acceptance
 @pytest.mark.slow
 def test_every_editor_meets_its_targets_on_the_evaluation_half(tmp_path):

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 from helpers import redetect
+from symmetric_faces import SIZE, frontal_batch, gradient_image, make_batch, synthetic_face
 
 from editors.placebo import PlaceboEditor
 from editors.symmetry import SymmetryEditor
@@ -25,23 +26,8 @@ from editors.symmetry.mirror import (
 )
 from editors.warp import apply_backward_map, identity_coords, warp_images
 from engine.faces import face_masks
-from engine.faces.mesh import canonical_vertices, landmark_group, mirror_index
+from engine.faces.mesh import landmark_group
 from engine.types import FaceBatch
-
-SIZE = 256
-
-
-def make_batch(images: torch.Tensor, landmarks: torch.Tensor) -> FaceBatch:
-    n = len(images)
-    return FaceBatch(
-        ids=[f"face{i}" for i in range(n)],
-        images=images,
-        landmarks=landmarks,
-        blendshapes=torch.zeros(n, 52),
-        boxes=torch.tensor([[0.2, 0.2, 0.8, 0.8]]).repeat(n, 1) * SIZE,
-        face_mask=face_masks(landmarks, (SIZE, SIZE)),
-        pose=torch.zeros(n, 3),
-    )
 
 
 @pytest.fixture(scope="module")
@@ -49,31 +35,6 @@ def batch(real_faces) -> FaceBatch:
     """Six real faces aligned by the pipeline: astronaut, Grace Hopper (sharp photos), four upscaled LFW faces."""
     faces = real_faces(6, SIZE)
     return make_batch(faces.images, faces.landmarks)
-
-
-def synthetic_face(yaw_degrees: float, asymmetry: float = 0.0) -> torch.Tensor:
-    """MediaPipe's canonical (symmetric) face as 478 image-space landmarks, turned by `yaw_degrees`."""
-    canon = torch.from_numpy(np.array(canonical_vertices(), dtype=np.float32))
-    points = torch.zeros(478, 3)
-    points[:468] = canon
-    for centre, eye, iris in ((468, "right_eye", "right_iris"), (473, "left_eye", "left_iris")):
-        points[centre] = canon[list(landmark_group(eye))].mean(dim=0)
-        for k, ring_point in enumerate(landmark_group(iris)[1:]):
-            angle = k * math.pi / 2
-            points[ring_point] = points[centre] + 0.5 * torch.tensor([math.cos(angle), math.sin(angle), 0.0])
-    mirror = torch.from_numpy(np.array(mirror_index()))
-    for right in landmark_group("right_iris"):  # make the iris rings exact mirror images
-        points[mirror[right]] = points[right] * torch.tensor([-1.0, 1.0, 1.0])
-    if asymmetry:  # raise the subject's left mouth corner and brow
-        for idx in (291, 409, 270, 375, 321, 282, 295, 283):
-            points[idx, 1] += asymmetry
-    yaw = math.radians(yaw_degrees)
-    rotation = torch.tensor(
-        [[math.cos(yaw), 0, math.sin(yaw)], [0, 1, 0], [-math.sin(yaw), 0, math.cos(yaw)]]
-    )
-    turned = points @ rotation.T
-    # Canonical cm (x to the subject's left, y up, z toward the camera) -> image pixels.
-    return (turned * torch.tensor([12.0, -12.0, -12.0]) + torch.tensor([128.0, 128.0, 0.0]))[None]
 
 
 # --- geometry -----------------------------------------------------------------------------------------
@@ -232,13 +193,6 @@ def test_property_direction_and_fingerprint() -> None:
 # --- texture mirroring ----------------------------------------------------------------------------------
 
 
-def gradient_image(n: int = 1) -> torch.Tensor:
-    """A smooth, strongly asymmetric image: red grows to the right, green downward, blue in waves."""
-    ys, xs = torch.meshgrid(torch.arange(SIZE) + 0.5, torch.arange(SIZE) + 0.5, indexing="ij")
-    image = torch.stack([xs / SIZE, ys / SIZE, 0.5 + 0.4 * torch.sin(xs / 9.0) * torch.cos(ys / 13.0)])
-    return image[None].repeat(n, 1, 1, 1)
-
-
 def test_mirror_map_of_a_frontal_symmetric_face_is_the_left_right_flip() -> None:
     face = synthetic_face(0.0)
     coords = mirror_map(face, (SIZE, SIZE))
@@ -268,11 +222,6 @@ def test_mirror_map_follows_a_turned_head(yaw: float) -> None:
     partners = torch.stack([face[0, 473, :2], face[0, 468, :2], face[0, 291, :2], face[0, 61, :2]])
     sampled = apply_backward_map(coords.permute(0, 3, 1, 2), centres[None, None]).squeeze(2)[0].T
     assert (sampled - partners).norm(dim=-1).max() < 0.5
-
-
-def frontal_batch(image: torch.Tensor) -> FaceBatch:
-    face = synthetic_face(0.0)
-    return make_batch(image, face)
 
 
 def test_copying_the_left_half_puts_its_mirror_image_on_the_right_half() -> None:

@@ -48,6 +48,8 @@ SYMMETRY_MODES: tuple[str, ...] = ("shape", "texture", "both")
 SOURCE_SIDES: tuple[str, ...] = ("average", "left", "right")
 #: The audit sees symmetry in two facets: the re-detected mesh and the mirror image's pixels.
 SYMMETRY_DELTAS = ("delta_symmetry_index_rel", "delta_image_asymmetry_rel")
+#: ... and with the photo's lighting kept (`lighting_scale`), the pixels of the face's detail alone.
+DETAIL_SYMMETRY_DELTAS = ("delta_symmetry_index_rel", "delta_image_asymmetry_detail_rel")
 
 
 class SymmetryEditor(Editor):
@@ -67,6 +69,10 @@ class SymmetryEditor(Editor):
             stay the face's own, coarser ones (shading, tone) are averaged, so glasses, stray hair and
             small landmark errors never show double edges and the skin is not smoothed; None averages all
             detail. A copied half ("left"/"right") has one source, so it copies all detail.
+        lighting_scale: for "average": differences coarser than this (IOD, a Gaussian's sigma) also stay
+            the face's own, so the photo's lighting is kept and only the face's features and skin are
+            averaged (a band between `detail_scale` and this); None (default) evens out the lighting
+            too. With it the audit's pixel facet is the detail asymmetry (`ImageAsymmetryJudge`).
         keep_eyes: leave the eye openings (iris, sclera, catchlights: gaze and highlights, not facial
             symmetry) out of the texture mirroring.
         eye_feather: how far (IOD) beyond the lid margin the kept eye region fades out.
@@ -92,6 +98,7 @@ class SymmetryEditor(Editor):
         face_feather: float = 0.2,
         top_limit: float | None = 0.65,
         detail_scale: float | None = 0.02,
+        lighting_scale: float | None = None,
         keep_eyes: bool = True,
         eye_feather: float = 0.06,
         mirror_share: float = 0.5,
@@ -115,6 +122,10 @@ class SymmetryEditor(Editor):
             )
         if detail_scale is not None and not 0.0 < float(detail_scale) <= 1.0:
             raise ValueError(f"SymmetryEditor detail_scale={detail_scale!r} must be None or in (0, 1] IODs")
+        if lighting_scale is not None and not (detail_scale or 0.0) < float(lighting_scale) <= 2.0:
+            raise ValueError(
+                f"SymmetryEditor lighting_scale={lighting_scale!r} must be None or in (detail_scale, 2] IODs"
+            )
         if not 0.0 < float(mirror_share) <= 0.5:
             raise ValueError(f"SymmetryEditor mirror_share={mirror_share!r} must be in (0, 0.5]")
         if mask_dilation_px < 0:
@@ -125,6 +136,7 @@ class SymmetryEditor(Editor):
         self.face_feather = float(face_feather)
         self.top_limit = None if top_limit is None else float(top_limit)
         self.detail_scale = None if detail_scale is None else float(detail_scale)
+        self.lighting_scale = None if lighting_scale is None else float(lighting_scale)
         self.keep_eyes = bool(keep_eyes)
         self.eye_feather = float(eye_feather)
         self.mirror_share = float(mirror_share)
@@ -136,8 +148,11 @@ class SymmetryEditor(Editor):
 
         Mirrored texture replaces skin with its mirror image, so the detector's blendshapes move
         without the expression changing: with texture, the expression change is reported, not checked.
+        An edit that keeps the photo's lighting is judged on the detail asymmetry, lighting taken out.
         """
-        target = TargetCheck(SYMMETRY_DELTAS, "min_symmetry_change", sign=-1)
+        kept_lighting = self.mode != "shape" and self.source_side == "average" and self.lighting_scale is not None
+        target = TargetCheck(DETAIL_SYMMETRY_DELTAS if kept_lighting else SYMMETRY_DELTAS, "min_symmetry_change",
+                             sign=-1)
         return AuditPolicy(self.property, self.direction, target, expression_kept=self.mode == "shape",
                            judges=(ImageAsymmetryJudge(),))
 
@@ -168,8 +183,8 @@ class SymmetryEditor(Editor):
             sample = mirror if shape_coords is None else compose_maps(shape_coords, mirror)
             weight = self.texture_weight(target, mirror, visible, face_weight)
             change = apply_backward_map(images, sample) - edited
-            if self.source_side == "average" and self.detail_scale is not None:
-                change = smooth_within(change, weight, self.detail_scale * inter_ocular_distance(target))
+            if self.source_side == "average":
+                change = self._band(change, weight, inter_ocular_distance(target))
             weight = strength * weight
             edited = edited + weight * change
             changed = (weight > 0).float()
@@ -217,6 +232,14 @@ class SymmetryEditor(Editor):
         onto = -side if self.source_side == "left" else side  # > 0 on the half that receives the copy
         ramp = (onto / self.seam_width).clamp(0, 1)
         return weight * ramp * ramp * (3 - 2 * ramp)
+
+    def _band(self, change: torch.Tensor, weight: torch.Tensor, iod: torch.Tensor) -> torch.Tensor:
+        """The part of the mirror blend's `change` between `detail_scale` and `lighting_scale` (IODs)."""
+        kept = change if self.detail_scale is None else smooth_within(change, weight, self.detail_scale * iod)
+        if self.lighting_scale is not None:
+            # The finest band is already out of `kept`; smoothing `change` itself takes the lighting out.
+            kept = kept - smooth_within(change, weight, self.lighting_scale * iod)
+        return kept
 
     def _target_landmarks(self, landmarks: torch.Tensor, strength: float) -> torch.Tensor:
         if self.mode == "texture":

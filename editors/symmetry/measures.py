@@ -1,8 +1,11 @@
 """The symmetry editors' audit judges: image-space asymmetry and mouth-corner droop.
 
 Landmarks alone miss the shading and texture facet of symmetry (a mirrored texture keeps the mesh),
-so the symmetry editors add this judge to the audit through their `AuditPolicy`. The asymmetry editor
-also adds `MouthCornerJudge`: the droop of one mouth corner, which is what a person sees first.
+so the symmetry editors add this judge to the audit through their `AuditPolicy`. Much of a photo's
+pixel asymmetry is its lighting (a face lit from one side), not the face, so the judge also reads
+the asymmetry of the face's detail alone, with the shading coarser than `LIGHTING_SCALE` taken out.
+The asymmetry editor also adds `MouthCornerJudge`: the droop of one mouth corner, which is what a
+person sees first.
 """
 
 from __future__ import annotations
@@ -11,13 +14,24 @@ import numpy as np
 import torch
 
 from editors.symmetry.mirror import image_asymmetry as weighted_asymmetry
-from editors.symmetry.mirror import inner_face_weight, mirror_map, mirror_visibility
+from editors.symmetry.mirror import (
+    inner_face_weight,
+    inter_ocular_distance,
+    mirror_map,
+    mirror_visibility,
+    smooth_within,
+)
 from engine.faces import face_masks
 from engine.faces.mesh import landmark_group
 from engine.types import Judge, JudgedPair, JudgeView
 
+#: Shading coarser than this (a Gaussian's sigma, in inter-ocular distances) counts as the photo's
+#: lighting, not the face: a quarter of the eye distance keeps the features, folds and skin marks.
+LIGHTING_SCALE = 0.25
 
-def image_asymmetry(images: torch.Tensor, landmarks: np.ndarray | torch.Tensor) -> np.ndarray:
+
+def image_asymmetry(images: torch.Tensor, landmarks: np.ndarray | torch.Tensor,
+                    lighting_scale: float | None = None) -> np.ndarray:
     """(N,) mean |image − its mesh-mirror image| inside the face, where the mirror partner is visible.
 
     The mirror image follows the (re-detected) mesh, so head pose does not count as asymmetry; the
@@ -26,6 +40,8 @@ def image_asymmetry(images: torch.Tensor, landmarks: np.ndarray | torch.Tensor) 
     Args:
         images: (N, 3, H, W) float in [0, 1].
         landmarks: (N, 478, 3) in pixels of those images (NaN rows: face not found).
+        lighting_scale: if given, the face's local mean over this scale (sigma, IODs; taken over the
+            face alone) is subtracted first, so the one-sided lighting of a photo does not count.
     """
     lm = torch.as_tensor(np.asarray(landmarks), dtype=torch.float32, device=images.device)
     out = np.full(len(lm), np.nan)
@@ -35,26 +51,50 @@ def image_asymmetry(images: torch.Tensor, landmarks: np.ndarray | torch.Tensor) 
     idx = torch.nonzero(ok).flatten()
     imgs, pts = images[idx].float(), lm[idx]
     size = (int(imgs.shape[-2]), int(imgs.shape[-1]))
+    face = face_masks(pts, size)
+    if lighting_scale is not None:
+        imgs = imgs - smooth_within(imgs, face, lighting_scale * inter_ocular_distance(pts))
     coords = mirror_map(pts, size)
-    weight = inner_face_weight(face_masks(pts, size), pts, 0.2) * mirror_visibility(coords, pts)
+    weight = inner_face_weight(face, pts, 0.2) * mirror_visibility(coords, pts)
     out[idx.cpu().numpy()] = weighted_asymmetry(imgs, coords, weight).cpu().numpy()
     return out
 
 
+def _relative(ref: np.ndarray, edit: np.ndarray) -> np.ndarray:
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(ref > 0, (edit - ref) / np.where(ref > 0, ref, 1.0), np.nan)
+
+
 class ImageAsymmetryJudge(Judge):
-    """Reading `image_asymmetry`; columns `image_asymmetry_ref`, `image_asymmetry_edit` and
-    `delta_image_asymmetry_rel` (relative to the reference)."""
+    """Readings `image_asymmetry` (all of it) and `image_asymmetry_detail` (the face's detail, lighting
+    coarser than `lighting_scale` IODs taken out; see `image_asymmetry`).
+
+    Columns `<reading>_ref`, `<reading>_edit` and `delta_<reading>_rel` (relative to the reference):
+    `delta_image_asymmetry_rel` and `delta_image_asymmetry_detail_rel`. Where the two differ, an edit
+    changed the lighting's asymmetry more than the face's.
+
+    Args:
+        lighting_scale: see `image_asymmetry`.
+    """
 
     name = "image_asymmetry"
 
+    def __init__(self, lighting_scale: float = LIGHTING_SCALE) -> None:
+        if not 0.0 < float(lighting_scale) <= 2.0:
+            raise ValueError(f"ImageAsymmetryJudge lighting_scale={lighting_scale!r} must be in (0, 2] IODs")
+        self.lighting_scale = float(lighting_scale)
+
     def read(self, view: JudgeView) -> dict[str, np.ndarray]:
-        return {"image_asymmetry": image_asymmetry(view.images.float().div(255.0), view.readings["landmarks"])}
+        images, landmarks = view.images.float().div(255.0), view.readings["landmarks"]
+        return {"image_asymmetry": image_asymmetry(images, landmarks),
+                "image_asymmetry_detail": image_asymmetry(images, landmarks, self.lighting_scale)}
 
     def compare(self, pair: JudgedPair) -> dict[str, np.ndarray]:
-        ref, edit = pair.ref.readings["image_asymmetry"], pair.edit.readings["image_asymmetry"]
-        with np.errstate(invalid="ignore", divide="ignore"):
-            rel = np.where(ref > 0, (edit - ref) / np.where(ref > 0, ref, 1.0), np.nan)
-        return {"image_asymmetry_ref": ref, "image_asymmetry_edit": edit, "delta_image_asymmetry_rel": rel}
+        out = {}
+        for reading in ("image_asymmetry", "image_asymmetry_detail"):
+            ref, edit = pair.ref.readings[reading], pair.edit.readings[reading]
+            out.update({f"{reading}_ref": ref, f"{reading}_edit": edit, f"delta_{reading}_rel": _relative(ref, edit)})
+        return out
 
 
 #: The subject's sides (MediaPipe's landmark names: the subject's left is on the image's right).
