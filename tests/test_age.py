@@ -268,3 +268,38 @@ def test_growth_lengthens_the_lower_face_about_the_ear_line_and_is_off_by_defaul
     assert torch.allclose(grown, moved, atol=1e-4)
     with pytest.raises(ValueError, match="growth"):
         AgeEditor(growth=-0.1)
+
+
+def test_the_lips_thin_evenly_without_folding_the_mesh_over_the_mouth_line(faces, older):
+    """The red lip shrinks toward the inner contour: its points move by their depth share, so none
+    crosses the inner contour (the old spread moved them as far as the outer contour, folding the mesh
+    over the mouth line: a pale streak between the lips of photo_bus#0)."""
+    from editors.age.shape import lip_band, lip_depth
+    from engine.faces.mesh import face_triangles, landmark_group
+
+    inner, outer, band = set(landmark_group("lips_inner")), set(landmark_group("lips_outer")), set(lip_band())
+    assert len(band) == 40 and not band & (inner | outer)
+    assert {42, 183, 272, 407} <= band  # upper-lip points a frontal polygon test puts inside the mouth
+    lm = faces.landmarks.float()
+    depth = lip_depth(lm[..., :2])
+    assert (depth[:, sorted(inner)] == 0).all() and (depth[:, sorted(outer)] == 1).all()
+    assert (depth[:, [1, 152, 234]] == 1).all()  # skin: nose tip, chin, cheek
+    assert ((depth[:, sorted(band)] > 0) & (depth[:, sorted(band)] < 1)).all()
+
+    target = older._target_landmarks(lm, 1.0)
+    tri = torch.as_tensor(np.asarray(face_triangles()))
+    # The triangles of the red lip and the mouth opening (skin triangles outside the lip can flip on the
+    # degenerate landmarks of a 25-pixel LFW mouth, where a skin point sits on the lip edge).
+    lips = torch.tensor([bool({int(v) for v in t} & (inner | band)) for t in tri])
+
+    def area(points: torch.Tensor) -> torch.Tensor:
+        a, b, c = (points[:, tri[:, k], :2] for k in range(3))
+        return (b[..., 0] - a[..., 0]) * (c[..., 1] - a[..., 1]) - (b[..., 1] - a[..., 1]) * (c[..., 0] - a[..., 0])
+
+    before, after = area(lm), area(target)
+    folded = (torch.sign(before) != torch.sign(after)) & (before.abs() > 1.0) & lips
+    assert not folded.any(), [tri[t].tolist() for t in torch.nonzero(folded)[:, 1]]
+    # ... and the lips do thin: the upper lip at the midline (outer 0, inner 13) loses about 0.4 of it.
+    thickness = (lm[:, 0, :2] - lm[:, 13, :2]).norm(dim=-1)
+    thinned = (target[:, 0, :2] - target[:, 13, :2]).norm(dim=-1)
+    assert ((thinned / thickness > 0.5) & (thinned / thickness < 0.75)).all(), thinned / thickness

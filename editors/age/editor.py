@@ -127,8 +127,9 @@ class AgeEditor(Editor):
         match_photo_detail: blur the shading to the photo's own finest detail.
     """
 
-    version = 8  # 2-7: smoothed sag warp beyond the inner face; broad hollows fade with yaw; per-face sums
+    version = 9  # 2-7: smoothed sag warp beyond the inner face; broad hollows fade with yaw; per-face sums
     # 8: broad, shallow-sloped buccal hollows and warmer shadows (the old ones drew dark blotches)
+    # 9: the red lip thins evenly toward the inner contour (the mesh folded over the mouth line)
 
     property = "age"
     sham_is_input = True  # every change scales with strength (tests/test_editor_contract.py)

@@ -5,7 +5,8 @@ nasolabial fold, the lateral brow drops (brow ptosis), skin hoods the upper eyel
 volume. Each part is a displacement of the landmarks near a point of the canonical face, fading with a
 Gaussian of the distance, defined in the shape-free template (face widths) and carried onto every face
 by its similarity to the template; lip thinning instead moves each outer lip point toward its inner
-partner by a fraction of the face's own lip thickness, spread smoothly over the skin around the lips.
+partner by a fraction of the face's own lip thickness, spread smoothly over the skin around the lips,
+while the red lip between the contours shrinks evenly toward the inner one.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import torch
 
 from editors.age.template import similarity_fit, template_face_width, template_landmarks
 from editors.pose import face_frame, face_widths
-from engine.faces.mesh import NUM_LANDMARKS, mirror_index
+from engine.faces.mesh import NUM_LANDMARKS, face_triangles, landmark_group, mirror_index
 
 Weights = dict[int, float]
 
@@ -86,12 +87,57 @@ def sag_displacements(landmarks: torch.Tensor, amounts: torch.Tensor) -> torch.T
     return torch.cat([moved, torch.zeros_like(moved[..., :1])], dim=-1)
 
 
+@lru_cache(maxsize=1)
+def lip_band() -> tuple[int, ...]:
+    """The mesh points of the red lip between the outer and the inner lip contour.
+
+    Found on the mesh (reached from the inner contour without crossing the outer one), not by a
+    polygon test: seen from the front a closed mouth's inner contour is a sliver, and upper-lip points
+    fall inside it.
+    """
+    outer, inner = set(landmark_group("lips_outer")), set(landmark_group("lips_inner"))
+    neighbours: dict[int, set[int]] = {}
+    for triangle in np.asarray(face_triangles()).tolist():
+        for a, b in zip(triangle, triangle[1:] + triangle[:1], strict=True):
+            neighbours.setdefault(a, set()).add(b)
+            neighbours.setdefault(b, set()).add(a)
+    band: set[int] = set()
+    frontier = [v for k in inner for v in neighbours.get(k, ())]
+    while frontier:
+        v = frontier.pop()
+        if v not in band and v not in outer and v not in inner:
+            band.add(v)
+            frontier += neighbours[v]
+    return tuple(sorted(band))
+
+
+def lip_depth(xy: torch.Tensor) -> torch.Tensor:
+    """`(N, 478)`: where each landmark lies across the red lip of its face (`xy (N, 478, 2)`).
+
+    0 on the inner lip contour, rising to 1 on the outer one (distance to the nearest inner contour
+    point over the sum of the distances to both contours, in the image) for the `lip_band` points;
+    1 elsewhere (the skin around the lips, which follows the outer contour).
+    """
+    band = list(lip_band())
+    inner, outer = list(landmark_group("lips_inner")), list(landmark_group("lips_outer"))
+    points = xy[:, band, None]
+    to_inner = (points - xy[:, None, inner]).norm(dim=-1).amin(dim=-1)
+    to_outer = (points - xy[:, None, outer]).norm(dim=-1).amin(dim=-1)
+    depth = torch.ones(xy.shape[:2], device=xy.device, dtype=xy.dtype)
+    depth[:, band] = to_inner / (to_inner + to_outer).clamp(min=1e-6)
+    depth[:, inner] = 0.0
+    return depth
+
+
 def _lip_thinning(landmarks: torch.Tensor, amount: torch.Tensor) -> torch.Tensor:
     """`(N, 478, 2)`: outer lip contour toward the inner one, spread smoothly over the nearby skin.
 
     Moving only the contour points would fold the blurry lip edge into a hard line; spreading the
     same displacement over the surrounding skin (a normalised Gaussian of the distance, 4 % of the
-    face width) also lengthens the upper lip a little, as ageing does. The inner contour stays put.
+    face width) also lengthens the upper lip a little, as ageing does. The inner contour stays put,
+    and the points of the red lip between the contours move by their `lip_depth` share of it: the lip
+    shrinks evenly toward the inner contour. (Moved as far as the outer contour, points near the
+    inner one crossed it and folded the mesh over the mouth line, a pale streak between the lips.)
     """
     n = landmarks.shape[0]
     mirror = mirror_index()
@@ -106,9 +152,7 @@ def _lip_thinning(landmarks: torch.Tensor, amount: torch.Tensor) -> torch.Tensor
     dist2 = (xy[:, :, None, :] - xy[:, None, outer, :]).pow(2).sum(-1)  # (N, 478, K)
     weight = torch.exp(-0.5 * dist2 / (0.04 * width) ** 2)
     spread = torch.einsum("njk,nkc->njc", weight, shift) / weight.sum(-1, keepdim=True).clamp(min=1.0)
-    keep = torch.ones(NUM_LANDMARKS, 1, device=landmarks.device)
-    keep[[i for _, i in pairs]] = 0.0
-    return spread * keep
+    return spread * lip_depth(xy)[..., None]
 
 
 #: Centre of the cardioidal strain in the face frame: on the midline, this many IOD below the eye line
