@@ -41,6 +41,9 @@ more for the new audit column `nontarget_readings` (which kept judge moved); no 
 Saved again (stop 22) for the symmetry and asymmetry experiments' new audit columns
 `image_asymmetry_detail_ref/_edit` and `delta_image_asymmetry_detail_rel` (the pixel asymmetry with the
 lighting taken out, `editors.symmetry.measures`); every other value of both compared equal.
+`age_shift` was saved again for the age editor's version 9: the red lip thins evenly toward the inner
+contour, so the warp no longer folds the mesh over the mouth line (a pale streak between the lips);
+the other experiments compared equal.
     python scripts/golden.py compare age_shift    # one experiment
     python scripts/golden.py compare runner.device=cpu   # with more Hydra overrides
 """
