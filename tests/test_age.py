@@ -167,7 +167,7 @@ def test_gaussian_blur_of_a_face_does_not_depend_on_the_other_sigmas_of_its_batc
 def test_the_sag_warp_is_smooth_beyond_the_inner_face_and_exact_at_zero(faces):
     """No straight edges where the jowls push the jawline out: the warp's displacement varies smoothly
     outside the inner face (its second difference stays small), and zero displacement stays zero."""
-    from editors.age.geometry import smooth_outer_warp
+    from editors.outer_warp import smooth_outer_warp
     from editors.skin import polygon_masks
     from editors.warp import anchor_ring, backward_map, identity_coords
 

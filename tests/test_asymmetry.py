@@ -10,14 +10,9 @@ import torch
 from helpers import redetect
 
 from editors.symmetry import symmetry_index
-from editors.symmetry.asymmetry import (
-    MOUTH_CORNERS,
-    AsymmetryEditor,
-    face_axes,
-    nasolabial_path,
-    palsy_weights,
-)
+from editors.symmetry.asymmetry import AsymmetryEditor
 from editors.symmetry.measures import MouthCornerJudge, lower_mouth_side, mouth_corner_height
+from editors.symmetry.palsy import MOUTH_CORNERS, face_axes, nasolabial_path, palsy_weights
 from engine.audit.landmarks import mesh_asymmetry as redetected_index
 from engine.faces import face_masks
 from engine.faces.mesh import canonical_vertices, landmark_group, mirror_index

@@ -34,7 +34,7 @@ from typing import Any
 import torch
 
 from editors.age.creases import FOLD_GROUPS, fold_relief
-from editors.age.geometry import frontal_weight, smooth_outer_warp
+from editors.age.geometry import frontal_weight
 from editors.age.shape import SAG_PARTS, growth_displacements, sag_displacements
 from editors.age.template import (
     TEMPLATE_SIZE,
@@ -54,6 +54,7 @@ from editors.age.tone import (
     region_masks,
     smooth_skin,
 )
+from editors.outer_warp import smooth_outer_warp
 from editors.pose import face_widths
 from editors.skin import (
     detail_scale,
