@@ -302,3 +302,39 @@ def test_mouth_corner_judge_auto_scores_the_side_the_editor_drooped(batch: FaceB
     assert ((drop["mouth_corner_drop"] > 0.12) & (drop["mouth_corner_drop"] < 0.2)).all(), drop
     judges = editor.audit_policy().judges
     assert [j.name for j in judges] == ["image_asymmetry", "mouth_corner"] and judges[1].side == "auto"
+
+
+def test_the_warp_is_smoothed_beyond_the_inner_face_so_a_turned_outline_draws_no_line() -> None:
+    """photo_table#4: on a profile the outline runs along the nose and lips, and the plain mesh warp
+    drew a hard line across the upper lip. The editor's warp is the mesh warp smoothed beyond the inner
+    face (`editors.outer_warp`): its displacement has no kink there, and the lips move as before."""
+    from symmetric_faces import synthetic_face
+
+    from editors.outer_warp import smooth_outer_warp
+    from editors.pose import face_widths
+    from editors.skin import polygon_masks
+    from editors.warp import anchor_ring, apply_backward_map, backward_map, identity_coords
+
+    landmarks = synthetic_face(50.0)
+    ys, xs = torch.meshgrid(torch.arange(SIZE) + 0.5, torch.arange(SIZE) + 0.5, indexing="ij")
+    image = torch.stack([xs / SIZE, ys / SIZE, 0.5 * (xs + ys) / SIZE])[None]
+    editor = AsymmetryEditor(side="left", flatten_nasolabial=0.0)
+    target = landmarks + editor.displacement(landmarks, 1.0)
+    raw = backward_map(landmarks, target, (SIZE, SIZE))
+    smooth = smooth_outer_warp(raw, target, face_widths(target[..., :2]))
+    result = editor.edit(make_batch(image, landmarks), 1.0, seed=0)
+    assert torch.allclose(result.images, apply_backward_map(image, smooth).clamp(0, 1), atol=1e-6)
+
+    ident = identity_coords(1, (SIZE, SIZE))
+    outer = polygon_masks(anchor_ring(target[..., :2], 1.0), (SIZE, SIZE))[:, 0] == 0
+
+    def kink(coords: torch.Tensor) -> float:  # largest second difference of the displacement, outside
+        d = (coords - ident).norm(dim=-1)
+        second = (d[:, :, 2:] - 2 * d[:, :, 1:-1] + d[:, :, :-2]).abs()
+        return second[outer[:, :, 1:-1]].amax().item()
+
+    assert kink(raw) > 0.05 and kink(smooth) < 0.5 * kink(raw)
+    # The drooping corner, near this turned face's outline, still moves with most of the mesh warp's droop.
+    x, y = target[0, MOUTH_CORNERS["left"], :2].round().long().tolist()
+    moved = {name: (coords[0, y, x] - ident[0, y, x]).norm().item() for name, coords in (("raw", raw), ("smooth", smooth))}
+    assert moved["raw"] > 3.0 and moved["smooth"] > 0.6 * moved["raw"], moved

@@ -30,6 +30,8 @@ import torch
 import torch.nn.functional as F
 
 from editors.filters import max_filter
+from editors.outer_warp import smooth_outer_warp
+from editors.pose import face_widths
 from editors.symmetry.measures import ImageAsymmetryJudge, MouthCornerJudge, lower_mouth_side
 from editors.symmetry.mirror import (
     inter_ocular_distance,
@@ -95,8 +97,8 @@ class AsymmetryEditor(Editor):
     direction: str | None = "less"
 
     #: Bumped when the output changes without a config change (2: running-sum box filters; 3: the "auto"
-    #: side is the side whose mouth corner sits lower).
-    version = 3
+    #: side is the side whose mouth corner sits lower; 4: the warp smoothed beyond the inner face).
+    version = 4
 
     def __init__(
         self,
@@ -204,7 +206,9 @@ class AsymmetryEditor(Editor):
         shift = self.displacement(landmarks, value)
         target = landmarks + shift
         flattened, fold = self._flatten_fold(images, landmarks, sides, value)
-        coords = backward_map(landmarks, target, size)
+        # Smoothed beyond the inner face: on a turned face the outline runs along the nose and lips,
+        # and the plain mesh warp drew a hard line across the upper lip there (photo_table#4).
+        coords = smooth_outer_warp(backward_map(landmarks, target, size), target, face_widths(target[..., :2]))
         edited = apply_backward_map(flattened, coords).clamp(0.0, 1.0)
         mask = moved_region(coords, dilation_px=self.mask_dilation_px)
         # The fold region moves with the warp, so where it lands comes from the same map.
