@@ -44,6 +44,8 @@ lighting taken out, `editors.symmetry.measures`); every other value of both comp
 `age_shift` was saved again for the age editor's version 9: the red lip thins evenly toward the inner
 contour, so the warp no longer folds the mesh over the mouth line (a pale streak between the lips);
 the other experiments compared equal.
+`asymmetry` was saved again for the asymmetry editor's version 4: its warp is smoothed beyond the inner
+face (`editors.outer_warp`), which moves pixels near the outline of turned faces.
     python scripts/golden.py compare age_shift    # one experiment
     python scripts/golden.py compare runner.device=cpu   # with more Hydra overrides
 """
