@@ -8,6 +8,8 @@ and on a turned face, whose outline runs along the nose and lips, a hard line ac
 
 from __future__ import annotations
 
+import cv2
+import numpy as np
 import torch
 
 from editors.skin import gaussian_blur, polygon_masks
@@ -38,3 +40,17 @@ def smooth_outer_warp(coords: torch.Tensor, target: torch.Tensor, width: torch.T
     inner = gaussian_blur(polygon_masks(anchor_ring(target[..., :2], INNER_FACE_SCALE), (h, w)), 0.05 * width)
     disp = inner * disp + (1.0 - inner) * smooth
     return ident + disp.permute(0, 2, 3, 1)
+
+
+def landmark_hull(landmarks: torch.Tensor) -> torch.Tensor:
+    """`(N, M, 2)` each face's convex hull of its landmarks (x, y) as a closed polygon.
+
+    The hulls are padded to one length by repeating their last vertex (a zero-length edge crosses no
+    scanline of `editors.skin.polygon_masks`). On a turned face the nose and lips stand out beyond the
+    face oval, and so beyond an anchor ring made from it; the hull holds them.
+    """
+    points = landmarks[..., :2].detach().float().cpu().numpy()
+    hulls = [cv2.convexHull(face.astype(np.float32))[:, 0] for face in points]
+    size = max(len(h) for h in hulls)
+    padded = np.stack([np.concatenate([h, np.repeat(h[-1:], size - len(h), axis=0)]) for h in hulls])
+    return torch.from_numpy(padded).to(landmarks.device)

@@ -54,7 +54,7 @@ from editors.age.tone import (
     region_masks,
     smooth_skin,
 )
-from editors.outer_warp import smooth_outer_warp
+from editors.outer_warp import landmark_hull, smooth_outer_warp
 from editors.pose import face_widths
 from editors.skin import (
     detail_scale,
@@ -66,7 +66,7 @@ from editors.skin import (
     shading_from_height,
     srgb_to_linear,
 )
-from editors.warp import DEFAULT_RING_SCALE, anchor_ring, apply_backward_map, backward_map
+from editors.warp import DEFAULT_RING_SCALE, anchor_ring, apply_backward_map, backward_map, moved_region
 from engine.types import AuditPolicy, Editor, EditResult, FaceBatch, TargetCheck
 
 DIRECTIONS = ("older", "younger")
@@ -128,9 +128,10 @@ class AgeEditor(Editor):
         match_photo_detail: blur the shading to the photo's own finest detail.
     """
 
-    version = 9  # 2-7: smoothed sag warp beyond the inner face; broad hollows fade with yaw; per-face sums
+    version = 10  # 2-7: smoothed sag warp beyond the inner face; broad hollows fade with yaw; per-face sums
     # 8: broad, shallow-sloped buccal hollows and warmer shadows (the old ones drew dark blotches)
     # 9: the red lip thins evenly toward the inner contour (the mesh folded over the mouth line)
+    # 10: the edit may reach the face's own hull too (a turned face's nose and lips lie beyond the ring)
 
     property = "age"
     sham_is_input = True  # every change scales with strength (tests/test_editor_contract.py)
@@ -314,7 +315,7 @@ class AgeEditor(Editor):
             lin = grey_hair(lin, hair, torch.full((n,), strength * self.greying, device=device), width)
 
         out = linear_to_srgb(lin)
-        allowed = self._allowed_region(landmarks, size, hair)
+        allowed = self._allowed_region(landmarks, target, coords, size, hair)
         out = torch.where(allowed > 0, out, images)
         changed = (out - images).abs().amax(dim=1, keepdim=True)
         inside = (allowed > 0).float()
@@ -388,8 +389,16 @@ class AgeEditor(Editor):
         return fade_features(lin, masks, full * self.feature_fading, full * self.feature_fading)
 
     @staticmethod
-    def _allowed_region(landmarks: torch.Tensor, size: tuple[int, int], hair: torch.Tensor) -> torch.Tensor:
-        """Where this editor may change pixels: inside the warp's anchor ring, or on hair."""
+    def _allowed_region(
+        landmarks: torch.Tensor, target: torch.Tensor, coords: torch.Tensor, size: tuple[int, int], hair: torch.Tensor
+    ) -> torch.Tensor:
+        """Where this editor may change pixels: inside the warp's anchor ring or the face's own hull
+        (before and after the sag), wherever the sag warp `coords` moves a pixel, or on hair. On a turned
+        face the nose and lips stand out beyond the ring, and a ring alone cut the edit off across the
+        upper lip (photo_table#4)."""
         ring = anchor_ring(landmarks[..., :2], DEFAULT_RING_SCALE)
         inside = polygon_masks(ring, size)
-        return torch.maximum((inside > 0).float(), (hair > 0.02).float())
+        for points in (landmarks, target):
+            inside = torch.maximum(inside, polygon_masks(landmark_hull(points), size))
+        inside = torch.maximum((inside > 0).float(), moved_region(coords))
+        return torch.maximum(inside, (hair > 0.02).float())

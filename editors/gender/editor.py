@@ -49,6 +49,7 @@ from editors.gender.shape import (
     target_landmarks,
 )
 from editors.gender.targets import check_target, face_targets, gender_target_check
+from editors.outer_warp import smooth_outer_warp
 from editors.pose import face_widths, fade_with_yaw
 from editors.warp import DEFAULT_RING_SCALE, apply_backward_map, backward_map
 from engine.types import AuditPolicy, Editor, EditResult, FaceBatch
@@ -85,7 +86,10 @@ class GenderEditor(Editor):
 
     property = "gender"
     sham_is_input = True  # every change scales with strength (tests/test_editor_contract.py)
-    version = "rigid-features-6"  # 6: long hair hangs from the crown; 5: per-face blurs and sums (batch-invariant); bumped when the output changes without a config change (edit cache)
+    # Bumped when the output changes without a config change (edit cache). 7: the edit may reach the face's
+    # own hull (a turned face's nose and lips lie beyond the ring); 6: long hair hangs from the crown;
+    # 5: per-face blurs and sums (batch-invariant)
+    version = "rigid-features-7"
 
     def __init__(
         self,
@@ -177,7 +181,9 @@ class GenderEditor(Editor):
         s = float(strength)
         signed = (female - male) * s
         dst = target_landmarks(src, self.shape_amounts(signed))
-        coords = backward_map(src, dst, size, ring_scale=self.ring_scale)
+        # Smoothed beyond the inner face: on a turned face the outline runs along the nose and lips,
+        # and the plain mesh warp sliced them where it ends (photo_table#4).
+        coords = smooth_outer_warp(backward_map(src, dst, size, ring_scale=self.ring_scale), dst, face_widths(dst))
         warped = apply_backward_map(images, coords)
         _, _, _, iod = face_frame(dst)
         own_blur = gt.estimate_blur(images, batch.face_mask.to(images.device))
@@ -185,7 +191,7 @@ class GenderEditor(Editor):
         textured = self._texture(
             warped, regions, iod, own_blur, female * s, male * s, batch.generators(seed, "stubble")
         )
-        allowed = self.allowed_region(src, dst, size)
+        allowed = self.allowed_region(src, dst, size, coords)
         amount = female * s * self.long_hair
         if self.long_hair > 0:
             # Curtains drawn for a frontal view fall over the near cheek of a turned face (photo_table#4).
@@ -219,16 +225,23 @@ class GenderEditor(Editor):
         person = self._segmenter(images)
         return hair_masks(srgb_to_linear(images), landmarks, person, face_widths(landmarks), srgb_to_linear(skin))
 
-    def allowed_region(self, src: torch.Tensor, dst: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        """`(N, 1, H, W)` hard mask of the warp's anchor ring (source and target): all edits lie inside."""
-        from editors.warp import anchor_ring
+    def allowed_region(
+        self, src: torch.Tensor, dst: torch.Tensor, size: tuple[int, int], coords: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """`(N, 1, H, W)` hard mask of the warp's anchor ring and the face's own hull (source and target),
+        and of every pixel the warp `coords` moves: all edits lie inside. On a turned face the nose and
+        lips stand out beyond the ring, and a ring alone cut the edit off across them (photo_table#4)."""
+        from editors.outer_warp import landmark_hull
+        from editors.warp import anchor_ring, moved_region
 
         grid = gm.mask_grid_size(*size, cell=1)
-        rings = [anchor_ring(lm[..., :2], self.ring_scale) for lm in (src, dst)]
-        inside = torch.maximum(*(gm.polygon_grid_masks(r, size, grid) for r in rings))
+        outlines = [anchor_ring(lm[..., :2], self.ring_scale) for lm in (src, dst)]
+        outlines += [landmark_hull(lm) for lm in (src, dst)]
+        inside = torch.stack([gm.polygon_grid_masks(o, size, grid) for o in outlines]).amax(dim=0)
         # One grid cell of dilation so sub-cell polygon edges never leave a changed pixel outside.
         inside = torch.nn.functional.max_pool2d(inside, 3, stride=1, padding=1)
-        return gm.upsample(inside, size).gt(0).to(src.dtype)
+        inside = gm.upsample(inside, size).gt(0).to(src.dtype)
+        return inside if coords is None else torch.maximum(inside, moved_region(coords).to(src.dtype))
 
     def _texture(
         self,
