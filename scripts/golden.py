@@ -46,6 +46,9 @@ contour, so the warp no longer folds the mesh over the mouth line (a pale streak
 the other experiments compared equal.
 `asymmetry` was saved again for the asymmetry editor's version 4: its warp is smoothed beyond the inner
 face (`editors.outer_warp`), which moves pixels near the outline of turned faces.
+`age_shift` and `gender_swap` were saved again for the age editor's version 10 and the gender editor's
+rigid-features-7: their edits may reach the face's own hull and every pixel their warp moves (a ring
+alone cut a profile's upper lip off), and the gender warp is smoothed beyond the inner face.
     python scripts/golden.py compare age_shift    # one experiment
     python scripts/golden.py compare runner.device=cpu   # with more Hydra overrides
 """
