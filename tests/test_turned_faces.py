@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from symmetric_faces import SIZE, synthetic_face
 
-from editors.age import AgeEditor
+from editors.age.geometry import allowed_region
 from editors.gender import GenderEditor
 from editors.outer_warp import landmark_hull, smooth_outer_warp
 from editors.pose import face_widths
@@ -54,7 +54,7 @@ def test_gender_and_age_edits_may_reach_the_hull_and_every_pixel_their_warp_move
     hull = torch.maximum(*(polygon_masks(landmark_hull(p), (SIZE, SIZE)) for p in (face, target))) > 0
 
     gender = GenderEditor(target="female").allowed_region(face, target, (SIZE, SIZE), coords)
-    age = AgeEditor._allowed_region(face, target, coords, (SIZE, SIZE), torch.zeros(1, 1, SIZE, SIZE))
+    age = allowed_region(face, target, coords, (SIZE, SIZE), torch.zeros(1, 1, SIZE, SIZE))
     for allowed in (gender, age):
         assert allowed.shape == (1, 1, SIZE, SIZE)
         assert bool((allowed[moved > 0] > 0).all())

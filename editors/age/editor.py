@@ -34,7 +34,7 @@ from typing import Any
 import torch
 
 from editors.age.creases import FOLD_GROUPS, fold_relief
-from editors.age.geometry import frontal_weight
+from editors.age.geometry import allowed_region, frontal_weight
 from editors.age.shape import SAG_PARTS, growth_displacements, sag_displacements
 from editors.age.template import (
     TEMPLATE_SIZE,
@@ -54,7 +54,7 @@ from editors.age.tone import (
     region_masks,
     smooth_skin,
 )
-from editors.outer_warp import landmark_hull, smooth_outer_warp
+from editors.outer_warp import smooth_outer_warp
 from editors.pose import face_widths
 from editors.skin import (
     detail_scale,
@@ -62,11 +62,10 @@ from editors.skin import (
     last_axis_sums,
     linear_to_srgb,
     luminance,
-    polygon_masks,
     shading_from_height,
     srgb_to_linear,
 )
-from editors.warp import DEFAULT_RING_SCALE, anchor_ring, apply_backward_map, backward_map, moved_region
+from editors.warp import apply_backward_map, backward_map
 from engine.types import AuditPolicy, Editor, EditResult, FaceBatch, TargetCheck
 
 DIRECTIONS = ("older", "younger")
@@ -315,7 +314,7 @@ class AgeEditor(Editor):
             lin = grey_hair(lin, hair, torch.full((n,), strength * self.greying, device=device), width)
 
         out = linear_to_srgb(lin)
-        allowed = self._allowed_region(landmarks, target, coords, size, hair)
+        allowed = allowed_region(landmarks, target, coords, size, hair)
         out = torch.where(allowed > 0, out, images)
         changed = (out - images).abs().amax(dim=1, keepdim=True)
         inside = (allowed > 0).float()
@@ -387,18 +386,3 @@ class AgeEditor(Editor):
             width,
         )
         return fade_features(lin, masks, full * self.feature_fading, full * self.feature_fading)
-
-    @staticmethod
-    def _allowed_region(
-        landmarks: torch.Tensor, target: torch.Tensor, coords: torch.Tensor, size: tuple[int, int], hair: torch.Tensor
-    ) -> torch.Tensor:
-        """Where this editor may change pixels: inside the warp's anchor ring or the face's own hull
-        (before and after the sag), wherever the sag warp `coords` moves a pixel, or on hair. On a turned
-        face the nose and lips stand out beyond the ring, and a ring alone cut the edit off across the
-        upper lip (photo_table#4)."""
-        ring = anchor_ring(landmarks[..., :2], DEFAULT_RING_SCALE)
-        inside = polygon_masks(ring, size)
-        for points in (landmarks, target):
-            inside = torch.maximum(inside, polygon_masks(landmark_hull(points), size))
-        inside = torch.maximum((inside > 0).float(), moved_region(coords))
-        return torch.maximum(inside, (hair > 0.02).float())
