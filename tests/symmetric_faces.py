@@ -1,4 +1,4 @@
-"""Faces for the symmetry tests: MediaPipe's canonical (symmetric) face as a landmark set, and batches."""
+"""Faces for the symmetry and asymmetry tests: MediaPipe's canonical (symmetric) face as landmarks, and batches."""
 
 from __future__ import annotations
 

@@ -8,31 +8,17 @@ import numpy as np
 import pytest
 import torch
 from helpers import redetect
+from symmetric_faces import SIZE, make_batch
 
 from editors.symmetry import symmetry_index
 from editors.symmetry.asymmetry import AsymmetryEditor
 from editors.symmetry.measures import MouthCornerJudge, lower_mouth_side, mouth_corner_height
 from editors.symmetry.palsy import MOUTH_CORNERS, face_axes, nasolabial_path, palsy_weights
 from engine.audit.landmarks import mesh_asymmetry as redetected_index
-from engine.faces import face_masks
 from engine.faces.mesh import canonical_vertices, landmark_group, mirror_index
 from engine.types import FaceBatch, JudgedPair, JudgeView
 
-SIZE = 256
 PX_PER_CM = 12.0
-
-
-def make_batch(images: torch.Tensor, landmarks: torch.Tensor) -> FaceBatch:
-    n = len(images)
-    return FaceBatch(
-        ids=[f"face{i}" for i in range(n)],
-        images=images,
-        landmarks=landmarks,
-        blendshapes=torch.zeros(n, 52),
-        boxes=torch.tensor([[0.2, 0.2, 0.8, 0.8]]).repeat(n, 1) * SIZE,
-        face_mask=face_masks(landmarks, (SIZE, SIZE)),
-        pose=torch.zeros(n, 3),
-    )
 
 
 @pytest.fixture(scope="module")
