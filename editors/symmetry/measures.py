@@ -21,6 +21,7 @@ from editors.symmetry.mirror import (
     mirror_visibility,
     smooth_within,
 )
+from engine.audit.measures import relative_change
 from engine.faces import face_masks
 from engine.faces.mesh import landmark_group
 from engine.types import Judge, JudgedPair, JudgeView
@@ -43,26 +44,28 @@ def image_asymmetry(images: torch.Tensor, landmarks: np.ndarray | torch.Tensor,
         lighting_scale: if given, the face's local mean over this scale (sigma, IODs; taken over the
             face alone) is subtracted first, so the one-sided lighting of a photo does not count.
     """
+    return image_asymmetries(images, landmarks, (lighting_scale,))[0]
+
+
+def image_asymmetries(images: torch.Tensor, landmarks: np.ndarray | torch.Tensor,
+                      lighting_scales: tuple[float | None, ...]) -> list[np.ndarray]:
+    """`image_asymmetry` at each of `lighting_scales`, from one face mask and one mirror map."""
     lm = torch.as_tensor(np.asarray(landmarks), dtype=torch.float32, device=images.device)
-    out = np.full(len(lm), np.nan)
+    outs = [np.full(len(lm), np.nan) for _ in lighting_scales]
     ok = torch.isfinite(lm).flatten(1).all(dim=1)
     if not bool(ok.any()):
-        return out
+        return outs
     idx = torch.nonzero(ok).flatten()
     imgs, pts = images[idx].float(), lm[idx]
     size = (int(imgs.shape[-2]), int(imgs.shape[-1]))
     face = face_masks(pts, size)
-    if lighting_scale is not None:
-        imgs = imgs - smooth_within(imgs, face, lighting_scale * inter_ocular_distance(pts))
     coords = mirror_map(pts, size)
     weight = inner_face_weight(face, pts, 0.2) * mirror_visibility(coords, pts)
-    out[idx.cpu().numpy()] = weighted_asymmetry(imgs, coords, weight).cpu().numpy()
-    return out
-
-
-def _relative(ref: np.ndarray, edit: np.ndarray) -> np.ndarray:
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(ref > 0, (edit - ref) / np.where(ref > 0, ref, 1.0), np.nan)
+    rows = idx.cpu().numpy()
+    for out, scale in zip(outs, lighting_scales, strict=True):
+        seen = imgs if scale is None else imgs - smooth_within(imgs, face, scale * inter_ocular_distance(pts))
+        out[rows] = weighted_asymmetry(seen, coords, weight).cpu().numpy()
+    return outs
 
 
 class ImageAsymmetryJudge(Judge):
@@ -86,14 +89,14 @@ class ImageAsymmetryJudge(Judge):
 
     def read(self, view: JudgeView) -> dict[str, np.ndarray]:
         images, landmarks = view.images.float().div(255.0), view.readings["landmarks"]
-        return {"image_asymmetry": image_asymmetry(images, landmarks),
-                "image_asymmetry_detail": image_asymmetry(images, landmarks, self.lighting_scale)}
+        whole, detail = image_asymmetries(images, landmarks, (None, self.lighting_scale))
+        return {"image_asymmetry": whole, "image_asymmetry_detail": detail}
 
     def compare(self, pair: JudgedPair) -> dict[str, np.ndarray]:
         out = {}
         for reading in ("image_asymmetry", "image_asymmetry_detail"):
             ref, edit = pair.ref.readings[reading], pair.edit.readings[reading]
-            out.update({f"{reading}_ref": ref, f"{reading}_edit": edit, f"delta_{reading}_rel": _relative(ref, edit)})
+            out.update({f"{reading}_ref": ref, f"{reading}_edit": edit, f"delta_{reading}_rel": relative_change(ref, edit)})
         return out
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine.audit.measures import mean_abs_change, symmetry_index
+from engine.audit.measures import mean_abs_change, relative_change, symmetry_index
 from engine.faces.landmarker import CROP_MARGIN, FaceLandmarker
 from engine.faces.mesh import NUM_LANDMARKS, landmark_group, mirror_pairs
 from engine.types import Judge, JudgedPair, JudgeView
@@ -110,6 +110,5 @@ class SymmetryJudge(Judge):
 
     def compare(self, pair: JudgedPair) -> dict[str, np.ndarray]:
         ref, edit = pair.ref.readings["symmetry_index"], pair.edit.readings["symmetry_index"]
-        with np.errstate(invalid="ignore", divide="ignore"):
-            rel = np.where(ref > 0, (edit - ref) / np.where(ref > 0, ref, 1.0), np.nan)
-        return {"symmetry_index_ref": ref, "symmetry_index_edit": edit, "delta_symmetry_index_rel": rel}
+        return {"symmetry_index_ref": ref, "symmetry_index_edit": edit,
+                "delta_symmetry_index_rel": relative_change(ref, edit)}

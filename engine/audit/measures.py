@@ -87,6 +87,12 @@ def mean_abs_change(after: np.ndarray, before: np.ndarray) -> np.ndarray:
     return np.where(count > 0, total / np.maximum(count, 1), np.nan)
 
 
+def relative_change(ref: np.ndarray, edit: np.ndarray) -> np.ndarray:
+    """(edit - ref) / ref where the reference reading is positive, else NaN (a unitless index's change)."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(ref > 0, (edit - ref) / np.where(ref > 0, ref, 1.0), np.nan)
+
+
 def outside_mask_change(
     ref: torch.Tensor, edit: torch.Tensor, mask: torch.Tensor, threshold: float = 1e-3
 ) -> np.ndarray:
