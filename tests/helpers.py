@@ -60,3 +60,16 @@ def occluding_policy():
 
     target = ReportedTarget(lambda m: m["drawn"] >= m["requested"], "sites_missing")
     return AuditPolicy("cover", None, target, occluding=True)
+
+
+def warp_kink_outside(coords: torch.Tensor, target: torch.Tensor) -> float:
+    """Largest second difference, along x, of a backward map's displacement outside the face outline of
+    `target (N, 478, 2|3)`: a piecewise-affine warp kinks at every triangle edge there, a smoothed one not."""
+    from editors.skin import polygon_masks
+    from editors.warp import anchor_ring, identity_coords
+
+    size = tuple(coords.shape[1:3])
+    outer = polygon_masks(anchor_ring(target[..., :2], 1.0), size)[:, 0] == 0
+    d = (coords - identity_coords(coords.shape[0], size, coords.device)).norm(dim=-1)
+    second = (d[:, :, 2:] - 2 * d[:, :, 1:-1] + d[:, :, :-2]).abs()
+    return second[outer[:, :, 1:-1]].amax().item()
