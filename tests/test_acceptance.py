@@ -68,7 +68,7 @@ def test_a_named_section_holds_settings_that_are_not_the_defaults_and_names_them
                            "--split tuning --studies age editor.long_hair=1` on 2026-12-07")
     acc.write_docs(text, path=doc, section="hair")
     written = doc.read_text()
-    assert "DEFAULTS" in written and "OLD" not in written and "| age | lfw | 10 | 50% (5) |" in written
+    assert "DEFAULTS" in written and "OLD" not in written and "| age | lfw | 10 | 50% (5) [24%–76%] |" in written
     with pytest.raises(SystemExit):
         acc.write_docs(text, path=doc, section="missing")
 
@@ -96,6 +96,29 @@ def test_a_symmetry_row_shows_the_detail_facet_and_the_mouth_corner_beside_its_e
     plain = acc.summarise("symmetry", audit.drop(columns=["delta_image_asymmetry_detail_rel", "mouth_corner_drop"]))
     assert "median_detail_asymmetry" not in plain[0]
     assert "detail asymmetry" not in acc.markdown(pd.DataFrame(plain), provenance)
+
+
+def test_each_row_carries_its_uncertainty_so_settings_are_not_compared_on_noise():
+    acc = _acceptance()
+    audit = _audit(10, 0.0, 0.5, "lfw_")
+    audit["delta_est_age"] = np.arange(10, dtype=float)  # order statistics 0..9
+    audit["group"] = "lfw"
+    row = acc.summarise("age", audit)[0]
+    # Wilson 95 % for 5 of 10, and the order-statistic interval (2nd to 9th smallest) for n = 10.
+    assert (row["valid_low"], row["valid_high"]) == pytest.approx((0.2366, 0.7634), abs=1e-4)
+    assert (row["median_low"], row["median_high"]) == (1.0, 8.0)
+    line = acc.markdown(pd.DataFrame([row]), {"made": "d", "git": "g", "split": "tuning", "thresholds": "t"})
+    assert "| 50% (5) [24%–76%] | +4.5 [+1, +8] (n=10) |" in line
+
+
+def test_the_median_interval_covers_the_median_at_its_level():
+    from engine.stats.effects import median_interval
+
+    rng = np.random.default_rng(0)
+    hits = [lo <= 0.0 <= hi for lo, hi in (median_interval(rng.standard_normal(20)) for _ in range(2000))]
+    assert 0.94 <= np.mean(hits) <= 0.975  # exact and slightly conservative: 95.9 % at n = 20 (6th to 15th value)
+    assert np.isnan(median_interval(np.arange(5.0))).all()  # too few values for 95 %
+    assert median_interval(np.array([np.nan, *range(47)])) == (16.0, 30.0)  # NaN dropped; ranks 17 and 31
 
 
 @pytest.mark.acceptance

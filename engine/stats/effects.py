@@ -189,3 +189,27 @@ def bootstrap_intervals(
                 out[f"{stat}_ci_low"][block] = low
                 out[f"{stat}_ci_high"][block] = high
     return out
+
+
+def median_interval(values: np.ndarray, level: float = 0.95) -> tuple[float, float]:
+    """Distribution-free confidence interval for the median of `values` (NaNs dropped), from order statistics.
+
+    The interval runs from the j-th to the (n + 1 - j)-th smallest value, with j the largest rank for
+    which the number of values below the median, Binomial(n, 1/2), stays inside it with probability at
+    least `level`; it is exact and needs no resampling (so no seed). NaN when n is too small for the level
+    (n < 6 at 95 %).
+    """
+    from scipy import stats
+
+    x = np.sort(np.asarray(values, dtype=np.float64)[~np.isnan(np.asarray(values, dtype=np.float64))])
+    n = len(x)
+    if n == 0:
+        return float("nan"), float("nan")
+    # P(X_(j) <= median <= X_(n+1-j)) = 1 - 2 P(B <= j - 1), B ~ Binomial(n, 1/2).
+    ranks = np.arange(1, n // 2 + 1)
+    covered = 1 - 2 * stats.binom.cdf(ranks - 1, n, 0.5)
+    ok = ranks[covered >= level]
+    if not len(ok):
+        return float("nan"), float("nan")
+    j = int(ok.max())
+    return float(x[j - 1]), float(x[n - j])
