@@ -213,17 +213,30 @@ def write_docs(text: str, path: Path = DOCS, section: str | None = None) -> None
         raise SystemExit(str(exc)) from None
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[str]]:
+    """The options and the Hydra overrides, which may also follow `--studies` (as the tables' headers
+    print them: `--studies age editor.growth=0.06`)."""
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--split", default="evaluation", choices=("tuning", "evaluation", "all"))
-    p.add_argument("--studies", nargs="+", default=list(STUDIES), choices=list(STUDIES))
+    p.add_argument("--studies", nargs="+", default=list(STUDIES), metavar="STUDY",
+                   help=f"any of {', '.join(STUDIES)}")
     p.add_argument("--out", type=Path, default=Path("acceptance"))
     p.add_argument("--write-docs", action="store_true", help="write the table into docs/EDITORS.md")
     p.add_argument("--section", help="with --write-docs: write between the acceptance:SECTION markers")
     p.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
     args, extra = p.parse_known_args(argv)
+    overrides = [v for v in args.studies if "=" in v]
+    args.studies = [v for v in args.studies if "=" not in v]
+    unknown = [v for v in args.studies if v not in STUDIES]
+    if unknown or not args.studies:
+        p.error(f"--studies {' '.join(unknown)}: choose from {', '.join(STUDIES)}")
     if args.section and not args.write_docs:
         p.error("--section needs --write-docs")
+    return args, [*extra, *overrides]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args, extra = parse_args(argv)
     t0 = time.perf_counter()
     audits, rows = [], []
     (args.out / "audits").mkdir(parents=True, exist_ok=True)

@@ -98,6 +98,21 @@ def test_a_symmetry_row_shows_the_detail_facet_and_the_mouth_corner_beside_its_e
     assert "detail asymmetry" not in acc.markdown(pd.DataFrame(plain), provenance)
 
 
+def test_the_command_a_section_header_prints_runs_as_printed():
+    acc = _acceptance()
+    provenance = {"made": "d", "git": "g", "split": "tuning", "thresholds": "t", "section": "growth-tuning",
+                  "studies": ["age"], "overrides": ["editor.growth=0.06", "editor.sag=0.5"]}
+    audit = _audit(6, 8.0, 1.0, "lfw_").assign(group="lfw")
+    header = acc.markdown(pd.DataFrame(acc.summarise("age", audit)), provenance)
+    command = header.split("`")[1].split()
+    assert command[:2] == ["python", "scripts/acceptance.py"]
+    args, overrides = acc.parse_args(command[2:])
+    assert (args.split, args.studies, args.section, args.write_docs) == ("tuning", ["age"], "growth-tuning", True)
+    assert overrides == ["editor.growth=0.06", "editor.sag=0.5"]
+    with pytest.raises(SystemExit):
+        acc.parse_args(["--studies", "agee"])
+
+
 def test_each_row_carries_its_uncertainty_so_settings_are_not_compared_on_noise():
     acc = _acceptance()
     audit = _audit(10, 0.0, 0.5, "lfw_")
