@@ -17,6 +17,8 @@ import torch
 RIGHT_IRIS, LEFT_IRIS = 468, 473
 #: Face-oval points beside the subject's right and left ear: their distance is "the face width".
 FACE_EDGES = (234, 454)
+#: The nose tip, and the outer eye corners (subject's right, left) that give the eye line.
+NOSE_TIP, EYE_OUTER_CORNERS = 1, (33, 263)
 #: |r| / tan(yaw) for the nose-offset yaw estimate of `yaw_degrees`.
 YAW_FROM_NOSE_OFFSET = 1.72
 
@@ -39,10 +41,11 @@ def face_widths(landmarks: torch.Tensor) -> torch.Tensor:
 def yaw_degrees(landmarks: torch.Tensor) -> torch.Tensor:
     """Unsigned yaw `(N,)` in degrees of faces with `(N, 478, 2|3)` landmarks."""
     xy = landmarks[..., :2].float()
-    eye = xy[:, 263] - xy[:, 33]
+    eye = xy[:, EYE_OUTER_CORNERS[1]] - xy[:, EYE_OUTER_CORNERS[0]]
     ex = eye / eye.norm(dim=-1, keepdim=True).clamp(min=1e-6)
     along = (xy * ex[:, None]).sum(-1)  # (N, 478) positions along the eye line
-    right, left = along[:, 1] - along[:, 234], along[:, 454] - along[:, 1]
+    nose = along[:, NOSE_TIP]
+    right, left = nose - along[:, FACE_EDGES[0]], along[:, FACE_EDGES[1]] - nose
     r = (left - right) / (left + right).abs().clamp(min=1e-6)
     return torch.rad2deg(torch.atan(r.abs() / YAW_FROM_NOSE_OFFSET))
 
