@@ -117,6 +117,15 @@ def run_study(name: str, split: str, out: Path, extra: list[str]) -> pd.DataFram
     return audit
 
 
+def scored_faces(name: str, audit: pd.DataFrame) -> pd.DataFrame:
+    """The faces a study is judged on: all, or for a gender direction the faces it is meant for."""
+    study = STUDIES[name]
+    if study.faces == "all" or "est_p_male_ref" not in audit:
+        return audit
+    male = audit["est_p_male_ref"].astype(float) >= 0.5
+    return audit[male] if study.faces == "male_at_sham" else audit[~male]
+
+
 def summarise(name: str, audit: pd.DataFrame) -> list[dict]:
     """Rows of the acceptance table: one per group (lfw, sharp, all)."""
     from statsmodels.stats.proportion import proportion_confint
@@ -127,10 +136,7 @@ def summarise(name: str, audit: pd.DataFrame) -> list[dict]:
     study = STUDIES[name]
     rows = []
     for group, part in [*audit.groupby("group", sort=True), ("all", audit)]:
-        scored = part
-        if study.faces != "all" and "est_p_male_ref" in part:
-            male = part["est_p_male_ref"].astype(float) >= 0.5
-            scored = part[male] if study.faces == "male_at_sham" else part[~male]
+        scored = scored_faces(name, part)
         # A direction of the gender edit is judged on the faces it is meant for, valid share included.
         judged = scored if study.faces != "all" else part
         valid = int(judged["valid"].astype(bool).sum())

@@ -42,15 +42,6 @@ def _provenance(run: Path) -> dict:
     return json.loads(path.read_text())
 
 
-def _scored(name: str, audit: pd.DataFrame) -> pd.DataFrame:
-    """The faces a study is judged on (a gender direction: the faces it is meant for, at the sham)."""
-    study = acceptance.STUDIES[name]
-    if study.faces == "all" or "est_p_male_ref" not in audit:
-        return audit
-    male = audit["est_p_male_ref"].astype(float) >= 0.5
-    return audit[male] if study.faces == "male_at_sham" else audit[~male]
-
-
 def compare_study(name: str, baseline: pd.DataFrame, candidate: pd.DataFrame) -> list[dict]:
     """One row per group: paired counts, the median paired change of the effect, and raw p values."""
     from scipy import stats
@@ -59,7 +50,7 @@ def compare_study(name: str, baseline: pd.DataFrame, candidate: pd.DataFrame) ->
 
     measure = acceptance.STUDIES[name].measure
     keep = ["image_id", "valid", *([measure] if measure else [])]
-    base = _scored(name, baseline)[keep]
+    base = acceptance.scored_faces(name, baseline)[keep]
     pairs = base.merge(candidate[keep], on="image_id", suffixes=("_base", "_new"))
     pairs["group"] = pairs["image_id"].astype(str).map(acceptance.group_of)
     rows = []
