@@ -149,7 +149,8 @@ def summarise(name: str, audit: pd.DataFrame) -> list[dict]:
             "study": name, "group": group, "faces": len(judged),
             "valid": valid,
             "valid_share": valid / len(judged) if len(judged) else float("nan"),
-            "valid_low": float(valid_low), "valid_high": float(valid_high),
+            # Clipped: Wilson's bounds of 0 or n of n come out a rounding error beyond [0, 1].
+            "valid_low": min(max(float(valid_low), 0.0), 1.0), "valid_high": min(max(float(valid_high), 0.0), 1.0),
             "scored_faces": len(scored),
             "median_effect": float(np.nanmedian(effect)) if np.isfinite(effect).any() else float("nan"),
             "median_low": median_low, "median_high": median_high,
@@ -173,8 +174,23 @@ def misses(table: pd.DataFrame) -> list[str]:
                 continue  # no face of this group is meant for this direction
             ok = value >= bound if op == ">=" else value <= bound
             if not (isinstance(value, float) and np.isfinite(value)) or not ok:
-                out.append(f"{row['study']} / {row['group']}: {check} missed ({column}={value:.3g}, needs {op} {bound})")
+                out.append(f"{row['study']} / {row['group']}: {check} missed ({column}={value:.3g}, needs {op} {bound}"
+                           f"{_interval_verdict(row, column, op, bound)})")
     return out
+
+
+#: Where a checked column's 95 % interval is in the table.
+INTERVALS = {"valid_share": ("valid_low", "valid_high"), "median_effect": ("median_low", "median_high")}
+
+
+def _interval_verdict(row: pd.Series, column: str, op: str, bound: float) -> str:
+    """", 95 % interval [lo, hi]: clearly missed" when the whole interval misses the bound, else "could be met"."""
+    low_col, high_col = INTERVALS.get(column, (None, None))
+    low, high = row.get(low_col, np.nan), row.get(high_col, np.nan)
+    if not (np.isfinite(low) and np.isfinite(high)):
+        return ""
+    clear = high < bound if op == ">=" else low > bound
+    return f"; {CI_LEVEL:.0%} interval [{low:.3g}, {high:.3g}]: {'clearly missed' if clear else 'could be met'}"
 
 
 def markdown(table: pd.DataFrame, provenance: dict) -> str:
