@@ -280,7 +280,7 @@ def test_the_lips_thin_evenly_without_folding_the_mesh_over_the_mouth_line(faces
     assert ((depth[:, sorted(band)] > 0) & (depth[:, sorted(band)] < 1)).all()
 
     target = older._target_landmarks(lm, 1.0)
-    tri = torch.as_tensor(np.asarray(face_triangles()))
+    tri = torch.tensor(np.asarray(face_triangles()))  # a copy: the mesh data are read-only
     # The triangles of the red lip and the mouth opening (skin triangles outside the lip can flip on the
     # degenerate landmarks of a 25-pixel LFW mouth, where a skin point sits on the lip edge).
     lips = torch.tensor([bool({int(v) for v in t} & (inner | band)) for t in tri])
