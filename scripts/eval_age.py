@@ -50,7 +50,7 @@ def analyse_demo(crop_size: int, limit: int | None, cache: Path | None, split: s
     records, analyses, crops = [], [], []
     for rec in DemoDataset(limit=limit, split=split).records:
         for k, (fa, crop) in enumerate(analyzer.analyse_all(rec.image_id, rec.load())):
-            if fa.ok and crop is not None and not fa.reason:
+            if fa.redetected and not fa.needs_margin and crop is not None:
                 records.append(_PlainRecord(f"{rec.image_id}#{k}", dict(rec.metadata)))
                 analyses.append(fa)
                 crops.append(crop)

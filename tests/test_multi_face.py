@@ -94,9 +94,14 @@ def test_a_tight_crop_whose_face_the_landmarker_misses_is_found_with_a_margin(an
     found = lm.detect_crop(crop)
     assert found is not None and found["margin"]
     # The analysis keeps the re-detected landmarks (not ones moved over from the photo) and says so.
-    from engine.faces.analyzer import REDETECTED_WITH_MARGIN
+    from engine.types import REDETECTED_WITH_MARGIN, FaceAnalysis
 
-    assert fa.ok and fa.reason == REDETECTED_WITH_MARGIN
+    assert fa.ok and fa.reason == REDETECTED_WITH_MARGIN and fa.redetected and fa.needs_margin
+    # The same flags hold for the other ways a face's landmarks are found, and for a skipped face.
+    assert FaceAnalysis("x", ok=True).redetected and not FaceAnalysis("x", ok=True).needs_margin
+    moved = FaceAnalysis("x", ok=True, reason="landmarks transferred from the source photo")
+    assert not moved.redetected and not moved.needs_margin
+    assert not FaceAnalysis("x", ok=False, reason="no face detected").redetected
     np.testing.assert_array_equal(fa.landmarks, found["landmarks"])
     # Landmarks come back in the crop's pixels: the eyes sit where the aligner put them.
     eyes = (fa.landmarks[468, :2] + fa.landmarks[473, :2]) / 2

@@ -20,7 +20,13 @@ import numpy as np
 from engine.faces.align import LEFT_IRIS_CENTRE, RIGHT_IRIS_CENTRE, CropSpec, align_face, landmark_box
 from engine.faces.landmarker import FaceLandmarker
 from engine.faces.template import template_landmarks
-from engine.types import FaceAnalysis
+from engine.types import (
+    LANDMARKS_FROM_SOURCE,
+    REDETECTED_ON_CROP,
+    REDETECTED_WITH_MARGIN,
+    TEMPLATE_LANDMARKS,
+    FaceAnalysis,
+)
 
 #: Multi-face analysis: the detector's threshold (MediaPipe's full-range graph uses 0.6; the landmarker
 #: confirms every proposal anyway), the landmark region around a detection box (box sides), the least
@@ -30,9 +36,6 @@ REGION_SCALE = 2.0
 REGION_MIN_SIDE = 384
 MULTI_VERSION = "1"
 
-#: The reason of a face found on its crop only inside `CROP_MARGIN` (the audit then reads its sham
-#: with the margin too).
-REDETECTED_WITH_MARGIN = "landmarks re-detected on the crop with a margin"
 
 
 class FaceAnalyzer:
@@ -138,12 +141,12 @@ class FaceAnalyzer:
         det2 = self.landmarker.detect_crop(crop)
         if det2 is not None:
             landmarks, blend, pose = det2["landmarks"], det2["blendshapes"], det2["pose"]
-            reason = REDETECTED_WITH_MARGIN if det2["margin"] else ""
+            reason = REDETECTED_WITH_MARGIN if det2["margin"] else REDETECTED_ON_CROP
         else:
             landmarks = moved
             blend = det["blendshapes"] if det is not None else np.zeros(52, np.float32)
             pose = det["pose"] if det is not None else np.zeros(3, np.float32)
-            reason = "landmarks transferred from the source photo"
+            reason = LANDMARKS_FROM_SOURCE
         fa = FaceAnalysis(image_id, ok=True, reason=reason, landmarks=landmarks, blendshapes=blend,
                           box=landmark_box(landmarks), pose=pose, crop_from_source=m.astype(np.float32))
         return fa, crop
@@ -228,7 +231,7 @@ class TemplateFaceAnalyzer:
         crop = rgb if (h, w) == (size, size) else cv2.resize(rgb, (size, size), interpolation=cv2.INTER_AREA)
         landmarks = template_landmarks(self.spec)
         m = np.array([[size / w, 0, 0], [0, size / h, 0]], dtype=np.float32)
-        fa = FaceAnalysis(image_id, ok=True, reason="template landmarks (no detection)", landmarks=landmarks,
+        fa = FaceAnalysis(image_id, ok=True, reason=TEMPLATE_LANDMARKS, landmarks=landmarks,
                           blendshapes=np.zeros(52, np.float32), box=landmark_box(landmarks),
                           pose=np.zeros(3, np.float32), crop_from_source=m)
         return fa, np.ascontiguousarray(crop)

@@ -9,7 +9,6 @@ import torch
 
 from engine.audit import AuditedCondition, AuditStage
 from engine.audit.landmarks import FaceDetectionJudge
-from engine.faces.analyzer import REDETECTED_WITH_MARGIN
 from engine.pipeline.pipeline import Chunk
 
 
@@ -17,16 +16,15 @@ def _analysis_detections(chunk: Chunk) -> dict[str, dict[str, np.ndarray]] | Non
     """The analysis's re-detection of the crops, as the landmark judge's readings, when every face has one.
 
     The analysis runs the same landmarker on the very crop, the way the judge does
-    (`FaceLandmarker.detect_crop`): its `reason` is empty when it found the face on the crop as it is,
-    `REDETECTED_WITH_MARGIN` when only inside the margin, and anything else when it moved landmarks
-    over from the source photo (then the judge reads the chunk itself).
+    (`FaceLandmarker.detect_crop`); where it moved landmarks over from the source photo instead
+    (`FaceAnalysis.redetected` false), the judge reads the chunk itself.
     """
     analyses = [chunk.images[i].analysis for i in chunk.fresh]
-    if any(a is None or a.reason not in ("", REDETECTED_WITH_MARGIN) for a in analyses):
+    if any(a is None or not a.redetected for a in analyses):
         return None
     return {FaceDetectionJudge.name: {
         "found": np.ones(len(analyses), dtype=bool),
-        "margin": np.array([a.reason == REDETECTED_WITH_MARGIN for a in analyses]),  # type: ignore[union-attr]
+        "margin": np.array([a.needs_margin for a in analyses]),  # type: ignore[union-attr]
         "landmarks": np.stack([a.landmarks for a in analyses]).astype(np.float32),  # type: ignore[union-attr]
         "blendshapes": np.stack([a.blendshapes for a in analyses]).astype(np.float32),  # type: ignore[union-attr]
     }}
