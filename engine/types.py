@@ -75,22 +75,15 @@ def image_seed(seed: int, image_id: str, *extra: Any) -> int:
     return int.from_bytes(digest[:8], "little") & 0x7FFF_FFFF_FFFF_FFFF
 
 
-#: `FaceAnalysis.reason` of a usable face says where its landmarks come from (the analysis cache keeps
-#: the string): found again on its own crop, on the crop framed with a margin, moved over from the
-#: source photo, or a template (no detector).
-REDETECTED_ON_CROP = ""
-REDETECTED_WITH_MARGIN = "landmarks re-detected on the crop with a margin"
+#: Where a usable face's landmarks come from (`FaceAnalysis.reason`, a string in the analysis cache).
+REDETECTED_ON_CROP, REDETECTED_WITH_MARGIN = "", "landmarks re-detected on the crop with a margin"
 LANDMARKS_FROM_SOURCE = "landmarks transferred from the source photo"
 TEMPLATE_LANDMARKS = "template landmarks (no detection)"
 
 
 @dataclass
 class FaceAnalysis:
-    """Face analysis of one image, in the coordinates of its aligned crop.
-
-    `ok=False` means the image is skipped; `reason` says why. For a usable face, `reason` says where
-    its landmarks come from (`redetected`, `needs_margin`).
-    """
+    """Face analysis of one image, in its aligned crop's coordinates. `ok=False`: skipped, `reason` says why."""
 
     image_id: str
     ok: bool
@@ -102,14 +95,11 @@ class FaceAnalysis:
     crop_from_source: np.ndarray | None = None  # (2, 3) affine: source pixel -> crop pixel
 
     @property
-    def redetected(self) -> bool:
-        """The landmarker found the face again on its own crop (with or without the margin), as the
-        audit's landmark judge reads it."""
+    def redetected(self) -> bool:  # found again on its own crop, as the audit's landmark judge reads it
         return self.ok and self.reason in (REDETECTED_ON_CROP, REDETECTED_WITH_MARGIN)
 
     @property
-    def needs_margin(self) -> bool:
-        """Found on its crop only when framed with `CROP_MARGIN`."""
+    def needs_margin(self) -> bool:  # found on its crop only when framed with `CROP_MARGIN`
         return self.ok and self.reason == REDETECTED_WITH_MARGIN
 
 
