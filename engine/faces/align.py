@@ -18,6 +18,13 @@ RIGHT_IRIS_CENTRE = 468  # the subject's right eye (image left in a frontal phot
 LEFT_IRIS_CENTRE = 473
 
 
+PADDINGS = ("replicate", "fade")
+#: "fade": beyond the photo the crop is the photo mirrored, blurred within `FADE_BLUR_RAMP` of its edge
+#: (sigma `FADE_BLUR`) and faded to the photo's median colour over `FADE_COLOUR_RAMP`; fractions of the
+#: crop size (as FFHQ's aligner pads its crops).
+FADE_BLUR, FADE_BLUR_RAMP, FADE_COLOUR_RAMP = 0.02, 0.05, 0.3
+
+
 @dataclass(frozen=True)
 class CropSpec:
     """Geometry of the aligned crop, as fractions of the crop size."""
@@ -25,6 +32,7 @@ class CropSpec:
     size: int = 384
     eye_distance: float = 0.28  # inter-ocular (iris centre) distance
     eye_height: float = 0.42  # vertical position of the eye midpoint
+    padding: str = "replicate"  # beyond the photo: "replicate" its edge pixels, or "fade" (see warp_to_crop)
 
     def __post_init__(self) -> None:
         if not 64 <= self.size <= 2048:
@@ -33,6 +41,8 @@ class CropSpec:
             raise ValueError(f"faces.eye_distance must be in [0.1, 0.6], got {self.eye_distance}")
         if not 0.2 <= self.eye_height <= 0.6:
             raise ValueError(f"faces.eye_height must be in [0.2, 0.6], got {self.eye_height}")
+        if self.padding not in PADDINGS:
+            raise ValueError(f"faces.padding={self.padding!r}: choose one of {PADDINGS}")
 
 
 def alignment_matrix(landmarks: np.ndarray, spec: CropSpec) -> np.ndarray:
@@ -53,15 +63,35 @@ def alignment_matrix(landmarks: np.ndarray, spec: CropSpec) -> np.ndarray:
     return np.hstack([rot, t[:, None]]).astype(np.float64)
 
 
-def warp_to_crop(rgb: np.ndarray, m: np.ndarray, size: int) -> np.ndarray:
-    """Cut the aligned crop; large downscales are area-filtered first so the crop is not aliased."""
+def warp_to_crop(rgb: np.ndarray, m: np.ndarray, size: int, padding: str = "replicate") -> np.ndarray:
+    """Cut the aligned crop; large downscales are area-filtered first so the crop is not aliased.
+
+    Where the crop reaches beyond the photo (tight crops such as LFW's), "replicate" repeats the
+    photo's edge pixels, which draws streaks; "fade" mirrors the photo there instead, blurs it within a
+    short distance of the photo's edge and fades it toward the photo's median colour further out, so
+    the background reads as an out-of-focus continuation. Pixels inside the photo are the same either way.
+    """
     scale = math.hypot(m[0, 0], m[1, 0])
     src, mm = rgb, m.copy()
     if scale < 0.5:
         f = scale * 1.5  # keep some headroom so the final resample still interpolates, not decimates
         src = cv2.resize(rgb, None, fx=f, fy=f, interpolation=cv2.INTER_AREA)
         mm[:, :2] /= f
-    return cv2.warpAffine(src, mm, (size, size), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
+    if padding == "replicate":
+        return cv2.warpAffine(src, mm, (size, size), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
+    crop = cv2.warpAffine(src, mm, (size, size), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT)
+    inside = cv2.warpAffine(np.ones(src.shape[:2], np.uint8), mm, (size, size), flags=cv2.INTER_NEAREST,
+                            borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    if inside.all():
+        return crop
+    # Distance (crop px) of every pixel beyond the photo to the nearest pixel inside it.
+    distance = cv2.distanceTransform((inside == 0).astype(np.uint8), cv2.DIST_L2, 5)[..., None]
+    out = crop.astype(np.float32)
+    blurred = cv2.GaussianBlur(out, (0, 0), FADE_BLUR * size)
+    out += (blurred - out) * np.clip(distance / (FADE_BLUR_RAMP * size), 0, 1)
+    median = np.median(crop[inside > 0], axis=0).astype(np.float32)
+    out += (median - out) * np.clip(distance / (FADE_COLOUR_RAMP * size), 0, 1)
+    return np.clip(np.round(out), 0, 255).astype(np.uint8)
 
 
 def transform_landmarks(landmarks: np.ndarray, m: np.ndarray) -> np.ndarray:
@@ -88,4 +118,4 @@ def align_face(rgb: np.ndarray, landmarks: np.ndarray, spec: CropSpec) -> tuple[
         crop-from-source matrix).
     """
     m = alignment_matrix(landmarks, spec)
-    return warp_to_crop(rgb, m, spec.size), transform_landmarks(landmarks, m), m
+    return warp_to_crop(rgb, m, spec.size, spec.padding), transform_landmarks(landmarks, m), m

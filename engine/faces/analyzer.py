@@ -70,8 +70,9 @@ class FaceAnalyzer:
         multi: bool | str = False,
         min_face_iod: float = 16.0,
         tile: int = 384,
+        padding: str = "replicate",
     ) -> None:
-        self.spec = CropSpec(crop_size, eye_distance, eye_height)
+        self.spec = CropSpec(crop_size, eye_distance, eye_height, padding)
         if not 0.0 < min_detection_confidence < 1.0:
             raise ValueError(f"faces.min_detection_confidence must be in (0, 1), got {min_detection_confidence}")
         if multi not in (True, False, "auto"):
@@ -113,6 +114,8 @@ class FaceAnalyzer:
             "min_conf": self.min_detection_confidence,
             "model": get_asset("face_landmarker").sha256,
         }
+        if self.spec.padding != "replicate":  # replicate-padded analyses keep their keys (and cached work)
+            fp["padding"] = self.spec.padding
         if self.multi is True:  # single-face analyses keep their keys (and their cached work)
             fp["multi"] = {"v": MULTI_VERSION, "min_face_iod": self.min_face_iod, "tile": self.tile,
                            "min_score": MULTI_MIN_SCORE, "detector": get_asset("face_detection_full_range").sha256}
