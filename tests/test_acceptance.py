@@ -117,6 +117,18 @@ def test_the_command_a_section_header_prints_runs_as_printed():
         acc.parse_args(["--studies", "agee"])
 
 
+def test_every_command_printed_in_the_docs_runs_as_printed():
+    import re
+    import shlex
+
+    acc = _acceptance()
+    commands = re.findall(r"`python scripts/acceptance\.py ([^`]*)`", acc.DOCS.read_text())
+    assert len(commands) >= 8  # the main table, defaults-tuning and three pairs of non-default settings
+    for command in commands:
+        args, overrides = acc.parse_args(shlex.split(command))
+        assert args.studies and all("=" in o for o in overrides), command
+
+
 def test_each_row_carries_its_uncertainty_so_settings_are_not_compared_on_noise():
     acc = _acceptance()
     audit = _audit(10, 0.0, 0.5, "lfw_")
