@@ -66,7 +66,8 @@ REPORTED = ("delta_est_age", "delta_est_p_male", "blendshape_change", "identity_
             "mouth_corner_drop", "lpips_out", "ssim_out", "outside_change")
 
 
-def _warp(img: np.ndarray, m: np.ndarray) -> np.ndarray:
+def warp_crop(img: np.ndarray, m: np.ndarray) -> np.ndarray:
+    """`img` moved by the 2x3 affine `m` (bilinear, edges replicated), same size: a nuisance transform."""
     h, w = img.shape[:2]
     return cv2.warpAffine(img, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
@@ -77,9 +78,10 @@ def _jpeg(img: np.ndarray, quality: int) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
 
 
-def _scale(img: np.ndarray, factor: float) -> np.ndarray:
+def scale_crop(img: np.ndarray, factor: float) -> np.ndarray:
+    """`img` scaled by `factor` about its centre, same size."""
     h, w = img.shape[:2]
-    return _warp(img, cv2.getRotationMatrix2D((w / 2, h / 2), 0.0, factor))
+    return warp_crop(img, cv2.getRotationMatrix2D((w / 2, h / 2), 0.0, factor))
 
 
 def _brightness(img: np.ndarray, factor: float) -> np.ndarray:
@@ -89,10 +91,10 @@ def _brightness(img: np.ndarray, factor: float) -> np.ndarray:
 #: Transforms of an aligned crop (uint8 (H, W, 3)) that change no facial property.
 CROP_TRANSFORMS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "jpeg_q85": lambda x: _jpeg(x, 85),
-    "shift_1px": lambda x: _warp(x, np.float32([[1, 0, 1], [0, 1, 0]])),
-    "shift_2px": lambda x: _warp(x, np.float32([[1, 0, 0], [0, 1, 2]])),
-    "scale_up_2pct": lambda x: _scale(x, 1.02),
-    "scale_down_2pct": lambda x: _scale(x, 0.98),
+    "shift_1px": lambda x: warp_crop(x, np.float32([[1, 0, 1], [0, 1, 0]])),
+    "shift_2px": lambda x: warp_crop(x, np.float32([[1, 0, 0], [0, 1, 2]])),
+    "scale_up_2pct": lambda x: scale_crop(x, 1.02),
+    "scale_down_2pct": lambda x: scale_crop(x, 0.98),
     "brighter_3pct": lambda x: _brightness(x, 1.03),
     "darker_3pct": lambda x: _brightness(x, 0.97),
 }
@@ -139,7 +141,7 @@ def faces(spec, cache) -> list:  # noqa: ANN001 - RunSpec, WorkCache
 def _retest(spec, face, record) -> np.ndarray | None:  # noqa: ANN001
     """The face's crop from a second analysis of its photo moved by half a pixel (None: not found)."""
     rgb = record.load()
-    moved = _warp(rgb, np.float32([[1, 0, 0.5], [0, 1, 0.5]]))
+    moved = warp_crop(rgb, np.float32([[1, 0, 0.5], [0, 1, 0.5]]))
     multi = getattr(spec.faces, "multi", False) is True
     found = spec.faces.analyse_all(record.image_id, moved) if multi else [spec.faces.analyse(record.image_id, moved)]
     target = face.analysis.crop_from_source

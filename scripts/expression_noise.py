@@ -37,10 +37,10 @@ BATCH = 8
 
 def framings() -> list[Callable[[np.ndarray], np.ndarray]]:
     """The views a steadier reading averages: the crop, moved 1 px down-right, scaled up and down 1.5 %."""
-    from engine.calibrate import _scale, _warp
+    from engine.calibrate import scale_crop, warp_crop
 
-    return [lambda x: x, lambda x: _warp(x, np.float32([[1, 0, 1], [0, 1, 1]])),
-            lambda x: _scale(x, 1.015), lambda x: _scale(x, 0.985)]
+    return [lambda x: x, lambda x: warp_crop(x, np.float32([[1, 0, 1], [0, 1, 1]])),
+            lambda x: scale_crop(x, 1.015), lambda x: scale_crop(x, 0.985)]
 
 
 def read(detect: Callable[[np.ndarray], np.ndarray | None], image: np.ndarray,
@@ -114,8 +114,11 @@ def measure(experiment: str, split: str, view_counts: Sequence[int]) -> list[dic
 
 
 def markdown(table: pd.DataFrame, split: str, experiments: Sequence[str]) -> str:
+    from engine.report.provenance import git_revision
+
+    git = (git_revision()["commit"] or "unknown")[:7]
     lines = [f"Measured by `python scripts/expression_noise.py {' '.join(experiments)} --split {split} --write-docs` "
-             f"on {time.strftime('%Y-%m-%d')} (demo `{split}` half). Mean |Δ| of the 52 blendshapes.",
+             f"on {time.strftime('%Y-%m-%d')} (git {git}, demo `{split}` half). Mean |Δ| of the 52 blendshapes.",
              "",
              "| experiment | views | noise p50 | noise p99 | edit median | edits above noise p99 |",
              "|---|---|---|---|---|---|"]
