@@ -4,9 +4,8 @@ Runs every study at strength 1 through the engine itself (`engine.app.run`, the 
 calibrated thresholds by default) on one half of the demo set, then reads each run's `audit.csv`:
 
 * per study and kind of face (`lfw`: the blurry LFW faces; `sharp`: the portraits and the faces of the
-  sharp photos): analysed faces, the valid share and the median of the study's target measure (each with a
-  95 % interval), and the
-  most frequent failure reasons;
+  sharp photos): analysed faces, the valid share and the median of the study's target measure (each
+  with a 95 % interval), and the most frequent failure reasons;
 * the targets of issue 10 (`TARGETS`), each a named check with its bound.
 
 Writes `<out>/acceptance.csv` (one row per study and group) and `<out>/audits/<study>.csv`; with
@@ -224,11 +223,12 @@ def markdown(table: pd.DataFrame, provenance: dict) -> str:
     return "\n".join(lines)
 
 
-def write_docs(text: str, path: Path = DOCS, section: str | None = None) -> None:
+def write_docs(text: str, path: Path = DOCS, section: str | None = None, kind: str = "acceptance") -> None:
+    """`text` between the `<kind>:<section>` markers of `path` (the plain acceptance markers without a section)."""
     from engine.report.files import write_between_markers
 
-    begin, end = (BEGIN, END) if not section else (f"<!-- acceptance:{section}:begin -->",
-                                                    f"<!-- acceptance:{section}:end -->")
+    begin, end = (BEGIN, END) if not section else (f"<!-- {kind}:{section}:begin -->",
+                                                    f"<!-- {kind}:{section}:end -->")
     try:
         write_between_markers(path, begin, end, text)
     except ValueError as exc:

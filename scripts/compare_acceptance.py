@@ -30,8 +30,6 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import acceptance  # noqa: E402 - the studies and their measures
 
-ROOT = Path(__file__).resolve().parents[1]
-DOCS = ROOT / "docs" / "EDITORS.md"
 GROUPS = ("lfw", "sharp", "all")
 
 
@@ -150,13 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     text = markdown(table, info)
     print(text)
     if args.write_docs:
-        from engine.report.files import write_between_markers
-
-        try:
-            write_between_markers(DOCS, f"<!-- comparison:{args.section}:begin -->",
-                                  f"<!-- comparison:{args.section}:end -->", text)
-        except ValueError as exc:
-            raise SystemExit(str(exc)) from None
+        acceptance.write_docs(text, section=args.section, kind="comparison")
     return 0
 
 

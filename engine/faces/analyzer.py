@@ -37,7 +37,6 @@ REGION_MIN_SIDE = 384
 MULTI_VERSION = "1"
 
 
-
 class FaceAnalyzer:
     """Detect, align and re-detect faces with MediaPipe.
 

@@ -201,7 +201,8 @@ def median_interval(values: np.ndarray, level: float = 0.95) -> tuple[float, flo
     """
     from scipy import stats
 
-    x = np.sort(np.asarray(values, dtype=np.float64)[~np.isnan(np.asarray(values, dtype=np.float64))])
+    x = np.asarray(values, dtype=np.float64)
+    x = np.sort(x[~np.isnan(x)])
     n = len(x)
     if n == 0:
         return float("nan"), float("nan")
