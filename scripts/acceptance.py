@@ -91,13 +91,15 @@ def group_of(image_id: str) -> str:
     return "lfw" if image_id.startswith("lfw_") else "sharp"
 
 
-def run_study(name: str, split: str, out: Path, extra: list[str]) -> pd.DataFrame:
-    """Run one study through the engine and return its strength-1 audit rows."""
+def run_study(name: str, split: str, out: Path, extra: list[str],
+              strengths: tuple[float, ...] = (1.0,)) -> pd.DataFrame:
+    """Run one study through the engine and return its audit rows at `strengths` (a float column)."""
     from engine.app import run
     from engine.config import compose_config
 
     study = STUDIES[name]
-    overrides = [f"experiment={study.experiment}", f"dataset.split={split}", *BASE_OVERRIDES,
+    dose = [] if strengths == (1.0,) else [f"strengths=[{','.join(f'{s:g}' for s in strengths)}]"]
+    overrides = [f"experiment={study.experiment}", f"dataset.split={split}", *BASE_OVERRIDES, *dose,
                  *study.overrides, *extra]
     cfg = compose_config(overrides)
     run_dir = out / "runs" / name
@@ -107,7 +109,8 @@ def run_study(name: str, split: str, out: Path, extra: list[str]) -> pd.DataFram
         shutil.rmtree(run_dir)
     run(cfg, out=run_dir)
     audit = pd.read_csv(run_dir / "audit.csv")
-    audit = audit[audit["strength"].astype(float) == 1.0].copy()
+    audit["strength"] = audit["strength"].astype(float)
+    audit = audit[audit["strength"].isin(strengths)].copy()
     audit["study"] = name
     audit["group"] = audit["image_id"].astype(str).map(group_of)
     if study.measure == "delta_p_target":
@@ -224,11 +227,11 @@ def markdown(table: pd.DataFrame, provenance: dict) -> str:
 
 
 def write_docs(text: str, path: Path = DOCS, section: str | None = None, kind: str = "acceptance") -> None:
-    """`text` between the `<kind>:<section>` markers of `path` (the plain acceptance markers without a section)."""
+    """`text` between the `<kind>:<section>` markers of `path` (the `<kind>` markers without a section)."""
     from engine.report.files import write_between_markers
 
-    begin, end = (BEGIN, END) if not section else (f"<!-- {kind}:{section}:begin -->",
-                                                    f"<!-- {kind}:{section}:end -->")
+    name = f"{kind}:{section}" if section else kind
+    begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
     try:
         write_between_markers(path, begin, end, text)
     except ValueError as exc:
