@@ -195,6 +195,22 @@ def _interval_verdict(row: pd.Series, column: str, op: str, bound: float) -> str
     return f"; {CI_LEVEL:.0%} interval [{low:.3g}, {high:.3g}]: {'clearly missed' if clear else 'could be met'}"
 
 
+def effect_cell(r: pd.Series) -> str:
+    """A row's median effect with its interval, as the tables print it ("–" where there is none)."""
+    effect = "–" if not np.isfinite(r["median_effect"]) else f"{r['median_effect']:+.3g}"
+    if np.isfinite(r.get("median_low", np.nan)):
+        effect += f" [{r['median_low']:+.3g}, {r['median_high']:+.3g}]"
+    return effect
+
+
+def share_cell(r: pd.Series) -> str:
+    """A row's valid share, count and Wilson interval, as the tables print it."""
+    share = f"{r['valid_share']:.0%} ({r['valid']})"
+    if np.isfinite(r.get("valid_low", np.nan)):
+        share += f" [{r['valid_low']:.0%}–{r['valid_high']:.0%}]"
+    return share
+
+
 def markdown(table: pd.DataFrame, provenance: dict) -> str:
     command = "python scripts/acceptance.py --write-docs"
     if provenance.get("section"):
@@ -209,12 +225,7 @@ def markdown(table: pd.DataFrame, provenance: dict) -> str:
              "| study | group | faces | valid | median effect | effect | top failure reasons |",
              "|---|---|---|---|---|---|---|"]
     for _, r in table.iterrows():
-        effect = "–" if not np.isfinite(r["median_effect"]) else f"{r['median_effect']:+.3g}"
-        if np.isfinite(r.get("median_low", np.nan)):
-            effect += f" [{r['median_low']:+.3g}, {r['median_high']:+.3g}]"
-        share = f"{r['valid_share']:.0%} ({r['valid']})"
-        if np.isfinite(r.get("valid_low", np.nan)):
-            share += f" [{r['valid_low']:.0%}–{r['valid_high']:.0%}]"
+        effect, share = effect_cell(r), share_cell(r)
         extra = ""
         if np.isfinite(r.get("median_mouth_corner_drop", np.nan)):
             extra += f"; mouth corner drop {r['median_mouth_corner_drop']:.3f} IOD"

@@ -118,10 +118,7 @@ def markdown(table: pd.DataFrame, provenance: dict) -> str:
              "| study | strength | faces | valid | median effect | expression | top failure reasons |",
              "|---|---|---|---|---|---|---|"]
     for _, r in table.iterrows():
-        effect = "–" if not np.isfinite(r["median_effect"]) else f"{r['median_effect']:+.3g}"
-        if np.isfinite(r.get("median_low", np.nan)):
-            effect += f" [{r['median_low']:+.3g}, {r['median_high']:+.3g}]"
-        share = f"{r['valid_share']:.0%} ({r['valid']}) [{r['valid_low']:.0%}–{r['valid_high']:.0%}]"
+        effect, share = acceptance.effect_cell(r), acceptance.share_cell(r)
         expression = "–" if not np.isfinite(r["median_expression_change"]) else f"{r['median_expression_change']:.3f}"
         if not r.get("expression_checked", True):
             expression += " (not checked)"
