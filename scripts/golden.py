@@ -49,6 +49,9 @@ face (`editors.outer_warp`), which moves pixels near the outline of turned faces
 `age_shift` and `gender_swap` were saved again for the age editor's version 10 and the gender editor's
 rigid-features-7: their edits may reach the face's own hull and every pixel their warp moves (a ring
 alone cut a profile's upper lip off), and the gender warp is smoothed beyond the inner face.
+`symmetry` was saved again (stop 24) for the symmetry editor's version 3: the kept eye openings are the
+lid loops faded by exact distance (the half-ellipses ran out as a band across squinting faces), so the
+mirror blend moved slightly on every face; 2 more edits valid, no other experiment moved.
     python scripts/golden.py compare age_shift    # one experiment
     python scripts/golden.py compare runner.device=cpu   # with more Hydra overrides
 """

@@ -323,3 +323,36 @@ def test_identity_editor_changes_nothing(batch: FaceBatch) -> None:
     assert torch.equal(editor.sham(batch).images, result.images)
     with pytest.raises(ValueError, match="strength=2"):
         editor.edit(batch, 2, seed=0)
+
+
+def test_nearly_closed_eyes_keep_only_their_slits_and_the_blend_has_no_seam() -> None:
+    """Lids almost shut (squinting, blurry faces): the kept eye openings stay within the feather of the
+    lid loops. A half-ellipse faded by its first-order distance ran out as a band across the whole face,
+    and the mirror blend showed a hard line along it."""
+    from editors.symmetry.mirror import polygon_distance
+
+    batch = frontal_batch(gradient_image())
+    landmarks = batch.landmarks.clone()
+    for eye in ("right_eye", "left_eye"):
+        loop = list(landmark_group(eye))
+        centre_y = landmarks[0, loop, 1].mean()
+        landmarks[0, loop, 1] = centre_y + 0.05 * (landmarks[0, loop, 1] - centre_y)  # lids 1/20 as far apart
+    iod = float(inter_ocular_distance(landmarks)[0])
+    eyes = eye_openings(landmarks, (SIZE, SIZE), 0.06)[0, 0]
+    pixels = identity_coords(1, (SIZE, SIZE))[0].double()
+    distance = torch.stack([polygon_distance(pixels, landmarks[0, list(landmark_group(e)), :2].double())
+                            for e in ("right_eye", "left_eye")]).amin(dim=0)
+    assert eyes[distance > 0.06 * iod].max() == 0  # nothing beyond the feather: no band between or beside the eyes
+    assert eyes[distance < 0.5].min() > 0.9
+    # Beside the slits, on the eye line, the mirror blend reaches the skin (the band kept it out).
+    squinting = FaceBatch(**{**batch.__dict__, "landmarks": landmarks})
+    edited = SymmetryEditor(mode="texture").edit(squinting, 1.0, seed=0).images[0]
+    eye_line = int(landmarks[0, list(landmark_group("right_eye")), 1].mean())
+    from_midline = (torch.arange(SIZE) + 0.5 - float(landmarks[0, 168, 0])).abs()  # 168: between the brows
+    beside = (distance[eye_line] > 0.1 * iod) & (from_midline > 0.15 * iod) & (from_midline < 1.0 * iod)
+    moved = (edited[:, eye_line] - batch.images[0][:, eye_line]).abs().amax(dim=0)
+    assert beside.sum() > 20 and (moved[beside] > 0.01).float().mean() > 0.8
+    # The exact distance on a square: 0 inside, the gap to the nearest edge outside.
+    square = torch.tensor([[0.0, 0.0], [10.0, 0.0], [10.0, 10.0], [0.0, 10.0]], dtype=torch.float64)
+    probe = torch.tensor([[5.0, 5.0], [13.0, 5.0], [13.0, 14.0], [-2.0, 5.0]], dtype=torch.float64)
+    assert polygon_distance(probe, square).tolist() == pytest.approx([0.0, 3.0, 5.0, 2.0])

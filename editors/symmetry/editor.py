@@ -87,8 +87,9 @@ class SymmetryEditor(Editor):
     sham_is_input = True  # every change scales with strength (tests/test_editor_contract.py)
     direction: str | None = "more"
 
-    #: Bumped when the output changes without a config change (2: running-sum box filters).
-    version = 2
+    #: Bumped when the output changes without a config change (2: running-sum box filters; 3: the kept
+    #: eye openings are the lid loops with an exact distance fade, no band across squinting faces).
+    version = 3
 
     def __init__(
         self,

@@ -8,14 +8,12 @@ vertical. With 2-D landmarks the same fit gives a midline.
 
 from __future__ import annotations
 
-from functools import lru_cache
-
 import torch
 import torch.nn.functional as F
 
 from editors.filters import box_mean_1d, max_filter
 from editors.warp import apply_backward_map, backward_map, identity_coords
-from engine.faces.mesh import canonical_vertices, face_triangles, landmark_group, mirror_index
+from engine.faces.mesh import face_triangles, landmark_group, mirror_index
 
 NUM_MESH_POINTS = 468  # landmarks before the iris points
 #: Round-trip error of the mirror map (in inter-ocular distances) below which the partner counts as
@@ -168,44 +166,55 @@ def midline_distance(coords: torch.Tensor, landmarks: torch.Tensor) -> torch.Ten
     return (offset / inter_ocular_distance(landmarks)[:, None, None]).unsqueeze(1)
 
 
-@lru_cache(maxsize=1)
-def _eye_corners() -> tuple[tuple[int, int], tuple[int, int]]:
-    """(corner, corner) of the right and left eye loops: their extreme points across the canonical face."""
-    canon = canonical_vertices()
-    corners = []
-    for eye in ("right_eye", "left_eye"):
-        loop = list(landmark_group(eye))
-        across = canon[loop, 0]
-        corners.append((loop[int(across.argmin())], loop[int(across.argmax())]))
-    return corners[0], corners[1]
+def polygon_distance(points: torch.Tensor, polygon: torch.Tensor) -> torch.Tensor:
+    """Euclidean distance `(...)` from `points (..., 2)` to the closed `polygon (K, 2)`; 0 inside it.
+
+    Exact for any shape, however flat: the nearest of the K edges, and a crossing-number inside test.
+    """
+    start, end = polygon, torch.roll(polygon, -1, dims=0)
+    nearest = torch.full(points.shape[:-1], float("inf"), dtype=points.dtype, device=points.device)
+    inside = torch.zeros(points.shape[:-1], dtype=torch.bool, device=points.device)
+    x, y = points[..., 0], points[..., 1]
+    for a, b in zip(start, end, strict=True):
+        edge = b - a
+        t = (((points - a) * edge).sum(dim=-1) / (edge * edge).sum().clamp(min=1e-12)).clamp(0, 1)
+        gap = points - a - t[..., None] * edge
+        nearest = torch.minimum(nearest, torch.hypot(gap[..., 0], gap[..., 1]))
+        crosses = (a[1] > y) != (b[1] > y)
+        at_x = a[0] + (y - a[1]) * edge[0] / torch.where(edge[1] == 0, 1e-12, edge[1])
+        inside ^= crosses & (x < at_x)
+    return torch.where(inside, torch.zeros_like(nearest), nearest)
 
 
 def eye_openings(landmarks: torch.Tensor, size: tuple[int, int], feather: float) -> torch.Tensor:
     """`(N, 1, H, W)`: 1 inside both eye openings, fading to 0 `feather` IODs outside them.
 
-    Each opening is a half-ellipse above and one below the line between its corners, through the
-    highest and lowest points of the lid margin; the fade uses the first-order distance to the ellipse.
+    An opening is the polygon of its lid-margin loop, and the fade follows the Euclidean distance to
+    it. (A half-ellipse fitted to the loop, faded by the first-order distance, ran out as a thin band
+    across the whole face when the lids were nearly closed, and left a seam through the mirror blend.)
+    Only a box around each eye is computed, per face, so the result does not depend on the batch.
     """
-    pixels = identity_coords(landmarks.shape[0], size, landmarks.device)
-    margin = (feather * inter_ocular_distance(landmarks)).clamp(min=1.0)[:, None, None]
-    inside = torch.zeros(pixels.shape[:3], device=landmarks.device)
-    for (first, second), eye in zip(_eye_corners(), ("right_eye", "left_eye"), strict=True):
-        a_pt, b_pt = landmarks[:, first, :2], landmarks[:, second, :2]
-        centre, axis = (a_pt + b_pt) / 2, F.normalize(b_pt - a_pt, dim=-1)
-        normal = torch.stack([-axis[:, 1], axis[:, 0]], dim=-1)
-        loop = landmarks[:, list(landmark_group(eye)), :2] - centre[:, None]
-        across = (loop * normal[:, None]).sum(dim=-1)
-        half_length = ((b_pt - a_pt).norm(dim=-1) / 2).clamp(min=1.0)[:, None, None]
-        offset = pixels - centre[:, None, None]
-        u = (offset * axis[:, None, None]).sum(dim=-1)
-        v = (offset * normal[:, None, None]).sum(dim=-1)
-        height = torch.where(v < 0, -across.amin(dim=1)[:, None, None], across.amax(dim=1)[:, None, None])
-        height = height.clamp(min=1.0)
-        level = (u / half_length) ** 2 + (v / height) ** 2
-        slope = 2 * torch.hypot(u / half_length**2, v / height**2)
-        distance = (level - 1) / slope.clamp(min=1e-6)
-        inside = torch.maximum(inside, (1 - distance / margin).clamp(0, 1))
-    return (inside * inside * (3 - 2 * inside)).unsqueeze(1)
+    height, width = size
+    margin = (feather * inter_ocular_distance(landmarks)).clamp(min=1.0)
+    out = torch.zeros((landmarks.shape[0], height, width), dtype=torch.float32, device=landmarks.device)
+    loops = [list(landmark_group(eye)) for eye in ("right_eye", "left_eye")]
+    for i in range(landmarks.shape[0]):
+        reach = float(margin[i]) + 2.0
+        for loop in loops:
+            polygon = landmarks[i, loop, :2].double()
+            (x0, y0), (x1, y1) = (polygon.amin(dim=0) - reach).floor(), (polygon.amax(dim=0) + reach).ceil()
+            x0, y0 = max(int(x0), 0), max(int(y0), 0)
+            x1, y1 = min(int(x1), width - 1), min(int(y1), height - 1)
+            if x1 < x0 or y1 < y0:
+                continue  # the eye lies outside the image
+            # Pixel centres, as `identity_coords` has them.
+            ys = torch.arange(y0, y1 + 1, dtype=torch.float64, device=landmarks.device) + 0.5
+            xs = torch.arange(x0, x1 + 1, dtype=torch.float64, device=landmarks.device) + 0.5
+            grid = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), dim=-1)
+            inside = (1 - polygon_distance(grid, polygon) / float(margin[i])).clamp(0, 1).float()
+            box = out[i, y0 : y1 + 1, x0 : x1 + 1]
+            out[i, y0 : y1 + 1, x0 : x1 + 1] = torch.maximum(box, inside)
+    return (out * out * (3 - 2 * out)).unsqueeze(1)
 
 
 def fade_beyond(masks: torch.Tensor, width_px: torch.Tensor) -> torch.Tensor:
