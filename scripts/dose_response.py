@@ -8,9 +8,9 @@ per study with `strengths=[...]`, the audit as configured, the same faces and ov
 scales each edit's target threshold by its strength, so a weak edit is valid when it moves its property
 by its share of the full-strength change.
 
-Below the table, per study, the frontier in one line: the strongest edit whose valid share reaches
-85 %, and the weakest whose median effect reaches its target. Where no strength does both, no setting
-of the strength alone can meet the issue's targets; the tuning has to move the frontier, not a point on
+Below the table, per study, the frontier in one line: the strengths at which the valid share reaches
+85 %, those at which the median effect reaches its target, and those that do both. Where no strength
+does both, no setting of the strength alone can meet the issue's targets; the tuning has to move the frontier, not a point on
 it. `--plot` draws it (valid share against the effect as a share of its target, the target's corner
 shaded).
 
@@ -67,18 +67,21 @@ def _reaches(value: float, op: str, bound: float) -> bool:
 
 
 def frontier(table: pd.DataFrame, name: str) -> dict:
-    """Where the study's valid share and effect target are met along the strengths."""
+    """The strengths at which the study's valid share, its effect target, and both are met."""
     part = table[table["study"] == name].sort_values("strength")
-    valid_ok = part[part["valid_share"] >= acceptance.MIN_VALID]
     target = effect_target(name)
-    effect_ok = part[[_reaches(v, *target) for v in part["median_effect"]]] if target else part
-    both = part[part.index.isin(valid_ok.index) & part.index.isin(effect_ok.index)]
+    valid = part["valid_share"] >= acceptance.MIN_VALID
+    effect = pd.Series([_reaches(v, *target) if target else True for v in part["median_effect"]], index=part.index)
     return {
-        "strongest_valid": float(valid_ok["strength"].max()) if len(valid_ok) else None,
-        "weakest_effect": float(effect_ok["strength"].min()) if len(effect_ok) else None,
-        "both": [float(s) for s in both["strength"]],
+        "valid": [float(s) for s in part.loc[valid, "strength"]],
+        "effect": [float(s) for s in part.loc[effect, "strength"]],
+        "both": [float(s) for s in part.loc[valid & effect, "strength"]],
         "best_valid": part.loc[part["valid_share"].idxmax()] if len(part) else None,
     }
+
+
+def _strengths(values: list[float]) -> str:
+    return ", ".join(f"{s:g}" for s in values)
 
 
 def frontier_line(table: pd.DataFrame, name: str) -> str:
@@ -86,22 +89,24 @@ def frontier_line(table: pd.DataFrame, name: str) -> str:
     f = frontier(table, name)
     part = table[table["study"] == name].set_index("strength")
     target = effect_target(name)
-    if f["strongest_valid"] is not None:
-        s = f["strongest_valid"]
-        effect = part.loc[s, "median_effect"]
-        valid = f"valid share ≥ 85 % up to strength {s:g}" + (f" (effect {effect:+.3g} there)" if np.isfinite(effect) else "")
+    if f["valid"]:
+        strongest = max(f["valid"])
+        effect = part.loc[strongest, "median_effect"]
+        valid = f"valid share ≥ 85 % at strength {_strengths(f['valid'])}" + (
+            f" (effect {effect:+.3g} at {strongest:g})" if np.isfinite(effect) else "")
     else:
         best = f["best_valid"]
         valid = (f"valid share below 85 % at every strength (best {best['valid_share']:.0%} at "
                  f"{best['strength']:g})")
     if target is None:
         reach = "no effect target"
-    elif f["weakest_effect"] is not None:
-        s = f["weakest_effect"]
-        reach = f"effect target ({target[0]} {target[1]:g}) from strength {s:g} ({part.loc[s, 'valid_share']:.0%} valid there)"
+    elif f["effect"]:
+        weakest = min(f["effect"])
+        reach = (f"effect target ({target[0]} {target[1]:g}) met at strength {_strengths(f['effect'])} "
+                 f"({part.loc[weakest, 'valid_share']:.0%} valid at {weakest:g})")
     else:
-        reach = f"effect target ({target[0]} {target[1]:g}) reached at no strength"
-    verdict = ("both at " + ", ".join(f"{s:g}" for s in f["both"])) if f["both"] else "never both"
+        reach = f"effect target ({target[0]} {target[1]:g}) met at no strength"
+    verdict = f"both at {_strengths(f['both'])}" if f["both"] else "never both"
     return f"- **{name}**: {valid}; {reach}; {verdict}."
 
 

@@ -39,10 +39,10 @@ def test_the_frontier_says_where_each_target_is_met_and_whether_ever_both():
     dose = load_script("dose_response")
     apart = pd.DataFrame(dose.summarise("age", _audit({0.25: (0.95, 1.0), 0.5: (0.9, 4.0), 1.0: (0.5, 9.0)})))
     f = dose.frontier(apart, "age")
-    assert (f["strongest_valid"], f["weakest_effect"], f["both"]) == (0.5, 1.0, [])
+    assert (f["valid"], f["effect"], f["both"]) == ([0.25, 0.5], [1.0], [])
     line = dose.frontier_line(apart, "age")
-    assert "valid share ≥ 85 % up to strength 0.5 (effect +4" in line
-    assert "effect target (>= 8) from strength 1 (50% valid there)" in line and line.endswith("never both.")
+    assert "valid share ≥ 85 % at strength 0.25, 0.5 (effect +4 at 0.5)" in line
+    assert "effect target (>= 8) met at strength 1 (50% valid at 1)" in line and line.endswith("never both.")
 
     met = pd.DataFrame(dose.summarise("age", _audit({0.5: (0.9, 4.0), 0.75: (0.9, 8.5), 1.0: (0.95, 10.0)})))
     assert dose.frontier(met, "age")["both"] == [0.75, 1.0]
@@ -50,7 +50,10 @@ def test_the_frontier_says_where_each_target_is_met_and_whether_ever_both():
 
     never = pd.DataFrame(dose.summarise("age", _audit({0.5: (0.4, 4.0), 1.0: (0.2, 6.0)})))
     line = dose.frontier_line(never, "age")
-    assert "below 85 % at every strength (best 40% at 0.5)" in line and "reached at no strength" in line
+    assert "below 85 % at every strength (best 40% at 0.5)" in line and "met at no strength" in line
+    # Not monotone: valid at 0.25 and 1 but not at 0.5, so no "up to" is claimed.
+    gap = pd.DataFrame(dose.summarise("age", _audit({0.25: (0.9, 1.0), 0.5: (0.5, 4.0), 1.0: (0.9, 9.0)})))
+    assert dose.frontier(gap, "age")["valid"] == [0.25, 1.0] and dose.frontier_line(gap, "age").endswith("both at 1.")
     # A target met by falling (symmetry: image asymmetry down 50 %) is read with its own sign.
     assert dose.effect_target("symmetry") == ("<=", -0.5) and dose.effect_target("semg") is None
 
@@ -83,7 +86,7 @@ def test_an_occluding_edit_shows_its_expression_reading_as_not_checked_and_no_ef
                   "overrides": [], "studies": ["semg"], "expression_threshold": 0.034}
     text = dose.markdown(table, provenance)
     assert "| semg | 1 | 20 | 100% (20) [84%–100%] | – | 0.030 (not checked) | – |" in text
-    assert "- **semg**: valid share ≥ 85 % up to strength 1; no effect target; both at 1." in text
+    assert "- **semg**: valid share ≥ 85 % at strength 1; no effect target; both at 1." in text
     assert "nan" not in text
 
 
