@@ -52,6 +52,9 @@ alone cut a profile's upper lip off), and the gender warp is smoothed beyond the
 `symmetry` was saved again (stop 24) for the symmetry editor's version 3: the kept eye openings are the
 lid loops faded by exact distance (the half-ellipses ran out as a band across squinting faces), so the
 mirror blend moved slightly on every face; 2 more edits valid, no other experiment moved.
+`gender_swap` was saved again (stop 24) for the edit-metadata column `edit_adult_cues` (beard and
+make-up are left out on faces whose metadata marks a child; the goldens' LFW faces carry no such
+metadata, so every other value compared equal).
     python scripts/golden.py compare age_shift    # one experiment
     python scripts/golden.py compare runner.device=cpu   # with more Hydra overrides
 """

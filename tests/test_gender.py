@@ -288,3 +288,28 @@ def test_no_hair_to_draw_runs_no_segmenter_and_changes_no_pixel(batch):
         out = editor.edit(batch, strength, seed=0)
         assert editor._segmenter is None
         assert torch.equal(out.images, GenderEditor(target=target).edit(batch, strength, seed=0).images)
+
+
+def test_children_get_no_beard_or_make_up_and_the_rest_of_the_edit_is_kept(batch):
+    """Beard shadow and cosmetics are adult traits: a face whose metadata marks a child gets the edit
+    without them (exactly the edit with those knobs at 0), a face without such metadata gets them all."""
+    from editors.gender.targets import adult_cue_faces, is_child
+
+    assert is_child({"age_group": "Child"}) and is_child({"age": 9}) and is_child({"age": "15.5"})
+    assert not is_child({"age": 16}) and not is_child({}) and not is_child({"age": "unknown"})
+    child = dataclasses.replace(batch, metadata=[{**m, "age_group": "child"} for m in batch.metadata])
+    assert adult_cue_faces(child, "auto") == [False] * len(batch) and adult_cue_faces(child, "on") == [True] * len(batch)
+    assert adult_cue_faces(batch, "auto") == [True] * len(batch) and adult_cue_faces(batch, "off") == [False] * len(batch)
+    for target, without in (("male", {"stubble": 0.0}),
+                            ("female", {"lash_darkening": 0.0, "eyeshadow": 0.0, "lip_darkening": 0.0,
+                                        "lip_redness": 0.0})):
+        editor = GenderEditor(target=target)
+        as_child = editor.edit(child, 1.0, seed=1)
+        assert torch.equal(as_child.images, GenderEditor(target=target, **without).edit(batch, 1.0, seed=1).images)
+        assert torch.equal(as_child.images, GenderEditor(target=target, adult_cues="off").edit(batch, 1.0, seed=1).images)
+        adult = editor.edit(batch, 1.0, seed=1)
+        assert not torch.equal(adult.images, as_child.images)  # the adult cues are drawn where no metadata says child
+        assert [m["adult_cues"] for m in as_child.metadata] == [False] * len(batch)
+        assert [m["adult_cues"] for m in adult.metadata] == [True] * len(batch)
+    with pytest.raises(ValueError, match="adult_cues"):
+        GenderEditor(adult_cues="maybe")

@@ -19,6 +19,11 @@ Texture (`editors.gender_texture`), on the warped photo, in mesh-following soft 
 
 Every region's edge is feathered by the photo's own blur as well, so nothing is sharper than the photo.
 
+Beard shadow and cosmetics (lash line, eyeshadow, lip darkening and colour) are adult traits: with
+`adult_cues="auto"` (default) a face whose record metadata marks a child (`age` below 16, or an
+`age_group` such as "child") gets neither, only the shape, brow, lip-tone and skin cues; a face without
+such metadata gets them all (the editor never estimates an age). `"on"`/`"off"`: every face/no face.
+
 `target` is "male" or "female": a fixed direction for every face. The editor never looks at who is in the
 photo, and never runs an age/gender estimator. `target="opposite"` reads each face's own dataset metadata
 (`metadata[metadata_key]`, e.g. "gender": "f") and pushes toward the other sex; a face without that
@@ -48,7 +53,13 @@ from editors.gender.shape import (
     load_proportions,
     target_landmarks,
 )
-from editors.gender.targets import check_target, face_targets, gender_target_check
+from editors.gender.targets import (
+    adult_cue_faces,
+    check_adult_cues,
+    check_target,
+    face_targets,
+    gender_target_check,
+)
 from editors.outer_warp import smooth_outer_warp
 from editors.pose import face_widths, fade_with_yaw
 from editors.warp import DEFAULT_RING_SCALE, apply_backward_map, backward_map
@@ -78,6 +89,8 @@ class GenderEditor(Editor):
         lip_to_skin: blend of the lips toward the skin around them (toward male).
         skin_smoothing: share of the fine skin detail removed (toward female).
         skin_tone: relative skin lightening (female) / darkening (male).
+        adult_cues: "auto", "on" or "off": whether beard shadow and cosmetics are drawn (auto: not on faces
+            whose metadata marks a child; see the module docstring).
         long_hair: opacity of long hair framing the face (toward female; `editors.gender.hair`).
         hair_darkening: how much darker than the photo's own hair (`own_hair_colour`) the long hair is.
         ring_scale: anchor ring of the warp (multiple of the face oval); nothing outside it changes.
@@ -110,12 +123,14 @@ class GenderEditor(Editor):
         lip_to_skin: float = 0.1,
         skin_smoothing: float = 0.25,
         skin_tone: float = 0.02,
+        adult_cues: str = "auto",
         long_hair: float = 0.0,
         hair_darkening: float = 0.0,
         ring_scale: float = DEFAULT_RING_SCALE,
         proportions_path: str | None = None,
     ) -> None:
         check_target(target)
+        check_adult_cues(adult_cues)
         knobs = {
             "shape_gain": (shape_gain, 0.0, 5.0), "stubble": (stubble, 0.0, 0.9),
             "stubble_grain": (stubble_grain, 0.0, 1.0), "grain_mm": (grain_mm, 0.05, 5.0),
@@ -149,6 +164,7 @@ class GenderEditor(Editor):
         self.lip_to_skin = float(lip_to_skin)
         self.skin_smoothing = float(skin_smoothing)
         self.skin_tone = float(skin_tone)
+        self.adult_cues = adult_cues
         self.long_hair = float(long_hair)
         self.hair_darkening = float(hair_darkening)
         self.ring_scale = float(ring_scale)
@@ -188,8 +204,10 @@ class GenderEditor(Editor):
         _, _, _, iod = face_frame(dst)
         own_blur = gt.estimate_blur(images, batch.face_mask.to(images.device))
         regions = gt.region_masks(dst, size, iod, own_blur)
+        adult = adult_cue_faces(batch, self.adult_cues)
         textured = self._texture(
-            warped, regions, iod, own_blur, female * s, male * s, batch.generators(seed, "stubble")
+            warped, regions, iod, own_blur, female * s, male * s, batch.generators(seed, "stubble"),
+            torch.tensor(adult, device=images.device, dtype=images.dtype),
         )
         allowed = self.allowed_region(src, dst, size, coords)
         amount = female * s * self.long_hair
@@ -208,7 +226,7 @@ class GenderEditor(Editor):
             allowed = torch.maximum(allowed, support)
         out = torch.where(allowed > 0, textured, images).clamp(0.0, 1.0)
         metadata = [
-            {"target": t, "strength": s, "shape_gain": self.shape_gain,
+            {"target": t, "strength": s, "shape_gain": self.shape_gain, "adult_cues": adult[i],
              "mean_landmark_shift_px": float((dst - src)[i, :, :2].norm(dim=-1).mean())}
             for i, t in enumerate(targets)
         ]  # fmt: skip
@@ -252,10 +270,13 @@ class GenderEditor(Editor):
         to_female: torch.Tensor,
         to_male: torch.Tensor,
         generators: list[torch.Generator],
+        adult: torch.Tensor,
     ) -> torch.Tensor:
-        """Apply the texture cues; `to_female`/`to_male` `(N,)` are the per-face amounts in [0, 1]."""
+        """Apply the texture cues; `to_female`/`to_male` `(N,)` are the per-face amounts in [0, 1], and
+        `adult` `(N,)` 1 where the adult-only cues (beard shadow, cosmetics) are drawn, else 0."""
         f = to_female.view(-1, 1, 1, 1)
         m = to_male.view(-1, 1, 1, 1)
+        grown_f, grown_m = f * adult.view(-1, 1, 1, 1), m * adult.view(-1, 1, 1, 1)
         colour = gt.colourfulness(images, r.oval)
         x = images
 
@@ -270,7 +291,7 @@ class GenderEditor(Editor):
             min=0.0
         )
         darken = self.stubble * density * gt.tint(gt.STUBBLE_TINT, colour)
-        x = x * (1.0 - m * darken)
+        x = x * (1.0 - grown_m * darken)
         cheek_tone = gt.masked_mean(gt.luminance(x), r.cheeks)
         local_tone = gm.smooth(gt.luminance(x), 0.08 * iod)
         deficit = (cheek_tone / local_tone.clamp(min=1e-3) - 1.0).clamp(0.0, 0.25)
@@ -292,12 +313,12 @@ class GenderEditor(Editor):
         x = x + m * self.lip_to_skin * r.lips * (lip_skin - x)
         lip_chroma = colour * colour.new_tensor(gt.LIP_TINT).view(1, 3, 1, 1)
         lip_gain = (1.0 - self.lip_darkening) * (1.0 + self.lip_redness * lip_chroma)
-        x = x * (1.0 + f * r.lips * (lip_gain - 1.0))
+        x = x * (1.0 + grown_f * r.lips * (lip_gain - 1.0))
 
         # Lash line (female).
         lashes = torch.maximum(r.lash_upper, r.lash_lower / 3.0)
-        x = x * (1.0 - f * self.lash_darkening * lashes)
-        x = x * (1.0 - f * self.eyeshadow * r.lids)
+        x = x * (1.0 - grown_f * self.lash_darkening * lashes)
+        x = x * (1.0 - grown_f * self.eyeshadow * r.lids)
 
         # Skin tone: lighter (female) / darker (male) skin, i.e. more / less facial contrast.
         x = x * (1.0 + (f - m) * self.skin_tone * r.skin)

@@ -5,6 +5,13 @@ from __future__ import annotations
 from engine.types import FaceBatch, TargetCheck
 
 TARGETS = ("male", "female", "opposite")
+#: `adult_cues`: draw beard shadow and cosmetics on every face (on), on none (off), or on every face
+#: whose metadata does not mark it as a child's (auto).
+ADULT_CUES = ("auto", "on", "off")
+#: Below this age (years, metadata "age") a face is a child's: no beard grows, and make-up is no
+#: sex-typical trait of a child's face.
+ADULT_AGE = 16
+CHILD_GROUPS = {"child", "children", "kid", "baby", "infant", "toddler"}
 FEMALE_WORDS = {"f", "female", "woman", "w", "girl"}
 MALE_WORDS = {"m", "male", "man", "boy"}
 _SIGNS = (("male", 1), ("female", -1))
@@ -34,6 +41,31 @@ def face_targets(batch: FaceBatch, target: str, metadata_key: str) -> list[str]:
                 f"{sorted(FEMALE_WORDS | MALE_WORDS)}; image_id={image_id!r} has {meta.get(metadata_key)!r}"
             )
     return out
+
+
+def check_adult_cues(mode: str) -> str:
+    if mode not in ADULT_CUES:
+        raise ValueError(f"editor.adult_cues={mode!r} must be one of {ADULT_CUES}")
+    return mode
+
+
+def is_child(meta: dict) -> bool:
+    """Whether a record's metadata marks a child's face: `age` below `ADULT_AGE`, or an `age_group` such
+    as "child". No such metadata: not a child (the editor never guesses an age from the face)."""
+    group = str(meta.get("age_group", "")).strip().lower()
+    if group in CHILD_GROUPS:
+        return True
+    try:
+        return float(meta.get("age")) < ADULT_AGE
+    except (TypeError, ValueError):
+        return False
+
+
+def adult_cue_faces(batch: FaceBatch, mode: str) -> list[bool]:
+    """Per face: whether the adult-only cues (beard shadow; lash line, eyeshadow, lip colour) are drawn."""
+    if mode != "auto":
+        return [mode == "on"] * len(batch)
+    return [not is_child(batch.metadata[i] if i < len(batch.metadata) else {}) for i in range(len(batch))]
 
 
 def gender_target_check(target: str) -> TargetCheck:

@@ -31,6 +31,9 @@ DEMO_PHOTOS: dict[str, tuple[str, str]] = {
     "photo_children": ("demo_children", "realesrgan==0.3.0 :: inputs/children-alpha.png"),
     "photo_couple": ("demo_couple_grey", "realesrgan==0.3.0 :: inputs/00017_gray.png"),
 }
+#: Metadata of every face of a photo, beyond its origin: the children's photo holds only children
+#: (counted by eye), so an editor can leave out adult-only cues (the gender editor's beard and make-up).
+DEMO_PHOTO_METADATA: dict[str, dict[str, str]] = {"photo_children": {"age_group": "child"}}
 #: Which half each portrait and photo belongs to (LFW faces: even index tuning, odd evaluation).
 #: Balanced by kind: each half has a woman's portrait, a group photo, and men, women and (in the
 #: evaluation half) children, whom no setting was tuned on.
@@ -95,7 +98,8 @@ class DemoDataset(Dataset):
                                     _load_grace_hopper, metadata={"origin": "portrait"}))
         if self.photos:
             for image_id, (asset, source) in DEMO_PHOTOS.items():
-                recs.append(ImageRecord(image_id, source, lambda a=asset: _load_asset(a), metadata={"origin": "photo"}))
+                recs.append(ImageRecord(image_id, source, lambda a=asset: _load_asset(a),
+                                        metadata={"origin": "photo", **DEMO_PHOTO_METADATA.get(image_id, {})}))
         size = self.lfw_size
         for i in range(self.n_lfw):
             recs.append(ImageRecord(f"lfw_{i:03d}", f"skimage.data.lfw_subset()[{i}]", lambda i=i: _load_lfw(i, size),
