@@ -1,4 +1,5 @@
-"""Which sex each face is pushed toward, and how the audit sees that it moved: shared by every gender editor."""
+"""Which sex each face is pushed toward, which faces get the adult-only cues, and how the audit sees that
+the sex moved: shared by every gender editor."""
 
 from __future__ import annotations
 
