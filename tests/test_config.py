@@ -117,3 +117,18 @@ def test_an_output_folder_that_cannot_be_written_is_one_line(tmp_path):
                            f"hydra.run.dir={blocker / 'run'}"], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1].startswith("error: output folder") and "Traceback" not in proc.stderr
+
+
+def test_the_readme_prints_the_errors_the_engine_gives():
+    """The README's examples of a refused config are the engine's own lines (they had gone stale when
+    the symmetry editor gained keys)."""
+    import re
+    import shlex
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    examples = re.findall(r"^\$ python -m engine (.+)\n(error: .+)$", readme, flags=re.M)
+    assert len(examples) >= 3
+    for command, printed in examples:
+        with pytest.raises(ConfigError) as info:
+            precheck(shlex.split(command))
+        assert f"error: {info.value}" == printed, command
