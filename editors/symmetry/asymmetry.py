@@ -35,6 +35,7 @@ from editors.pose import face_widths
 from editors.symmetry.measures import ImageAsymmetryJudge, MouthCornerJudge, lower_mouth_side
 from editors.symmetry.mirror import (
     inter_ocular_distance,
+    segment_distance,
     smooth_within,
     symmetry_index,
 )
@@ -46,7 +47,6 @@ from editors.symmetry.palsy import (
     lower_lid,
     nasolabial_path,
     palsy_weights,
-    segment_distance,
 )
 from editors.warp import apply_backward_map, backward_map, identity_coords, moved_region
 from engine.faces.mesh import landmark_group

@@ -166,20 +166,27 @@ def midline_distance(coords: torch.Tensor, landmarks: torch.Tensor) -> torch.Ten
     return (offset / inter_ocular_distance(landmarks)[:, None, None]).unsqueeze(1)
 
 
+def segment_distance(pixels: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Distance `(N, H, W)` from pixels `(N, H, W, 2)` to segments `a -> b`, each `(N, 2)`."""
+    ab = (b - a)[:, None, None]
+    t = (((pixels - a[:, None, None]) * ab).sum(-1) / (ab * ab).sum(-1).clamp(min=1e-6)).clamp(0, 1)
+    closest = a[:, None, None] + t[..., None] * ab
+    return (pixels - closest).norm(dim=-1)
+
+
 def polygon_distance(points: torch.Tensor, polygon: torch.Tensor) -> torch.Tensor:
     """Euclidean distance `(...)` from `points (..., 2)` to the closed `polygon (K, 2)`; 0 inside it.
 
-    Exact for any shape, however flat: the nearest of the K edges, and a crossing-number inside test.
+    Exact for any shape, however flat: the nearest of the K edges (`segment_distance`), and a
+    crossing-number inside test.
     """
-    start, end = polygon, torch.roll(polygon, -1, dims=0)
-    nearest = torch.full(points.shape[:-1], float("inf"), dtype=points.dtype, device=points.device)
-    inside = torch.zeros(points.shape[:-1], dtype=torch.bool, device=points.device)
+    shape, pixels = points.shape[:-1], points.reshape(1, -1, 1, 2)
+    nearest = torch.full(shape, float("inf"), dtype=points.dtype, device=points.device)
+    inside = torch.zeros(shape, dtype=torch.bool, device=points.device)
     x, y = points[..., 0], points[..., 1]
-    for a, b in zip(start, end, strict=True):
+    for a, b in zip(polygon, torch.roll(polygon, -1, dims=0), strict=True):
+        nearest = torch.minimum(nearest, segment_distance(pixels, a[None], b[None]).reshape(shape))
         edge = b - a
-        t = (((points - a) * edge).sum(dim=-1) / (edge * edge).sum().clamp(min=1e-12)).clamp(0, 1)
-        gap = points - a - t[..., None] * edge
-        nearest = torch.minimum(nearest, torch.hypot(gap[..., 0], gap[..., 1]))
         crosses = (a[1] > y) != (b[1] > y)
         at_x = a[0] + (y - a[1]) * edge[0] / torch.where(edge[1] == 0, 1e-12, edge[1])
         inside ^= crosses & (x < at_x)

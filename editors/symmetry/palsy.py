@@ -142,11 +142,3 @@ def face_axes(landmarks: torch.Tensor, side: str) -> tuple[torch.Tensor, torch.T
     right_eye = landmarks[:, list(landmark_group("right_eye"))].mean(dim=1)
     left_eye = landmarks[:, list(landmark_group("left_eye"))].mean(dim=1)
     return down, medial, (left_eye - right_eye).norm(dim=-1)
-
-
-def segment_distance(pixels: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Distance `(N, H, W)` from pixels `(N, H, W, 2)` to segments `a -> b`, each `(N, 2)`."""
-    ab = (b - a)[:, None, None]
-    t = (((pixels - a[:, None, None]) * ab).sum(-1) / (ab * ab).sum(-1).clamp(min=1e-6)).clamp(0, 1)
-    closest = a[:, None, None] + t[..., None] * ab
-    return (pixels - closest).norm(dim=-1)
