@@ -39,13 +39,13 @@ def _source_points(fa) -> np.ndarray:  # noqa: ANN001 - FaceAnalysis
     return fa.landmarks[:, :2] @ inv[:, :2].T + inv[:, 2]
 
 
-def count_photo(analyzer, image_id: str, rgb: np.ndarray) -> dict:  # noqa: ANN001 - FaceAnalyzer
+def count_photo(analyzer, image_id: str, rgb: np.ndarray) -> tuple[dict, list]:  # noqa: ANN001 - FaceAnalyzer
     """One photo's row: faces analysed and too small (with the analysed faces' eye distances in source
-    px), detector proposals the landmarker did not confirm, and how many a person sees."""
+    px), detector proposals the landmarker did not confirm, and how many a person sees; and the
+    analysed faces. (The detector runs again for the count: the analyser does not report what it drops.)"""
     faces = analyzer.analyse_all(image_id, rgb)
     found = [fa for fa, _ in faces if fa.ok]
-    tiled = max(rgb.shape[:2]) > analyzer.tile * 5 // 3
-    proposals = len(analyzer.detector(tiled).detect(rgb))
+    proposals = len(analyzer.proposals(rgb))
     seen = VISIBLE[image_id]
     row = {"photo": image_id, "visible": seen, "analysed": len(found), "too_small": len(faces) - len(found),
            "unconfirmed": max(proposals - len(faces), 0),

@@ -162,8 +162,7 @@ class FaceAnalyzer:
         tight face crop, such as the LFW images) gets the single-face analysis. Faces whose eyes are
         closer than `min_face_iod` come back with ok=False and that reason. No face: an empty list.
         """
-        tiled = max(rgb.shape[:2]) > self.tile * 5 // 3  # small photos need no tiles
-        proposals = sorted(self.detector(tiled).detect(rgb), key=lambda d: ((d.box[0] + d.box[2]) / 2, d.box[1]))
+        proposals = self.proposals(rgb)
         if not proposals:
             fa, crop = self.analyse(image_id, rgb)
             return [(fa, crop)] if fa.ok else []
@@ -184,6 +183,11 @@ class FaceAnalyzer:
                 continue
             out.append(self._aligned(image_id, rgb, landmarks, None))
         return out
+
+    def proposals(self, rgb: np.ndarray) -> list[Any]:
+        """The full-range detector's faces in the photo (and its tiles, when large), left to right."""
+        tiled = max(rgb.shape[:2]) > self.tile * 5 // 3  # small photos need no tiles
+        return sorted(self.detector(tiled).detect(rgb), key=lambda d: ((d.box[0] + d.box[2]) / 2, d.box[1]))
 
     def _region_landmarks(self, rgb: np.ndarray, box: tuple[float, float, float, float]) -> np.ndarray | None:
         """Landmarks (478, 3) in source pixels of the face in a square region around `box`, or None."""
