@@ -29,6 +29,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -249,23 +250,42 @@ def write_docs(text: str, path: Path = DOCS, section: str | None = None, kind: s
         raise SystemExit(str(exc)) from None
 
 
+def add_study_options(p: argparse.ArgumentParser, out: Path) -> None:
+    """The options every script that runs the studies shares: the half, the studies, the output folder
+    and `--write-docs` (each script's own markers in docs/EDITORS.md)."""
+    p.add_argument("--split", default="evaluation", choices=("tuning", "evaluation", "all"))
+    p.add_argument("--studies", nargs="+", default=list(STUDIES), metavar="STUDY",
+                   help=f"any of {', '.join(STUDIES)}")
+    p.add_argument("--out", type=Path, default=out)
+    p.add_argument("--write-docs", action="store_true", help="write the table into docs/EDITORS.md")
+
+
+def split_studies(p: argparse.ArgumentParser, values: list[str]) -> tuple[list[str], list[str]]:
+    """`--studies` values as (study names, Hydra overrides that followed them); an unknown name is a usage error."""
+    studies = [v for v in values if "=" not in v]
+    unknown = [v for v in studies if v not in STUDIES]
+    if unknown or not studies:
+        p.error(f"--studies {' '.join(unknown)}: choose from {', '.join(STUDIES)}")
+    return studies, [v for v in values if "=" in v]
+
+
+def audit_thresholds(overrides: list[str]) -> Any:
+    """The audit thresholds every study is judged by (editor overrides belong to one study's editor only)."""
+    from engine.config import compose_config
+
+    shared = [e for e in overrides if not e.lstrip("+").startswith("editor.")]
+    return compose_config(["experiment=age_shift", *shared]).audit.thresholds
+
+
 def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[str]]:
     """The options and the Hydra overrides, which may also follow `--studies` (as the tables' headers
     print them: `--studies age editor.growth=0.06`)."""
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--split", default="evaluation", choices=("tuning", "evaluation", "all"))
-    p.add_argument("--studies", nargs="+", default=list(STUDIES), metavar="STUDY",
-                   help=f"any of {', '.join(STUDIES)}")
-    p.add_argument("--out", type=Path, default=Path("acceptance"))
-    p.add_argument("--write-docs", action="store_true", help="write the table into docs/EDITORS.md")
+    add_study_options(p, Path("acceptance"))
     p.add_argument("--section", help="with --write-docs: write between the acceptance:SECTION markers")
     p.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
     args, extra = p.parse_known_args(argv)
-    overrides = [v for v in args.studies if "=" in v]
-    args.studies = [v for v in args.studies if "=" not in v]
-    unknown = [v for v in args.studies if v not in STUDIES]
-    if unknown or not args.studies:
-        p.error(f"--studies {' '.join(unknown)}: choose from {', '.join(STUDIES)}")
+    args.studies, overrides = split_studies(p, args.studies)
     if args.section and not args.write_docs:
         p.error("--section needs --write-docs")
     return args, [*extra, *overrides]
@@ -284,13 +304,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name}: done ({time.perf_counter() - t0:.0f} s)", flush=True)
     table = pd.DataFrame(rows)
     table.to_csv(args.out / "acceptance.csv", index=False)
-    from engine.config import compose_config
     from engine.report.provenance import git_revision
 
     git = (git_revision()["commit"] or "")[:7]
-    # The thresholds every study was judged by (editor overrides belong to one study's editor only).
-    shared = [e for e in extra if not e.lstrip("+").startswith("editor.")]
-    thresholds = compose_config(["experiment=age_shift", *shared]).audit.thresholds
+    thresholds = audit_thresholds(extra)
     provenance = {"made": time.strftime("%Y-%m-%d"), "git": git or "unknown", "split": args.split,
                   "thresholds": (thresholds.get("provenance") or {}).get("by", "default (pre-registered)")
                   if thresholds.get("provenance") else "default", "overrides": extra,

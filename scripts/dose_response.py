@@ -51,7 +51,7 @@ def summarise(name: str, audit: pd.DataFrame) -> list[dict]:
     rows = []
     for strength, part in audit.groupby("strength", sort=True):
         row = next(r for r in acceptance.summarise(name, part) if r["group"] == "all")
-        judged = acceptance.scored_faces(name, part) if acceptance.STUDIES[name].faces != "all" else part
+        judged = acceptance.scored_faces(name, part)
         change = judged["blendshape_change"].astype(float) if "blendshape_change" in judged else pd.Series([], dtype=float)
         # An occluding edit's expression is read but not checked (its policy): say so beside the reading.
         unchecked = "checks_not_applied" in judged and judged["checks_not_applied"].fillna("").astype(str).str.contains(
@@ -168,25 +168,18 @@ def plot(table: pd.DataFrame, path: Path) -> None:
 
 def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[str]]:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--split", default="evaluation", choices=("tuning", "evaluation", "all"))
+    acceptance.add_study_options(p, Path("dose_response"))
     p.add_argument("--strengths", nargs="+", default=[f"{s:g}" for s in DEFAULT_STRENGTHS], metavar="S",
                    help="strengths in (0, 1]")
-    p.add_argument("--studies", nargs="+", default=list(acceptance.STUDIES), metavar="STUDY",
-                   help=f"any of {', '.join(acceptance.STUDIES)}")
-    p.add_argument("--out", type=Path, default=Path("dose_response"))
-    p.add_argument("--write-docs", action="store_true", help="write the table into docs/EDITORS.md")
     p.add_argument("--plot", type=Path, help="draw the frontier into this PNG")
     args, extra = p.parse_known_args(argv)
     # Overrides may follow either list, as the generated header prints them after the strengths.
-    overrides = [v for v in [*args.strengths, *args.studies] if "=" in v]
-    args.studies = [v for v in args.studies if "=" not in v]
+    args.studies, after_studies = acceptance.split_studies(p, args.studies)
+    overrides = [v for v in args.strengths if "=" in v] + after_studies
     try:
         args.strengths = sorted({float(v) for v in args.strengths if "=" not in v})
     except ValueError as exc:
         p.error(f"--strengths: {exc}")
-    unknown = [v for v in args.studies if v not in acceptance.STUDIES]
-    if unknown or not args.studies:
-        p.error(f"--studies {' '.join(unknown)}: choose from {', '.join(acceptance.STUDIES)}")
     if not args.strengths or any(not 0 < s <= 1 for s in args.strengths):
         p.error("--strengths: each in (0, 1]")
     return args, [*extra, *overrides]
@@ -204,11 +197,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name}: done ({time.perf_counter() - t0:.0f} s)", flush=True)
     table = pd.DataFrame(rows)
     table.to_csv(args.out / "dose_response.csv", index=False)
-    from engine.config import compose_config
     from engine.report.provenance import git_revision
 
-    shared = [e for e in extra if not e.lstrip("+").startswith("editor.")]
-    thresholds = compose_config(["experiment=age_shift", *shared]).audit.thresholds
+    thresholds = acceptance.audit_thresholds(extra)
     provenance = {"made": time.strftime("%Y-%m-%d"), "git": (git_revision()["commit"] or "unknown")[:7],
                   "split": args.split, "strengths": args.strengths, "overrides": extra,
                   "studies": args.studies, "expression_threshold": float(thresholds.max_blendshape_change)}
