@@ -304,11 +304,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name}: done ({time.perf_counter() - t0:.0f} s)", flush=True)
     table = pd.DataFrame(rows)
     table.to_csv(args.out / "acceptance.csv", index=False)
-    from engine.report.provenance import git_revision
+    from engine.report.provenance import short_commit
 
-    git = (git_revision()["commit"] or "")[:7]
+    git = short_commit()
     thresholds = audit_thresholds(extra)
-    provenance = {"made": time.strftime("%Y-%m-%d"), "git": git or "unknown", "split": args.split,
+    provenance = {"made": time.strftime("%Y-%m-%d"), "git": git, "split": args.split,
                   "thresholds": (thresholds.get("provenance") or {}).get("by", "default (pre-registered)")
                   if thresholds.get("provenance") else "default", "overrides": extra,
                   "section": args.section, "studies": args.studies}

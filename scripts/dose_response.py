@@ -197,10 +197,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name}: done ({time.perf_counter() - t0:.0f} s)", flush=True)
     table = pd.DataFrame(rows)
     table.to_csv(args.out / "dose_response.csv", index=False)
-    from engine.report.provenance import git_revision
+    from engine.report.provenance import short_commit
 
     thresholds = acceptance.audit_thresholds(extra)
-    provenance = {"made": time.strftime("%Y-%m-%d"), "git": (git_revision()["commit"] or "unknown")[:7],
+    provenance = {"made": time.strftime("%Y-%m-%d"), "git": short_commit(),
                   "split": args.split, "strengths": args.strengths, "overrides": extra,
                   "studies": args.studies, "expression_threshold": float(thresholds.max_blendshape_change)}
     (args.out / "provenance.json").write_text(json.dumps(provenance, indent=2))

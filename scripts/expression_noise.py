@@ -114,9 +114,9 @@ def measure(experiment: str, split: str, view_counts: Sequence[int]) -> list[dic
 
 
 def markdown(table: pd.DataFrame, split: str, experiments: Sequence[str]) -> str:
-    from engine.report.provenance import git_revision
+    from engine.report.provenance import short_commit
 
-    git = (git_revision()["commit"] or "unknown")[:7]
+    git = short_commit()
     lines = [f"Measured by `python scripts/expression_noise.py {' '.join(experiments)} --split {split} --write-docs` "
              f"on {time.strftime('%Y-%m-%d')} (git {git}, demo `{split}` half). Mean |Δ| of the 52 blendshapes.",
              "",

@@ -96,9 +96,9 @@ def main() -> int:
     single = DemoDataset(photos=False)
     ok = sum(analyzer.analyse(r.image_id, r.load())[0].ok for r in single)
     analyzer.close()
-    from engine.report.provenance import git_revision
+    from engine.report.provenance import short_commit
 
-    text = markdown(rows, (ok, len(single)), time.strftime("%Y-%m-%d"), (git_revision()["commit"] or "unknown")[:7])
+    text = markdown(rows, (ok, len(single)), time.strftime("%Y-%m-%d"), short_commit())
     print(text)
     if args.write_docs:
         from engine.report.files import write_between_markers

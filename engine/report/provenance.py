@@ -33,6 +33,11 @@ def git_revision() -> dict[str, Any]:
         return {"commit": None, "dirty": None}
 
 
+def short_commit() -> str:
+    """The engine's commit in seven hex digits, as the generated docs' headers print it ("unknown" outside a checkout)."""
+    return (git_revision()["commit"] or "unknown")[:7]
+
+
 def package_versions() -> dict[str, str | None]:
     out: dict[str, str | None] = {}
     for p in STAMPED_PACKAGES:
