@@ -24,13 +24,17 @@ def check_target(target: str) -> str:
     return target
 
 
+def face_metadata(batch: FaceBatch) -> list[dict]:
+    """Each face's record metadata ({} where a batch carries none)."""
+    return [batch.metadata[i] if i < len(batch.metadata) else {} for i in range(len(batch))]
+
+
 def face_targets(batch: FaceBatch, target: str, metadata_key: str) -> list[str]:
     """The target sex of every face: `target`, or the opposite of each face's metadata (never a guess)."""
     if target != "opposite":
         return [target] * len(batch)
     out = []
-    for i, image_id in enumerate(batch.ids):
-        meta = batch.metadata[i] if i < len(batch.metadata) else {}
+    for image_id, meta in zip(batch.ids, face_metadata(batch), strict=True):
         value = str(meta.get(metadata_key, "")).strip().lower()
         if value in FEMALE_WORDS:
             out.append("male")
@@ -66,7 +70,7 @@ def adult_cue_faces(batch: FaceBatch, mode: str) -> list[bool]:
     """Per face: whether the adult-only cues (beard shadow; lash line, eyeshadow, lip colour) are drawn."""
     if mode != "auto":
         return [mode == "on"] * len(batch)
-    return [not is_child(batch.metadata[i] if i < len(batch.metadata) else {}) for i in range(len(batch))]
+    return [not is_child(meta) for meta in face_metadata(batch)]
 
 
 def gender_target_check(target: str) -> TargetCheck:
