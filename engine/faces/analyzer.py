@@ -34,7 +34,9 @@ from engine.types import (
 MULTI_MIN_SCORE = 0.6
 REGION_SCALE = 2.0
 REGION_MIN_SIDE = 384
-MULTI_VERSION = "1"
+MULTI_VERSION = "2"  # 2: proposals the landmarker does not confirm come back as skipped faces
+#: The reason a detector proposal that the landmarker could not fit is skipped with (its record: skipped.csv).
+UNCONFIRMED_PROPOSAL = "face proposed by the detector but not fitted by the landmarker"
 
 
 class FaceAnalyzer:
@@ -157,10 +159,14 @@ class FaceAnalyzer:
         """Every face of the photo, left to right: one (analysis, aligned crop) each.
 
         The full-range detector proposes faces (on the whole photo, and on tiles of a large one); the
-        landmarker then runs on a square region around each, upscaled when small, and confirms it
-        (a proposal where it finds no face is dropped). A photo where the detector finds nothing (a
-        tight face crop, such as the LFW images) gets the single-face analysis. Faces whose eyes are
-        closer than `min_face_iod` come back with ok=False and that reason. No face: an empty list.
+        landmarker then runs on a square region around each, upscaled when small, and confirms it.
+        A photo where the detector finds nothing (a tight face crop, such as the LFW images) gets the
+        single-face analysis. Faces whose eyes are closer than `min_face_iod` come back with ok=False
+        and that reason. Proposals the landmarker cannot fit (a face in full profile, a covered face,
+        or no face at all) come back last, left to right, with ok=False and `UNCONFIRMED_PROPOSAL`,
+        so the run's skipped.csv shows them and a user can look: nothing a person might call a face
+        disappears silently. Appending them keeps the confirmed faces' record numbers. No face: an
+        empty list.
         """
         proposals = self.proposals(rgb)
         if not proposals:
@@ -168,10 +174,14 @@ class FaceAnalyzer:
             return [(fa, crop)] if fa.ok else []
         out: list[tuple[FaceAnalysis, np.ndarray | None]] = []
         eyes: list[np.ndarray] = []
+        fitted: list[np.ndarray] = []  # the landmark boxes (source px) of every face fitted
+        unfitted = []
         for det in proposals:
             landmarks = self._region_landmarks(rgb, det.box)
             if landmarks is None:
-                continue  # no face where the detector thought one was (a fold of cloth, a poster)
+                unfitted.append(det)
+                continue
+            fitted.append(landmark_box(landmarks))
             mid = (landmarks[RIGHT_IRIS_CENTRE, :2] + landmarks[LEFT_IRIS_CENTRE, :2]) / 2
             iod = float(np.linalg.norm(landmarks[LEFT_IRIS_CENTRE, :2] - landmarks[RIGHT_IRIS_CENTRE, :2]))
             if any(np.linalg.norm(mid - e) < 0.5 * iod for e in eyes):
@@ -182,6 +192,15 @@ class FaceAnalyzer:
                                          f"eyes (faces.min_face_iod={self.min_face_iod:g})"), None))
                 continue
             out.append(self._aligned(image_id, rgb, landmarks, None))
+        for det in unfitted:
+            centre = np.array([(det.box[0] + det.box[2]) / 2, (det.box[1] + det.box[3]) / 2])
+            # A tile's partial view of a face fitted elsewhere is that face, not another one.
+            if any(b[0] <= centre[0] <= b[2] and b[1] <= centre[1] <= b[3] for b in fitted):
+                continue
+            fitted.append(np.asarray(det.box, dtype=np.float64))
+            x0, y0, x1, y1 = (round(v) for v in det.box)
+            out.append((FaceAnalysis(image_id, ok=False, reason=f"{UNCONFIRMED_PROPOSAL} (box {x0},{y0}-{x1},{y1} px, "
+                                     f"detector score {det.score:.2f}): a profile, a covered face, or no face"), None))
         return out
 
     def proposals(self, rgb: np.ndarray) -> list[Any]:
