@@ -313,3 +313,37 @@ def test_children_get_no_beard_or_make_up_and_the_rest_of_the_edit_is_kept(batch
         assert [m["adult_cues"] for m in adult.metadata] == [True] * len(batch)
     with pytest.raises(ValueError, match="adult_cues"):
         GenderEditor(adult_cues="maybe")
+
+
+def test_stubble_and_brows_take_the_persons_own_hair_colour():
+    """Beard shadow darkens toward the brows' hair colour, not a fixed blue-grey cast, and the filled-in
+    brow tone follows the brows' darkest pixels, so light brows get a light-brown fill, not near-black."""
+    from editors.gender import texture as gt
+
+    skin = torch.tensor([0.9, 0.68, 0.52]).view(1, 3, 1, 1)  # fair, warm skin
+    brown = torch.tensor([0.45, 0.28, 0.12]).view(1, 3, 1, 1)  # brown hair: far darker in blue than in red
+    weights = gt.hair_tint(brown, skin)
+    # Unit darkening in luminance, and blue darkens most, red least: a warm brown shadow.
+    assert float((weights * torch.tensor(gt.LUMA).view(1, 3, 1, 1)).sum()) == pytest.approx(1.0, abs=1e-5)
+    assert weights[0, 2] > weights[0, 1] > weights[0, 0]
+    darkened = skin * (1.0 - 0.25 * weights)
+    assert (darkened[0, 0] / darkened[0, 2]) > (skin[0, 0] / skin[0, 2])  # warmer, not greyer
+    # A grey photo: every channel darkens alike (no cast at all).
+    grey = torch.full((1, 3, 1, 1), 0.6)
+    torch.testing.assert_close(gt.hair_tint(grey * 0.5, grey), torch.ones(1, 3, 1, 1))
+
+    # Two brows of the same shape: the hair colour is their darkest quarter of pixels, whatever the skin
+    # showing between the hairs, so a light brow reads light and a dark brow dark.
+    images = skin.expand(2, 3, 16, 16).clone()
+    brows = torch.zeros(2, 1, 16, 16)
+    brows[:, :, 6:10, 2:14] = 1.0
+    hairs = torch.zeros(16, 16, dtype=torch.bool)
+    hairs[6:10, 2:14:2] = True  # every other column is a hair
+    images[0][:, hairs] = torch.tensor([0.75, 0.55, 0.35]).view(3, 1)  # light (blonde) brow hair
+    images[1][:, hairs] = torch.tensor([0.25, 0.17, 0.10]).view(3, 1)  # dark brow hair
+    colours = gt.hair_colour(images, brows).view(2, 3)
+    torch.testing.assert_close(colours[0], torch.tensor([0.75, 0.55, 0.35]))
+    torch.testing.assert_close(colours[1], torch.tensor([0.25, 0.17, 0.10]))
+    # No brow inside the crop: the brow region's mean, never an error.
+    torch.testing.assert_close(gt.hair_colour(images, torch.zeros_like(brows) + 0.4).view(2, 3),
+                               images.mean(dim=(-2, -1)))

@@ -8,10 +8,10 @@ warps the photo onto them. Long hair (`editors.gender.hair`) is opt-in (`long_ha
 Texture (`editors.gender_texture`), on the warped photo, in mesh-following soft regions:
 
 * toward male: beard shadow with a stubble grain over the moustache, chin, jaw and lower cheeks, up to the
-  vermilion border (multiplicative darkening with a faint blue-grey cast, so it keeps the skin tone and
-  lighting; the grain is softened to the photo's own estimated blur, so a blurry photo gets a mottled
-  shadow, not sharp noise); denser, darker brows (brow pixels fill in toward the brow's own hair tone,
-  darkened); lips a little toward the surrounding skin; skin slightly darker;
+  vermilion border (multiplicative darkening in the person's own facial-hair colour, read from the
+  brows' darkest pixels, so it keeps the skin tone and lighting; the grain is softened to the photo's own
+  estimated blur, so a blurry photo gets a mottled shadow, not sharp noise); denser, darker brows (brow
+  pixels fill in toward the brows' own hair colour, darkened); lips a little toward the surrounding skin; skin slightly darker;
 * toward female: the beard region's shadow lifted toward the cheek tone; brows thinned (warp) and
   lightened toward the skin around them; a subtle lash line and upper-lid shadow; redder, slightly darker
   lips (colour only where the photo has colour); smoother skin (fine detail damped) and slightly lighter
@@ -79,7 +79,8 @@ class GenderEditor(Editor):
         stubble_grain: share of the beard shadow that is grain rather than even shadow, in [0, 1].
         grain_mm: softening of the stubble grain in millimetres of face (at least the photo's own blur).
         brow_density: how far brow pixels fill in toward the darkened brow hair tone (toward male).
-        brow_darkening: how much darker than the brow's own hair tone the filled-in tone is (toward male).
+        brow_darkening: how much darker than the brows' own hair colour (their darkest quarter of pixels)
+            the filled-in tone is (toward male).
         brow_lightening: blend of the brows toward the surrounding skin (toward female).
         shadow_lift: brightening of the beard region toward the cheek tone (toward female).
         lash_darkening: darkening along the upper lash line (toward female; the lower line gets a third).
@@ -99,10 +100,12 @@ class GenderEditor(Editor):
 
     property = "gender"
     sham_is_input = True  # every change scales with strength (tests/test_editor_contract.py)
-    # Bumped when the output changes without a config change (edit cache). 7: the edit may reach the face's
+    # Bumped when the output changes without a config change (edit cache). 8: stubble and brows in the
+    # person's own hair colour (a blue-grey beard patch and near-black brows looked painted on fair
+    # faces; brow_darkening is now relative to the brows' darkest pixels). 7: the edit may reach the face's
     # own hull (a turned face's nose and lips lie beyond the ring); 6: long hair hangs from the crown;
     # 5: per-face blurs and sums (batch-invariant)
-    version = "rigid-features-7"
+    version = "rigid-features-8"
 
     def __init__(
         self,
@@ -113,7 +116,7 @@ class GenderEditor(Editor):
         stubble_grain: float = 0.3,
         grain_mm: float = 0.3,
         brow_density: float = 1.0,
-        brow_darkening: float = 0.7,
+        brow_darkening: float = 0.45,
         brow_lightening: float = 0.5,
         shadow_lift: float = 0.12,
         lash_darkening: float = 0.4,
@@ -290,7 +293,9 @@ class GenderEditor(Editor):
         density = r.beard * ((1.0 - self.stubble_grain) + self.stubble_grain * (1.0 + 0.5 * grain)).clamp(
             min=0.0
         )
-        darken = self.stubble * density * gt.tint(gt.STUBBLE_TINT, colour)
+        # In the person's own hair colour (the brows'): a blue-grey cast looked painted on fair, warm skin.
+        hair_rgb = gt.hair_colour(x, r.brows)
+        darken = self.stubble * density * gt.hair_tint(hair_rgb, gt.masked_mean(x, r.cheeks))
         x = x * (1.0 - grown_m * darken)
         cheek_tone = gt.masked_mean(gt.luminance(x), r.cheeks)
         local_tone = gm.smooth(gt.luminance(x), 0.08 * iod)
@@ -298,12 +303,13 @@ class GenderEditor(Editor):
         x = x * (1.0 + f * r.beard * (self.shadow_lift + 0.5 * deficit))
 
         # Brows: denser and darker (male): brow pixels, and a little of the skin at the brow's edge, fill in
-        # toward the brow's own hair tone made `brow_darkening` darker; hair-ness = how much darker than the
-        # surrounding skin a pixel is. Female: thinner (warp) and lighter toward the surrounding skin.
+        # toward the brow's own hair colour (its darkest pixels) made `brow_darkening` darker; hair-ness =
+        # how much darker than the surrounding skin a pixel is. A tone relative to the brow's mean (mostly
+        # skin) drew near-black brows over blonde ones. Female: thinner (warp), lighter toward the skin.
         around = gt.skin_estimate(x, r.brows_wide, 0.06 * iod)
         lum, around_lum = gt.luminance(x), gt.luminance(around)
         hair = ((around_lum - lum) / around_lum.clamp(min=1e-3) / 0.25).clamp(0.0, 1.0)
-        hair_tone = gt.masked_mean(x, r.brows * hair.pow(2)) * (1.0 - self.brow_darkening)
+        hair_tone = hair_rgb * (1.0 - self.brow_darkening)
         fill = m * self.brow_density * r.brows_wide * (0.3 + 0.7 * hair)
         x = x + fill * (hair_tone - x).clamp(max=0.0)
         x = x + f * self.brow_lightening * r.brows * (around - x)

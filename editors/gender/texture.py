@@ -20,8 +20,6 @@ from editors.skin import image_means, masked_mean
 from engine.faces.mesh import landmark_group
 
 LUMA = (0.299, 0.587, 0.114)
-#: Relative darkening per channel of beard shadow on skin (red most, blue least: a blue-grey cast).
-STUBBLE_TINT = (1.0, 0.98, 0.95)
 #: Gain per channel of lip colour (redder: more red, less green/blue), scaled by colourfulness.
 LIP_TINT = (1.0, -0.7, -0.4)
 _FOLLICLE_FRACTION = 0.3  # share of pixels that start a hair before softening
@@ -260,7 +258,32 @@ def stubble_grain(
     return grain * (spread.clamp(min=_GRAIN_FLOOR) / spread)
 
 
-def tint(values: tuple[float, ...], colour: torch.Tensor) -> torch.Tensor:
-    """Per-channel weights `(N, 3, 1, 1)` that fade to grey (all 1) as `colour` goes to 0."""
-    t = colour.new_tensor(values).view(1, 3, 1, 1)
-    return 1.0 + colour * (t - 1.0)
+def hair_colour(images: torch.Tensor, brows: torch.Tensor, share: float = 0.25) -> torch.Tensor:
+    """`(N, 3, 1, 1)` the person's facial hair colour: the mean of the darkest `share` of the brow pixels.
+
+    The darkest pixels are hair rather than the skin between hairs, on a blurry photo too (a mean over
+    the whole brow is mostly skin); the brows are the one facial hair every face shows.
+    """
+    lum = luminance(images)[:, 0]
+    out = []
+    for n in range(images.shape[0]):  # a quantile per face: the brows' pixel counts differ
+        inside = brows[n, 0] > 0.5
+        if int(inside.sum()) < 4:  # no brow to read (a mask off the crop): the mean of the brow region
+            out.append(masked_mean(images[n:n + 1], brows[n:n + 1]).view(3))
+            continue
+        values = lum[n][inside]
+        dark = values <= torch.quantile(values, share)
+        out.append(images[n][:, inside][:, dark].mean(dim=1))
+    return torch.stack(out).view(-1, 3, 1, 1)
+
+
+def hair_tint(hair: torch.Tensor, skin: torch.Tensor) -> torch.Tensor:
+    """Per-channel weights `(N, 3, 1, 1)`, mean 1 in luminance, of a darkening toward the colour of `hair`
+    on `skin` (both `(N, 3, 1, 1)`): a channel in which hair is much darker than skin darkens more.
+
+    So stubble shadow takes the person's own hair colour (warm brown on fair skin with light brows,
+    neutral on a grey photo, where every weight is 1) at the luminance darkening it is asked for.
+    """
+    drop = (1.0 - hair / skin.clamp(min=1e-3)).clamp(0.0, 1.0)
+    luma = drop.new_tensor(LUMA).view(1, 3, 1, 1)
+    return (drop / (drop * luma).sum(dim=1, keepdim=True).clamp(min=1e-3)).clamp(0.3, 1.7)
