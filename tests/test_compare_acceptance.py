@@ -58,3 +58,15 @@ def test_runs_on_different_halves_are_refused(tmp_path):
         cmp.compare(base, new)
     with pytest.raises(SystemExit, match="no provenance.json"):
         cmp.compare(base, tmp_path)
+
+
+def test_two_runs_of_the_same_settings_are_named_by_their_commits(tmp_path):
+    """A change of code (an editor's version) is compared at the same overrides: the header says which commits."""
+    cmp = load_script("compare_acceptance")
+    valid, age = np.arange(8) < 4, np.linspace(1.0, 4.0, 8)
+    base, new = _run(tmp_path / "a", "tuning", valid, age, []), _run(tmp_path / "b", "tuning", valid, age, [])
+    for folder, git in ((base, "aaaaaaa"), (new, "bbbbbbb")):
+        prov = json.loads((folder / "provenance.json").read_text())
+        (folder / "provenance.json").write_text(json.dumps({**prov, "git": git}))
+    table, info = cmp.compare(base, new)
+    assert "baseline `the defaults` at git aaaaaaa, candidate `the defaults` at git bbbbbbb" in cmp.markdown(table, info)
