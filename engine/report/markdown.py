@@ -147,5 +147,5 @@ def run_section(outputs: Any, provenance: dict[str, Any]) -> list[str]:
 
 def _faces_line(n_faces: int, n_records: int, n_skipped: int) -> str:
     """How many faces were analysed from how many images (with multi-face analysis they differ)."""
-    return (f"faces analysed: {n_faces}, from {n_records} images; {n_skipped} skipped (images without a face, "
-            "or faces too small; see `skipped.csv`)")
+    return (f"faces analysed: {n_faces}, from {n_records} images; {n_skipped} skipped (unreadable images, images "
+            "without a face, faces too small, or faces the landmarker could not fit; see `skipped.csv`)")
