@@ -55,6 +55,12 @@ mirror blend moved slightly on every face; 2 more edits valid, no other experime
 `gender_swap` was saved again (stop 24) for the edit-metadata column `edit_adult_cues` (beard and
 make-up are left out on faces whose metadata marks a child; the goldens' LFW faces carry no such
 metadata, so every other value compared equal).
+The goldens were saved on one machine and are bit-stable only on its kind of CPU: on an AVX-512 AMD
+EPYC (stop 25), MediaPipe's landmarks and blendshapes differ by ~1e-6 relative, which moves the age and
+sEMG edits that follow the landmarks by a grey level here and there. The whole-run compare then shows
+differences in `age_shift` and `semg` up to 0.003 in a classifier output or judged age, 0.003 in a p and
+1 in a Wilcoxon statistic (every other experiment equal). They were not saved again there; the fast
+test's faces are held by `COLUMN_ATOL`.
     python scripts/golden.py compare age_shift    # one experiment
     python scripts/golden.py compare runner.device=cpu   # with more Hydra overrides
 """
@@ -97,7 +103,15 @@ RENAMED_VALUES = {"measurements.parquet": {"editor": _PLACEBO}, "stats.csv": {"e
 #: may move by a few 1e-6. LPIPS is computed one pair at a time (it used to be batched 16 pairs at a
 #: time, and oneDNN's kernels vary with the batch size), so a face's LPIPS no longer depends on which
 #: faces shared its chunk; the old batched values differ from the per-pair ones by up to a few 1e-6.
-COLUMN_ATOL = {"identity_distance": 1e-5, "lpips_in": 1e-5, "lpips_out": 1e-5}
+#: MediaPipe's TFLite kernels differ by CPU (XNNPACK picks AVX-512 or AVX2 code), and so do the landmarks
+#: the editors follow. On an AVX-512 AMD EPYC (stop 25), on the fast test's faces, what is read back from
+#: the edited pixels moved by up to: blendshape_change 8.7e-6, symmetry_index_edit 6e-6 (its relative
+#: change 1.1e-4, over small reference indices), identity_distance 1.9e-5, the electrode sites'
+#: edit_max_site_shift_mm 2.9e-6 mm. Every other column matched within 1e-6, so only these get a margin
+#: (about 5-10x); an editor change moves them by 1e-3 or more, and moves the other columns too.
+COLUMN_ATOL = {"identity_distance": 1e-4, "lpips_in": 1e-5, "lpips_out": 1e-5,
+               "blendshape_change": 1e-4, "edit_max_site_shift_mm": 3e-5,
+               "symmetry_index_ref": 5e-5, "symmetry_index_edit": 5e-5, "delta_symmetry_index_rel": 1e-3}
 
 
 def run_experiment(name: str, out: Path, cache: Path, extra: list[str]) -> float:
