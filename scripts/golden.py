@@ -17,7 +17,7 @@ defaults (cold work cache unless --cache is given) and keeps `stats.csv`, `audit
 `measurements.parquet` under `tests/data/golden/<experiment>/`; `compare` runs them again and checks
 that every table has the same rows and columns, with numbers within `--atol` (default 1e-6).
 
-    python scripts/golden.py save                 # write tests/data/golden/
+    python scripts/golden.py save                 # write tests/data/golden/ (and its cpu.json)
     python scripts/golden.py compare              # exit 1 on any difference
 
 Every run uses `GOLDEN_CONDITIONS`: the demo set as it was (no sharp photos, one face per image) and
@@ -59,8 +59,10 @@ The goldens were saved on one machine and are bit-stable only on its kind of CPU
 EPYC (stop 25), MediaPipe's landmarks and blendshapes differ by ~1e-6 relative, which moves the age and
 sEMG edits that follow the landmarks by a grey level here and there. The whole-run compare then shows
 differences in `age_shift` and `semg` up to 0.003 in a classifier output or judged age, 0.003 in a p and
-1 in a Wilcoxon statistic (every other experiment equal). They were not saved again there; the fast
-test's faces are held by `COLUMN_ATOL`.
+1 in a Wilcoxon statistic (every other experiment equal); the fast test's faces are held by
+`COLUMN_ATOL`. So every experiment was saved again there (stop 25), and `cpu.json` now records the kind
+of CPU that saved the goldens: `compare` holds them to the bit on that kind and within
+`CROSS_CPU_ATOL` on another (numbers; strings and rows exactly).
     python scripts/golden.py compare age_shift    # one experiment
     python scripts/golden.py compare runner.device=cpu   # with more Hydra overrides
 """
@@ -68,7 +70,9 @@ test's faces are held by `COLUMN_ATOL`.
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import platform
 import shutil
 import subprocess
 import sys
@@ -114,6 +118,43 @@ COLUMN_ATOL = {"identity_distance": 1e-4, "lpips_in": 1e-5, "lpips_out": 1e-5,
                "symmetry_index_ref": 5e-5, "symmetry_index_edit": 5e-5, "delta_symmetry_index_rel": 1e-3}
 
 
+#: The goldens are bit-stable only on the kind of CPU that saved them (MediaPipe's XNNPACK kernels are
+#: picked by the CPU's vector extensions): `save` records that kind here, and `compare` holds the tables
+#: to `--atol` on the same kind and to `CROSS_CPU_ATOL` on another. Measured (stop 25, goldens of an
+#: unrecorded CPU against an AVX-512 AMD EPYC): classifier outputs, judged ages and p values of age_shift
+#: and semg moved by up to 0.003, every other experiment within 1e-6. Strings (reasons, validity) and
+#: row sets must match on any CPU.
+CPU_FILE = GOLDEN / "cpu.json"
+CROSS_CPU_ATOL = 5e-3
+#: The x86 extensions XNNPACK dispatches its kernels on (and the machine's architecture).
+_KERNEL_FLAGS = ("avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile", "avx_vnni",
+                 "avx2", "fma", "f16c", "avx", "sse4_1")
+
+
+def cpu_kind(cpuinfo: str | None = None) -> dict[str, object]:
+    """The CPU's architecture and the vector extensions among `_KERNEL_FLAGS` it has (Linux /proc/cpuinfo)."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            cpuinfo = ""
+    flags: set[str] = set()
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            flags = set(value.split())
+            break
+    return {"machine": platform.machine(), "flags": [f for f in _KERNEL_FLAGS if f in flags]}
+
+
+def tolerance(saved: dict | None, current: dict, atol: float) -> tuple[float, str]:
+    """The tolerance to compare at, and why: `atol` on the kind of CPU that saved the goldens."""
+    if saved == current:
+        return atol, f"same kind of CPU as the goldens' ({', '.join(current['flags']) or current['machine']})"
+    why = "the goldens' CPU was not recorded" if saved is None else "the goldens were saved on another kind of CPU"
+    return max(atol, CROSS_CPU_ATOL), f"{why}: numbers within {CROSS_CPU_ATOL:g}, strings exact"
+
+
 def run_experiment(name: str, out: Path, cache: Path, extra: list[str]) -> float:
     """Run one experiment into `out`; returns its wall time in seconds."""
     env = dict(os.environ, FACECF_WORK_CACHE=str(cache), CI="1")
@@ -156,7 +197,7 @@ def compare_tables(golden: Path, fresh: Path, atol: float) -> list[str]:
                 pd.api.types.is_bool_dtype(x) or pd.api.types.is_bool_dtype(y)):
             xv, yv = x.to_numpy(dtype=float), y.to_numpy(dtype=float)
             same_nan = np.isnan(xv) == np.isnan(yv)
-            tol = COLUMN_ATOL.get(col, atol)
+            tol = max(COLUMN_ATOL.get(col, 0.0), atol)
             close = np.isclose(xv, yv, rtol=tol, atol=tol) | (np.isnan(xv) & np.isnan(yv))
             if not (same_nan.all() and close.all()):
                 worst = np.nanmax(np.abs(xv - yv)) if (np.isfinite(xv) & np.isfinite(yv)).any() else float("nan")
@@ -186,6 +227,13 @@ def main(argv: list[str] | None = None) -> int:
     cache = args.cache or tmp / "cache"
     runs = args.keep or tmp / "runs"
     failed = 0
+    saved = json.loads(CPU_FILE.read_text()) if CPU_FILE.exists() else None
+    atol, why = tolerance(saved, cpu_kind(), args.atol)
+    if args.mode == "compare":
+        print(f"comparing at {atol:g}: {why}")
+    elif saved != cpu_kind() and set(args.experiments) != set(EXPERIMENTS):
+        raise SystemExit("the goldens were saved on another kind of CPU (or an unrecorded one): save every "
+                         "experiment here, not some, so that tests/data/golden/cpu.json describes them all")
     try:
         for name in args.experiments:
             out = runs / name
@@ -206,11 +254,13 @@ def main(argv: list[str] | None = None) -> int:
                 if g.exists() != (out / t).exists():
                     problems.append(f"{t}: {'missing now' if g.exists() else 'new (no golden)'}")
                 elif g.exists():
-                    problems += [f"{t}: {m}" for m in compare_tables(g, out / t, args.atol)]
+                    problems += [f"{t}: {m}" for m in compare_tables(g, out / t, atol)]
             failed += bool(problems)
             print(f"{'OK  ' if not problems else 'DIFF'}   {name:14s} {seconds:6.1f} s")
             for m in problems:
                 print(f"         {m}")
+        if args.mode == "save":
+            CPU_FILE.write_text(json.dumps(cpu_kind(), indent=2) + "\n")
     finally:
         if args.keep is None:
             shutil.rmtree(tmp, ignore_errors=True)

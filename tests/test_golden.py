@@ -51,3 +51,29 @@ def test_every_experiment_matches_the_goldens(tmp_path):
     proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "golden.py"), "compare"],
                           capture_output=True, text=True, cwd=ROOT, timeout=3000)
     assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
+
+
+def test_the_goldens_are_held_to_the_bit_only_on_the_kind_of_cpu_that_saved_them(tmp_path):
+    epyc = "processor\t: 0\nflags\t\t: fpu sse4_1 avx avx2 fma f16c avx512f avx512bw avx512_vnni\n"
+    older = "processor\t: 0\nflags\t\t: fpu sse4_1 avx avx2 fma f16c\n"
+    kind = golden.cpu_kind(epyc)
+    assert kind["flags"] == ["avx512f", "avx512bw", "avx512_vnni", "avx2", "fma", "f16c", "avx", "sse4_1"]
+    assert golden.cpu_kind(epyc) == kind != golden.cpu_kind(older)
+    assert golden.tolerance(kind, golden.cpu_kind(epyc), 1e-6)[0] == 1e-6
+    loose, why = golden.tolerance(golden.cpu_kind(older), kind, 1e-6)
+    assert loose == golden.CROSS_CPU_ATOL and "another kind of CPU" in why
+    assert golden.tolerance(None, kind, 1e-6)[0] == golden.CROSS_CPU_ATOL
+    # The cross-CPU tolerance still catches an editor's change (a judged age moved by a year) and any
+    # changed string, and never loosens a column's own margin.
+    assert golden.CROSS_CPU_ATOL <= 0.01
+    assert all(tol < golden.CROSS_CPU_ATOL for tol in golden.COLUMN_ATOL.values())
+    saved = pd.DataFrame({"image_id": ["a", "b"], "est_age_edit": [40.0, 50.0], "reasons": ["", "expression_moved"]})
+    saved.to_csv(tmp_path / "audit.csv", index=False)
+    (tmp_path / "now").mkdir()
+    noise = saved.assign(est_age_edit=[40.003, 50.0])  # the move measured across CPUs
+    noise.to_csv(tmp_path / "now" / "audit.csv", index=False)
+    assert golden.compare_tables(tmp_path / "audit.csv", tmp_path / "now" / "audit.csv", loose) == []
+    assert golden.compare_tables(tmp_path / "audit.csv", tmp_path / "now" / "audit.csv", 1e-6)
+    for changed in (saved.assign(est_age_edit=[41.0, 50.0]), saved.assign(reasons=["", "nontarget_moved"])):
+        changed.to_csv(tmp_path / "now" / "audit.csv", index=False)
+        assert golden.compare_tables(tmp_path / "audit.csv", tmp_path / "now" / "audit.csv", loose)
