@@ -14,7 +14,7 @@ or with `--section NAME` too, between the `acceptance:NAME` markers (a study of 
 the defaults, named in the table's header); with `--check`, exits 1 naming every missed target.
 
     python scripts/acceptance.py [--split evaluation] [--studies age gender_female ...]
-        [--out acceptance] [--write-docs [--section NAME]] [--check] [hydra overrides ...]
+        [--out outputs/acceptance] [--write-docs [--section NAME]] [--check] [hydra overrides ...]
 
 Gender is judged per direction on the faces that direction is meant for: toward female on faces the
 judge reads as male at the sham (p(male) >= 0.5), toward male on the others. The judge only selects
@@ -281,7 +281,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[
     """The options and the Hydra overrides, which may also follow `--studies` (as the tables' headers
     print them: `--studies age editor.growth=0.06`)."""
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    add_study_options(p, Path("acceptance"))
+    add_study_options(p, Path("outputs") / "acceptance")
     p.add_argument("--section", help="with --write-docs: write between the acceptance:SECTION markers")
     p.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
     args, extra = p.parse_known_args(argv)

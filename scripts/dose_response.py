@@ -18,7 +18,7 @@ Writes `<out>/dose_response.csv` and `<out>/audits/<study>.csv`; with `--write-d
 the `dose-response` markers of docs/EDITORS.md (never edit it by hand).
 
     python scripts/dose_response.py [--split evaluation] [--strengths 0.25 0.5 0.75 1]
-        [--studies age ...] [--out dose_response] [--write-docs] [--plot PNG] [hydra overrides ...]
+        [--studies age ...] [--out outputs/dose_response] [--write-docs] [--plot PNG] [hydra overrides ...]
 """
 
 from __future__ import annotations
@@ -168,7 +168,7 @@ def plot(table: pd.DataFrame, path: Path) -> None:
 
 def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[str]]:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    acceptance.add_study_options(p, Path("dose_response"))
+    acceptance.add_study_options(p, Path("outputs") / "dose_response")
     p.add_argument("--strengths", nargs="+", default=[f"{s:g}" for s in DEFAULT_STRENGTHS], metavar="S",
                    help="strengths in (0, 1]")
     p.add_argument("--plot", type=Path, help="draw the frontier into this PNG")

@@ -6,7 +6,7 @@ looked like grime; docs/EDITORS.md, "Tuning on the tuning half"). So candidate s
 `scripts/tuning.py` are looked at on every sharp face of both halves (the portraits and every face
 of the sharp photos, at full crop resolution before the sheet is shrunk) before they become defaults.
 
-    python scripts/review_settings.py EXPERIMENT CANDIDATE [--out review.png] [--size 160] [--cols 3]
+    python scripts/review_settings.py EXPERIMENT CANDIDATE [--out outputs/review.png] [--size 160] [--cols 3]
 
 CANDIDATE is a trial folder (or its objective.json) from a tuning sweep, whose `editor.` overrides
 are used, or a comma-separated list of overrides (`editor.sag=0.5,editor.texture=0`). Every edit is
@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("experiment")
     p.add_argument("candidate")
-    p.add_argument("--out", type=Path, default=Path("review.png"))
+    p.add_argument("--out", type=Path, default=Path("outputs") / "review.png")
     p.add_argument("--size", type=int, default=160, help="pixels per image in the sheet")
     p.add_argument("--cols", type=int, default=3, help="faces per row")
     args = p.parse_args(argv)
