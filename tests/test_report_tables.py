@@ -65,3 +65,21 @@ def test_a_write_that_fails_leaves_the_earlier_file_whole_and_no_temporary(tmp_p
     assert sorted(p.name for p in tmp_path.iterdir()) == ["index.html"]
     write_table(pd.DataFrame({"a": [1, 2]}), tmp_path / "t.parquet")
     assert pd.read_parquet(tmp_path / "t.parquet")["a"].tolist() == [1, 2]
+
+
+def test_the_report_counts_skipped_images_and_faces_by_kind_of_reason():
+    import pandas as pd
+
+    from engine.report.markdown import _faces_line, reason_kind
+
+    skipped = pd.DataFrame({"image_id": ["a", "b", "c#1", "c#2", "d#3"], "stage": ["load", "face", "face", "face", "face"],
+                            "reason": ["unreadable image: cannot identify image file 'a.jpg'", "no face detected",
+                                       "face proposed by the detector but not fitted by the landmarker (box 1,2-3,4 px, "
+                                       "detector score 0.75): a profile", "face proposed by the detector but not fitted "
+                                       "by the landmarker (box 5,6-7,8 px, detector score 0.72): a profile",
+                                       "face too small: 15 px between the eyes (faces.min_face_iod=16)"]})
+    assert reason_kind("face too small: 15 px between the eyes") == "face too small"
+    assert _faces_line(7, 5, skipped) == (
+        "faces analysed: 7, from 5 images; 5 skipped: face proposed by the detector but not fitted by the "
+        "landmarker ×2, face too small ×1, no face detected ×1, unreadable image ×1 (see `skipped.csv`)")
+    assert _faces_line(3, 3, skipped.iloc[:0]) == "faces analysed: 3, from 3 images; 0 skipped"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import re
 from pathlib import Path
 from typing import Any
 
@@ -88,7 +89,7 @@ def paired_report(outputs: Any, frames: dict[str, pd.DataFrame], headline: str, 
         f"{', '.join(f'{s:g}' for s in spec.strengths)}",
         f"- reference condition: **{ref}** (same pipeline at strength 0 unless set to `original`)",
         f"- classifiers: {', '.join(f'`{cell(c)}`' for c in spec.classifiers)}",
-        f"- {_faces_line(n_used, outputs.n_records, len(outputs.skipped))}",
+        f"- {_faces_line(n_used, outputs.n_records, outputs.skipped)}",
         "",
     ]
     tests = frames.get("tests", pd.DataFrame())
@@ -145,7 +146,17 @@ def run_section(outputs: Any, provenance: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _faces_line(n_faces: int, n_records: int, n_skipped: int) -> str:
-    """How many faces were analysed from how many images (with multi-face analysis they differ)."""
-    return (f"faces analysed: {n_faces}, from {n_records} images; {n_skipped} skipped (unreadable images, images "
-            "without a face, faces too small, or faces the landmarker could not fit; see `skipped.csv`)")
+def _faces_line(n_faces: int, n_records: int, skipped: pd.DataFrame) -> str:
+    """How many faces were analysed from how many images (with multi-face analysis they differ), and how
+    many were skipped, counted by kind of reason (unreadable, no face, too small, not fitted, ...)."""
+    line = f"faces analysed: {n_faces}, from {n_records} images; {len(skipped)} skipped"
+    if len(skipped):
+        kinds = skipped["reason"].astype(str).map(reason_kind).value_counts()
+        ranked = sorted(kinds.items(), key=lambda kv: (-kv[1], kv[0]))
+        line += ": " + ", ".join(f"{kind} ×{n}" for kind, n in ranked) + " (see `skipped.csv`)"
+    return line
+
+
+def reason_kind(reason: str) -> str:
+    """A skip reason without its particulars (what follows a ':' or '('), so that reasons can be counted."""
+    return re.split(r"[:(]", reason, maxsplit=1)[0].strip() or reason
