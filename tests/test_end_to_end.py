@@ -103,6 +103,11 @@ def test_images_without_faces_are_skipped_with_reason(run_experiment, tmp_path):
     assert skipped.loc["blank", "reason"] == "no face detected"
     assert skipped.loc["broken", "stage"] == "load"
     assert pd.read_parquet(out / "measurements.parquet")["image_id"].unique().tolist() == ["face"]
+    # The gallery lists them too, with their reasons, and the report counts them by kind.
+    gallery = (out / "gallery" / "index.html").read_text()
+    assert "<h2>Skipped (2)</h2>" in gallery and "no face detected" in gallery and "broken" in gallery
+    report = (out / "report.md").read_text()
+    assert "2 skipped: " in report and "no face detected ×1" in report
 
 
 def test_observational_mode_on_an_annotated_manifest(run_experiment, tmp_path):

@@ -50,11 +50,15 @@ table.face th{font-size:.85em;background:#eee;padding:4px 8px;text-align:left}
 .bar{height:8px;background:#4a7fd0;display:inline-block;vertical-align:middle}
 .pred{text-align:left;white-space:nowrap} .cname{font-weight:600;margin-top:4px}
 .flag{color:#b00;font-weight:600}
+h2{font-size:1.15em;margin-top:2em}
+table.skipped{border-collapse:collapse;background:#fff;font-size:.85em}
+table.skipped td,table.skipped th{padding:3px 8px;text-align:left;border-bottom:1px solid #eee}
 """
 
 
 def write_gallery(out_dir: Path, results: Sequence[ImageResult], cache: WorkCache, classifiers: Mapping[str, Any],
-                  cfg: Any, title: str, audit: pd.DataFrame | None = None) -> Path:
+                  cfg: Any, title: str, audit: pd.DataFrame | None = None,
+                  skipped: pd.DataFrame | None = None) -> Path:
     """Self-contained HTML (images inline): original | sham | each edit | difference, with top predictions.
 
     Args:
@@ -65,6 +69,7 @@ def write_gallery(out_dir: Path, results: Sequence[ImageResult], cache: WorkCach
         cfg: `ReportConfig` (thumb size, top k).
         title: the page title.
         audit: the audit table, to flag edits that failed their checks.
+        skipped: the run's skipped.csv rows, listed last, so a reader of the page sees what was left out.
     """
     gdir = out_dir / "gallery"
     gdir.mkdir(parents=True, exist_ok=True)
@@ -100,6 +105,12 @@ def write_gallery(out_dir: Path, results: Sequence[ImageResult], cache: WorkCach
         parts.append(f"<table class='face'><tr><th colspan='{len(cells)}'>{html.escape(result.record.image_id)}"
                      f" <span class='meta'>{html.escape(result.record.source)}</span></th></tr>"
                      f"<tr>{''.join(heads)}</tr><tr>{''.join(cells)}</tr></table>")
+    if skipped is not None and not skipped.empty:
+        rows = "".join(f"<tr><td>{html.escape(str(r.image_id))}</td><td class='meta'>{html.escape(str(r.source))}"
+                       f"</td><td>{html.escape(str(r.reason))}</td></tr>" for r in skipped.itertuples())
+        parts.append(f"<h2>Skipped ({len(skipped)})</h2><p class='meta'>Images and faces the run could not use "
+                     f"(skipped.csv).</p><table class='skipped'><tr><th>record</th><th>source</th><th>reason</th>"
+                     f"</tr>{rows}</table>")
     parts.append("</body></html>")
     path = gdir / "index.html"
     write_text(path, "\n".join(parts))

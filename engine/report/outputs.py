@@ -64,7 +64,7 @@ def write_tables(outputs: Any) -> None:
 def gallery(outputs: Any, cache: WorkCache, title: str) -> Path:
     shown = outputs.results[: outputs.spec.report.gallery_max_images]
     return write_gallery(outputs.out, shown, cache, outputs.spec.classifiers, outputs.spec.report, title,
-                         outputs.audit)
+                         outputs.audit, outputs.skipped)
 
 
 def write_outputs(outputs: Any, cache: WorkCache) -> str:
