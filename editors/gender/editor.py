@@ -11,7 +11,8 @@ Texture (`editors.gender_texture`), on the warped photo, in mesh-following soft 
   vermilion border (multiplicative darkening in the person's own facial-hair colour, read from the
   brows' darkest pixels, so it keeps the skin tone and lighting; the grain is softened to the photo's own
   estimated blur, so a blurry photo gets a mottled shadow, not sharp noise); denser, darker brows (brow
-  pixels fill in toward the brows' own hair colour, darkened); lips a little toward the surrounding skin; skin slightly darker;
+  pixels fill in toward the brows' own hair colour, darkened); lips a little toward the surrounding skin;
+  skin slightly darker;
 * toward female: the beard region's shadow lifted toward the cheek tone; brows thinned (warp) and
   lightened toward the skin around them; a subtle lash line and upper-lid shadow; redder, slightly darker
   lips (colour only where the photo has colour); smoother skin (fine detail damped) and slightly lighter

@@ -278,8 +278,9 @@ def hair_colour(images: torch.Tensor, brows: torch.Tensor, share: float = 0.25) 
 
 
 def hair_tint(hair: torch.Tensor, skin: torch.Tensor) -> torch.Tensor:
-    """Per-channel weights `(N, 3, 1, 1)`, mean 1 in luminance, of a darkening toward the colour of `hair`
-    on `skin` (both `(N, 3, 1, 1)`): a channel in which hair is much darker than skin darkens more.
+    """Per-channel weights `(N, 3, 1, 1)`, mean 1 in luminance (each kept within 0.3-1.7), of a darkening
+    toward the colour of `hair` on `skin` (both `(N, 3, 1, 1)`): a channel in which hair is much darker
+    than skin darkens more.
 
     So stubble shadow takes the person's own hair colour (warm brown on fair skin with light brows,
     neutral on a grey photo, where every weight is 1) at the luminance darkening it is asked for.
