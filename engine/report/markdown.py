@@ -148,8 +148,13 @@ def run_section(outputs: Any, provenance: dict[str, Any]) -> list[str]:
 
 def _faces_line(n_faces: int, n_records: int, skipped: pd.DataFrame) -> str:
     """How many faces were analysed from how many images (with multi-face analysis they differ), and how
-    many were skipped, counted by kind of reason (unreadable, no face, too small, not fitted, ...)."""
-    line = f"faces analysed: {n_faces}, from {n_records} images; {len(skipped)} skipped"
+    many were skipped."""
+    return f"faces analysed: {n_faces}, from {n_records} images; {skipped_summary(skipped)}"
+
+
+def skipped_summary(skipped: pd.DataFrame) -> str:
+    """The line "N skipped: kind ×n, ...", counted by kind of reason (unreadable, no face, too small, ...)."""
+    line = f"{len(skipped)} skipped"
     if len(skipped):
         kinds = skipped["reason"].astype(str).map(reason_kind).value_counts()
         ranked = sorted(kinds.items(), key=lambda kv: (-kv[1], kv[0]))

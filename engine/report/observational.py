@@ -7,7 +7,7 @@ from typing import Any
 
 from engine.report.files import write_table, write_text
 from engine.report.html import write_html_report
-from engine.report.markdown import markdown_table
+from engine.report.markdown import markdown_table, skipped_summary
 from engine.report.outputs import gallery, headline_numbers, write_tables
 from engine.report.provenance import stamp, write_json
 
@@ -44,7 +44,7 @@ def write_observational_outputs(outputs: Any, frame: Any, cache: Any) -> str:
     lines += [f"**{headline}.**", "",
               f"- tests: output ⟂ property | label for properties {', '.join(obs.properties)}; "
               f"label = `{obs.label}`",
-              f"- images: {n_img} of {n_records} ({len(skipped)} skipped, see `skipped.csv`)",
+              f"- images: {n_img} of {n_records}; {skipped_summary(skipped)}",
               f"- method: {stats.meta.get('ols', '')}; {stats.meta.get('permutation', '')}", "",
               "## Headline", "", markdown_table(stats.headline), "",
               f"## Tests ({primary})", "",
