@@ -228,10 +228,11 @@ def main(argv: list[str] | None = None) -> int:
     runs = args.keep or tmp / "runs"
     failed = 0
     saved = json.loads(CPU_FILE.read_text()) if CPU_FILE.exists() else None
-    atol, why = tolerance(saved, cpu_kind(), args.atol)
+    here = cpu_kind()
+    atol, why = tolerance(saved, here, args.atol)
     if args.mode == "compare":
         print(f"comparing at {atol:g}: {why}")
-    elif saved != cpu_kind() and set(args.experiments) != set(EXPERIMENTS):
+    elif saved != here and set(args.experiments) != set(EXPERIMENTS):
         raise SystemExit("the goldens were saved on another kind of CPU (or an unrecorded one): save every "
                          "experiment here, not some, so that tests/data/golden/cpu.json describes them all")
     try:
@@ -260,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
             for m in problems:
                 print(f"         {m}")
         if args.mode == "save":
-            CPU_FILE.write_text(json.dumps(cpu_kind(), indent=2) + "\n")
+            CPU_FILE.write_text(json.dumps(here, indent=2) + "\n")
     finally:
         if args.keep is None:
             shutil.rmtree(tmp, ignore_errors=True)
