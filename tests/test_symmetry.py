@@ -295,7 +295,9 @@ def test_texture_modes_sham_mask_and_batch_equals_one_by_one(batch: FaceBatch, m
 def test_texture_reduces_image_asymmetry_on_real_faces(batch: FaceBatch) -> None:
     batch = batch.select([0, 1, 3])  # astronaut, Grace Hopper, an LFW face turned about 15 degrees
     texture = SymmetryEditor(mode="texture").edit(batch, 1.0, seed=0)
-    both = SymmetryEditor(mode="both", detail_scale=None).edit(batch, 1.0, seed=0)
+    # Unregistered, the blend is symmetric through the same mesh map the measure uses, so nearly all of
+    # the measured asymmetry goes (registered, the mirror image follows the real features instead).
+    both = SymmetryEditor(mode="both", detail_scale=None, register_max_shift=None).edit(batch, 1.0, seed=0)
     for meta in texture.metadata:  # the landmarks (shape) are kept
         assert meta["symmetry_index_after"] == meta["symmetry_index_before"]
     before = np.array([m["image_asymmetry_before"] for m in texture.metadata])

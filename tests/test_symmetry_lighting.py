@@ -87,8 +87,10 @@ def _cheek_light(image: torch.Tensor) -> float:
 def test_lighting_kept_averages_the_detail_and_keeps_the_light() -> None:
     batch = frontal_batch(lit_face(light=0.3, detail=0.1))
     landmarks = batch.landmarks
-    evened = SymmetryEditor(mode="texture").edit(batch, 1.0, seed=0).images
-    kept = SymmetryEditor(mode="texture", lighting_scale=LIGHTING_SCALE).edit(batch, 1.0, seed=0).images
+    # The synthetic mesh is exact, and a flow would only lock the periodic waves onto each other.
+    plain = {"mode": "texture", "register_max_shift": None}
+    evened = SymmetryEditor(**plain).edit(batch, 1.0, seed=0).images
+    kept = SymmetryEditor(**plain, lighting_scale=LIGHTING_SCALE).edit(batch, 1.0, seed=0).images
     before = _cheek_light(batch.images)
     assert before > 0.07
     # The default evens out the light between the cheeks; the lighting-kept edit leaves most of it.

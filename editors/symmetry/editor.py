@@ -41,6 +41,7 @@ from editors.symmetry.mirror import (
     symmetric_target,
     symmetry_index,
 )
+from editors.symmetry.register import registered_coords, registration_flow
 from editors.warp import apply_backward_map, backward_map, moved_region, warp_masks
 from engine.types import AuditPolicy, Editor, EditResult, FaceBatch, TargetCheck
 
@@ -78,6 +79,10 @@ class SymmetryEditor(Editor):
         eye_feather: how far (IOD) beyond the lid margin the kept eye region fades out.
         mirror_share: for "average": the share of the mirror image blended in, in (0, 0.5]; 0.5 makes
             the averaged scales fully symmetric, a share s leaves (1 - 2 s) of their asymmetry.
+        register_max_shift: for "average": before blending, register the mirror image to the face by
+            optical flow (`editors.symmetry.register`), moving it at most this far (IOD), so the mesh's
+            own misplacement does not draw edges twice; None: the mesh mirror map alone. A copied half
+            has one source and draws no double edge, so it is not registered.
         measure_image: add the image-space asymmetry before/after to the metadata (texture mode needs no
             extra warp for it; both and shape modes need one and two).
         mask_dilation_px: how far the returned edit mask extends beyond the changed pixels.
@@ -88,8 +93,9 @@ class SymmetryEditor(Editor):
     direction: str | None = "more"
 
     #: Bumped when the output changes without a config change (2: running-sum box filters; 3: the kept
-    #: eye openings are the lid loops with an exact distance fade, no band across squinting faces).
-    version = 3
+    #: eye openings are the lid loops with an exact distance fade, no band across squinting faces;
+    #: 4: the averaged mirror image is registered to the face by optical flow, `register_max_shift`).
+    version = 4
 
     def __init__(
         self,
@@ -103,6 +109,7 @@ class SymmetryEditor(Editor):
         keep_eyes: bool = True,
         eye_feather: float = 0.06,
         mirror_share: float = 0.5,
+        register_max_shift: float | None = 0.08,
         measure_image: bool = True,
         mask_dilation_px: int = 3,
     ) -> None:
@@ -129,6 +136,10 @@ class SymmetryEditor(Editor):
             )
         if not 0.0 < float(mirror_share) <= 0.5:
             raise ValueError(f"SymmetryEditor mirror_share={mirror_share!r} must be in (0, 0.5]")
+        if register_max_shift is not None and not 0.0 < float(register_max_shift) <= 0.2:
+            raise ValueError(
+                f"SymmetryEditor register_max_shift={register_max_shift!r} must be None or in (0, 0.2] IODs"
+            )
         if mask_dilation_px < 0:
             raise ValueError(f"SymmetryEditor mask_dilation_px={mask_dilation_px} must be >= 0")
         self.mode = mode
@@ -141,6 +152,7 @@ class SymmetryEditor(Editor):
         self.keep_eyes = bool(keep_eyes)
         self.eye_feather = float(eye_feather)
         self.mirror_share = float(mirror_share)
+        self.register_max_shift = None if register_max_shift is None else float(register_max_shift)
         self.measure_image = bool(measure_image)
         self.mask_dilation_px = int(mask_dilation_px)
 
@@ -183,7 +195,13 @@ class SymmetryEditor(Editor):
             # Mirror the warped face without resampling twice: compose the shape and mirror maps.
             sample = mirror if shape_coords is None else compose_maps(shape_coords, mirror)
             weight = self.texture_weight(target, mirror, visible, face_weight)
-            change = apply_backward_map(images, sample) - edited
+            mirrored = apply_backward_map(images, sample)
+            if self.register_max_shift is not None and self.source_side == "average":
+                flow = registration_flow(edited, mirrored, weight, inter_ocular_distance(target),
+                                         self.register_max_shift)
+                sample = compose_maps(sample, registered_coords(flow))
+                mirrored = apply_backward_map(images, sample)
+            change = mirrored - edited
             if self.source_side == "average":
                 change = self._band(change, weight, inter_ocular_distance(target))
             weight = strength * weight
