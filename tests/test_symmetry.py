@@ -248,7 +248,8 @@ def test_copying_the_left_half_puts_its_mirror_image_on_the_right_half() -> None
 
 def test_average_texture_evens_out_the_shading_and_keeps_the_eyes() -> None:
     batch = frontal_batch(gradient_image())
-    result = SymmetryEditor(mode="texture").edit(batch, 1.0, seed=0)
+    # The synthetic mesh is exact; a registering flow would only lock the blue waves onto each other.
+    result = SymmetryEditor(mode="texture", register_max_shift=None).edit(batch, 1.0, seed=0)
     meta = result.metadata[0]
     # Not 0: the kept eyes, the forehead top and the fades at the oval keep their asymmetry.
     assert meta["image_asymmetry_after"] < 0.2 * meta["image_asymmetry_before"]
@@ -294,7 +295,8 @@ def test_texture_modes_sham_mask_and_batch_equals_one_by_one(batch: FaceBatch, m
 
 def test_texture_reduces_image_asymmetry_on_real_faces(batch: FaceBatch) -> None:
     batch = batch.select([0, 1, 3])  # astronaut, Grace Hopper, an LFW face turned about 15 degrees
-    texture = SymmetryEditor(mode="texture").edit(batch, 1.0, seed=0)
+    texture = SymmetryEditor(mode="texture", register_max_shift=None).edit(batch, 1.0, seed=0)
+    registered = SymmetryEditor(mode="texture", register_max_shift=0.08).edit(batch, 1.0, seed=0)
     # Unregistered, the blend is symmetric through the same mesh map the measure uses, so nearly all of
     # the measured asymmetry goes (registered, the mirror image follows the real features instead).
     both = SymmetryEditor(mode="both", detail_scale=None, register_max_shift=None).edit(batch, 1.0, seed=0)
@@ -307,6 +309,10 @@ def test_texture_reduces_image_asymmetry_on_real_faces(batch: FaceBatch) -> None
         f"\nimage asymmetry before {before.round(4)}\ntexture {after.round(4)}\nboth, all detail {after_both.round(4)}"
     )
     assert (after < 0.8 * before).all() and after.mean() < 0.6 * before.mean()
+    # Registered to the real features, the blend no longer follows the measure's own mesh map, so the
+    # measure sees less of the fall (measured: 0.37, 0.78 and 0.59 of before), but it still falls.
+    after_registered = np.array([m["image_asymmetry_after"] for m in registered.metadata])
+    assert (after_registered < 0.9 * before).all() and after_registered.mean() < 0.7 * before.mean()
     # On the turned LFW face the near half is not mirrored (its partner is foreshortened), so less falls.
     assert (after_both[:2] < 0.25 * before[:2]).all() and after_both[2] < 0.5 * before[2]
     assert all(m["symmetry_index_after"] < 1e-4 for m in both.metadata)
