@@ -48,7 +48,8 @@ def repeatability_table(calibration: pd.DataFrame, audits: dict[str, pd.DataFram
         for reading, column in READINGS.items():
             if column not in audit or f"delta_{reading}" not in calibration:
                 continue
-            checked = audit[column].notna() & ~audit["reasons"].fillna("").str.contains("target_beyond_judge")
+            reasons = audit["reasons"].astype(object).where(audit["reasons"].notna(), "").astype(str)
+            checked = audit[column].notna() & ~reasons.str.contains("target_beyond_judge")
             flagged = readings.str.split(";").apply(lambda names, r=reading: r in names)
             if study.startswith("age") and reading == "est_age":
                 continue  # the target reading, not a kept one
