@@ -26,16 +26,25 @@ def test_flagged_faces_are_compared_with_the_others_by_their_noise():
     readings = ["", "", "", "", "", "est_age", "est_age;est_p_male", "est_age", "", ""]
     audit = pd.DataFrame({"image_id": faces, "delta_est_age": 1.0, "delta_est_p_male": 0.0,
                           "nontarget_readings": [r or np.nan for r in readings], "reasons": np.nan})
-    table = rep.repeatability_table(_calibration(noise), {"symmetry": audit, "age": audit})
+    table = rep.repeatability_table(_calibration(noise), {"symmetry": audit, "age": audit},
+                                    {"age": {"delta_est_age"}, "symmetry": set()})
     age_row = table[(table["study"] == "symmetry") & (table["reading"] == "est_age")].iloc[0]
     assert (age_row["faces"], age_row["flagged"]) == (10, 3)
     assert age_row["noise_flagged"] == pytest.approx(6.0) and age_row["noise_others"] == pytest.approx(1.6)
     assert (age_row["share_noisier"], age_row["share_quieter"]) == (pytest.approx(0.6), 0.0)
     assert age_row["p"] == pytest.approx(fisher_exact([[3, 2], [0, 5]], alternative="greater").pvalue)
-    # The age study's own target reading is not a kept one; its p(male) row is, flagged once.
+    # The age study's target reading is not a kept one; its p(male) row is, flagged once.
     assert set(table.loc[table["study"] == "age", "reading"]) == {"est_p_male"}
     assert int(table.loc[table["study"] == "age", "flagged"].iloc[0]) == 1
     assert (table["p_holm"] >= table["p"]).all() and len(table) == 3
+
+
+def test_a_study_s_targets_come_from_its_editor_s_audit_policy():
+    rep = load_script("judge_repeatability")
+    targets = rep.study_targets(["age", "gender_female", "symmetry"], [])
+    assert "delta_est_age" in targets["age"] and "delta_est_p_male" not in targets["age"]
+    assert "delta_est_p_male" in targets["gender_female"] and "delta_est_age" not in targets["gender_female"]
+    assert not targets["symmetry"] & {"delta_est_age", "delta_est_p_male"}
 
 
 def test_faces_missing_from_the_calibration_are_refused(tmp_path):
