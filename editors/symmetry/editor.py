@@ -197,14 +197,14 @@ class SymmetryEditor(Editor):
             sample = mirror if shape_coords is None else compose_maps(shape_coords, mirror)
             weight = self.texture_weight(target, mirror, visible, face_weight)
             mirrored = apply_backward_map(images, sample)
+            iod = inter_ocular_distance(target)
             if self.register_max_shift is not None and self.source_side == "average":
-                flow = registration_flow(edited, mirrored, weight, inter_ocular_distance(target),
-                                         self.register_max_shift)
+                flow = registration_flow(edited, mirrored, weight, iod, self.register_max_shift)
                 sample = compose_maps(sample, registered_coords(flow))
                 mirrored = apply_backward_map(images, sample)
             change = mirrored - edited
             if self.source_side == "average":
-                change = self._band(change, weight, inter_ocular_distance(target))
+                change = self._band(change, weight, iod)
             weight = strength * weight
             edited = edited + weight * change
             changed = (weight > 0).float()
